@@ -1,0 +1,77 @@
+"""The access token: fetched once, shared by concurrent callers, refreshed before it runs out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from . import _constants as C
+from ._secrets import logger, register_secret
+from .cache import SingleFlight
+from .clock import Clock
+from .models.auth import Token
+
+__all__ = ["TokenManager"]
+
+
+class TokenManager:
+    """Keeps one bearer token in memory.
+
+    The token is trusted until shortly before ``expires_in`` runs out, and never for more than
+    24 hours whatever ``expires_in`` says (the docs say 24 h while examples show a year).
+    Concurrent callers share one token request. ``invalidate`` drops a token the server refused
+    (a 401), so the next caller fetches a new one.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[Token]],
+        *,
+        clock: Clock,
+        max_lifetime: float = C.TOKEN_MAX_LIFETIME,
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._max_lifetime = max_lifetime
+        self._token: str | None = None
+        self._valid_until = 0.0
+        self._flight: SingleFlight[str, str] = SingleFlight()
+        #: Token requests made (for ``client.stats``).
+        self.requests = 0
+
+    @property
+    def valid_until(self) -> float:
+        return self._valid_until
+
+    def has_token(self) -> bool:
+        return self._token is not None and self._clock.now() < self._valid_until
+
+    async def get(self) -> str:
+        """A valid token, fetching one if needed."""
+        token = self._token
+        if token is not None and self._clock.now() < self._valid_until:
+            return token
+        value, _ = await self._flight.run("token", self._refresh)
+        return value
+
+    async def _refresh(self) -> str:
+        self.requests += 1
+        started = self._clock.now()
+        token = await self._fetch()
+        register_secret(token.access_token)
+        lifetime = self._max_lifetime
+        if token.expires_in is not None and 0 < token.expires_in < lifetime:
+            lifetime = float(token.expires_in)
+        margin = min(C.TOKEN_REFRESH_MARGIN, lifetime * C.TOKEN_REFRESH_FRACTION)
+        self._token = token.access_token
+        self._valid_until = started + lifetime - margin
+        logger.debug("access token obtained, valid for %.0f s", lifetime - margin)
+        return token.access_token
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` if it is still the current one (the server refused it)."""
+        if self._token == token:
+            self._token = None
+            self._valid_until = 0.0
+
+    async def aclose(self) -> None:
+        await self._flight.aclose()

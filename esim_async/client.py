@@ -1,0 +1,377 @@
+"""``AiraloClient`` and ``PressOneClient``: session lifecycle, settings and resource namespaces."""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from functools import cached_property
+from types import TracebackType
+from typing import Any, Self, TypedDict, Unpack
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+
+from . import _constants as C
+from ._secrets import register_secret
+from .auth import TokenManager
+from .backends.base import Backend, RateLimiter
+from .backends.memory import MemoryBackend
+from .cache import SingleFlight, TTLStore
+from .clock import Clock, LoopClock
+from .errors import InvalidRequestError
+from .limits import LimiterState, Rate
+from .models._base import Envelope
+from .models.auth import Token
+from .models.usage import Usage
+from .providers import AIRALO, PRESSONE, ProviderProfile
+from .resources.sims import SimsResource
+from .stats import ClientStats
+from .transport import Request, Transport
+from .validation import validate_iccid
+
+__all__ = ["AiraloClient", "BaseClient", "ClientOptions", "PressOneClient"]
+
+_token_decoder = msgspec.json.Decoder(Envelope[Token], strict=False)
+_UNSET: Any = object()
+
+
+class ClientOptions(TypedDict, total=False):
+    """Options every client accepts (see :class:`AiraloClient` for what each means)."""
+
+    prefix: str | None
+    negative_cache_ttl: float
+    cache_maxsize: int
+    rate_margin: float
+    usage_path: str | None
+    timeout: float
+    connect_timeout: float
+    max_retries: int
+    retry_after_cap: float
+    max_body_size: int
+    connection_limit: int
+    iccid_length: tuple[int, int]
+    session: aiohttp.ClientSession | None
+    connector: aiohttp.BaseConnector | None
+    proxy: str | None
+    ssl: ssl_module.SSLContext | None
+    backend: Backend | None
+    clock: Clock | None
+
+
+def _check_base_url(base_url: object) -> str:
+    if not isinstance(base_url, str) or not base_url:
+        raise InvalidRequestError("base_url must be a non-empty str", field="base_url")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"base_url must be http(s)://host[:port], got {base_url!r}", field="base_url"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise InvalidRequestError(
+            "base_url must not carry credentials, a query or a fragment", field="base_url"
+        )
+    if parts.path not in ("", "/"):
+        raise InvalidRequestError(
+            f"base_url is scheme + host only, got path {parts.path!r}: the version prefix "
+            "belongs to the provider profile (pass prefix=... to change it)",
+            field="base_url",
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_credential(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError(f"{name} is missing or empty", field=name)
+    return value
+
+
+class BaseClient:
+    """The pipeline shared by every provider; use :class:`AiraloClient` or
+    :class:`PressOneClient`.
+
+    Use it as an async context manager (or call :meth:`aclose`): the aiohttp session is created
+    inside the running loop on first use and closed on exit.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        profile: ProviderProfile,
+        base_url: str,
+        prefix: str | None = None,
+        iccid_rate: Rate | None,
+        company_rate: Rate | None,
+        token_rate: Rate | None,
+        cache_ttl: float,
+        negative_cache_ttl: float = C.DEFAULT_NEGATIVE_CACHE_TTL,
+        cache_maxsize: int = C.DEFAULT_CACHE_MAXSIZE,
+        rate_margin: float = C.DEFAULT_RATE_MARGIN,
+        usage_path: str | None = None,
+        timeout: float = C.DEFAULT_TIMEOUT,
+        connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
+        max_retries: int = C.DEFAULT_MAX_RETRIES,
+        retry_after_cap: float = C.DEFAULT_RETRY_AFTER_CAP,
+        max_body_size: int = C.DEFAULT_MAX_BODY_SIZE,
+        connection_limit: int = C.DEFAULT_CONNECTION_LIMIT,
+        iccid_length: tuple[int, int] = (C.ICCID_MIN_LENGTH, C.ICCID_MAX_LENGTH),
+        session: aiohttp.ClientSession | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+        proxy: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        backend: Backend | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client_id = _check_credential("client_id", client_id)
+        self.__secret = _check_credential("client_secret", client_secret)
+        register_secret(self.__secret)
+        if prefix is not None:
+            if not prefix.startswith("/") or prefix.endswith("/"):
+                raise InvalidRequestError(
+                    "prefix must start with '/' and not end with '/'", field="prefix"
+                )
+            from dataclasses import replace
+
+            profile = replace(profile, prefix=prefix)
+        if usage_path is not None:
+            if "{iccid}" not in usage_path or not usage_path.startswith("/"):
+                raise InvalidRequestError(
+                    "usage_path must be an absolute path template containing '{iccid}'",
+                    field="usage_path",
+                )
+            profile = profile.with_paths(usage="/" + usage_path)
+        if cache_ttl < 0 or negative_cache_ttl < 0:
+            raise InvalidRequestError("cache TTLs must be >= 0", field="cache_ttl")
+        lo, hi = iccid_length
+        if not (1 <= lo <= hi <= 64):
+            raise InvalidRequestError(
+                "iccid_length must be (min, max) with 1 <= min <= max <= 64", field="iccid_length"
+            )
+        self.profile = profile
+        self._iccid_length = (lo, hi)
+        self._clock: Clock = clock if clock is not None else LoopClock()
+        self.stats = ClientStats()
+        self._backend: Backend = backend if backend is not None else MemoryBackend()
+        self._transport = Transport(
+            _check_base_url(base_url),
+            clock=self._clock,
+            stats=self.stats,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            retry_after_cap=retry_after_cap,
+            max_body_size=max_body_size,
+            connection_limit=connection_limit,
+            session=session,
+            connector=connector,
+            proxy=proxy,
+            ssl=ssl,
+        )
+        ns = f"{profile.name}:{self._client_id}"
+        self._namespace = ns
+        self._limiters: dict[str, RateLimiter] = {}
+        self._token_limiter = self._limiter(
+            "token", shared=token_rate, per_key=None, margin=rate_margin
+        )
+        self._usage_limiter = self._limiter(
+            "usage", shared=company_rate, per_key=iccid_rate, margin=rate_margin
+        )
+        self._auth = TokenManager(self._fetch_token, clock=self._clock)
+        self._transport.auth = self._auth
+        self._usage_cache: TTLStore[str, Usage] = TTLStore(
+            ttl=cache_ttl, long_ttl=negative_cache_ttl, maxsize=cache_maxsize, clock=self._clock
+        )
+        self._usage_flight: SingleFlight[str, Any] = SingleFlight()
+        self._usage_path = profile.path("usage")
+        self._token_path = profile.path("token")
+
+    def _limiter(
+        self, endpoint: str, *, shared: Rate | None, per_key: Rate | None, margin: float
+    ) -> RateLimiter:
+        limiter = self._backend.limiter(
+            f"{self._namespace}:{endpoint}",
+            shared=shared,
+            per_key=per_key,
+            margin=margin,
+            clock=self._clock,
+        )
+        self._limiters[endpoint] = limiter
+        return limiter
+
+    # ------------------------------------------------------------------ pipeline pieces
+
+    async def _fetch_token(self) -> Token:
+        request = Request(
+            "POST",
+            self._token_path,
+            _token_decoder,
+            limiter=self._token_limiter,
+            authenticated=False,
+            token_request=True,
+            # Asking for a token spends nothing, so it is safe to retry like a read.
+            idempotent=True,
+            form={
+                "client_id": self._client_id,
+                "client_secret": self.__secret,
+                "grant_type": "client_credentials",
+            },
+        )
+        self.stats.token_requests += 1
+        return (await self._transport.request(request)).data
+
+    def _validate_iccid(self, iccid: object) -> str:
+        lo, hi = self._iccid_length
+        return validate_iccid(iccid, min_length=lo, max_length=hi)
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def base_url(self) -> str:
+        """Scheme + host every request goes to."""
+        return self._transport.base_url
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @cached_property
+    def sims(self) -> SimsResource:
+        """eSIM endpoints: ``usage``, ``usage_many`` ..."""
+        return SimsResource(self)
+
+    def rate_limit_state(self) -> dict[str, LimiterState]:
+        """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
+        headers, per endpoint."""
+        return {name: lim.state() for name, lim in self._limiters.items()}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel in-flight work, release limiter waiters and close the session. Idempotent."""
+        if self._transport.closed:
+            return
+        await self._usage_flight.aclose()
+        await self._auth.aclose()
+        for limiter in self._limiters.values():
+            await limiter.aclose()
+        await self._transport.aclose()
+        await self._backend.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(client_id={self._client_id!r}, "
+            f"base_url={self.base_url!r}, client_secret='***')"
+        )
+
+
+class AiraloClient(BaseClient):
+    """Async client of the Airalo Partner API v2.
+
+    Example::
+
+        async with AiraloClient(client_id, client_secret) as client:
+            usage = await client.sims.usage("8944465400000267221")
+            print(usage.status, usage.remaining, "MB left")
+
+    Args:
+        client_id, client_secret: the API credentials (the secret is never logged or shown).
+        base_url: scheme + host (default ``https://partners-api.airalo.com``).
+        prefix: version prefix (default ``/v2``).
+        iccid_rate: per-ICCID usage limit (default 10 per 60 s).
+        company_rate: per-company usage limit (default 5 per second).
+        token_rate: limit of the token endpoint (default 3 per minute).
+        cache_ttl: seconds a usage answer is reused; mirrors the server cache (20 minutes;
+            60 minutes with ``sandbox=True``).
+        negative_cache_ttl: seconds a 404 or a recycled eSIM is remembered (24 h).
+        cache_maxsize: usage entries kept (100,000).
+        rate_margin: safety margin added to each limit's period, as a fraction (0.02).
+        sandbox: Airalo Sandbox mode: usage cached 60 minutes by default.
+        timeout, connect_timeout: seconds per HTTP attempt, and to connect.
+        max_retries: retries of idempotent requests (2).
+        retry_after_cap: the longest ``Retry-After`` a call waits through (60 s).
+        iccid_length: (min, max) digits an ICCID may have ((18, 22)).
+        session, connector: your own aiohttp session or connector (not closed by the client).
+        proxy, ssl: an HTTP proxy URL and an SSL context (certificates are always verified).
+        backend: where limiter state lives (in memory by default).
+        clock: time source (tests inject one).
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str = AIRALO.base_url,  # type: ignore[assignment]
+        iccid_rate: Rate | None = _UNSET,
+        company_rate: Rate | None = _UNSET,
+        token_rate: Rate | None = _UNSET,
+        cache_ttl: float | None = None,
+        sandbox: bool = False,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        profile = AIRALO
+        super().__init__(
+            client_id,
+            client_secret,
+            profile=profile,
+            base_url=base_url,
+            iccid_rate=profile.iccid_rate if iccid_rate is _UNSET else iccid_rate,
+            company_rate=profile.company_rate if company_rate is _UNSET else company_rate,
+            token_rate=profile.token_rate if token_rate is _UNSET else token_rate,
+            cache_ttl=cache_ttl
+            if cache_ttl is not None
+            else (C.SANDBOX_CACHE_TTL if sandbox else profile.cache_ttl),
+            **options,
+        )
+        self.sandbox = sandbox
+
+
+class PressOneClient(BaseClient):
+    """Async client of PressOne's data eSIM API (``/customer/v2``, Airalo's dialect).
+
+    PressOne publishes no host, so ``base_url`` is required. The usage path can be changed with
+    ``usage_path`` (the docs also spell it ``/cusomter/v2/sims/{iccid}/usage``).
+
+    Example::
+
+        async with PressOneClient(cid, secret, base_url="https://esim.example.com") as client:
+            usage = await client.sims.usage("8944465400000267221")
+
+    Defaults: ``iccid_rate=Rate(100, 60.0)``, no company limit, usage cached 20 minutes. The
+    other options are those of :class:`AiraloClient`.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str,
+        iccid_rate: Rate | None = _UNSET,
+        company_rate: Rate | None = _UNSET,
+        token_rate: Rate | None = _UNSET,
+        cache_ttl: float | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        profile = PRESSONE
+        super().__init__(
+            client_id,
+            client_secret,
+            profile=profile,
+            base_url=base_url,
+            iccid_rate=profile.iccid_rate if iccid_rate is _UNSET else iccid_rate,
+            company_rate=profile.company_rate if company_rate is _UNSET else company_rate,
+            token_rate=profile.token_rate if token_rate is _UNSET else token_rate,
+            cache_ttl=cache_ttl if cache_ttl is not None else profile.cache_ttl,
+            **options,
+        )

@@ -1,0 +1,288 @@
+"""The exception tree, and the mapping from an HTTP response to an exception.
+
+Errors are mapped by HTTP status first, then by body shape: 404 and 429 bodies differ between
+endpoints and providers (with or without the ``data``/``meta`` envelope), so nothing here depends
+on their text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BusinessError",
+    "EsimError",
+    "InvalidIccidError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "RateLimitedError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+    "parse_retry_after",
+]
+
+#: Business codes after which trying again later can succeed.
+RETRYABLE_BUSINESS_CODES = frozenset({13, 33, 34, 53})
+#: Business code for "insufficient credit": top up the account, then retry.
+INSUFFICIENT_CREDIT_CODE = 11
+#: Business code for a recycled eSIM: terminal.
+RECYCLED_CODE = 73
+#: Forbidden because the caller's IP is not on the account's allow-list.
+IP_NOT_ALLOWED_CODE = 89
+
+
+class EsimError(Exception):
+    """Base class of every error raised by esim_async."""
+
+
+class InvalidRequestError(EsimError, ValueError):
+    """A local check failed before any request was made (no request budget was spent).
+
+    Attributes:
+        field: the argument that failed the check, when there is one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidIccidError(InvalidRequestError):
+    """The ICCID is malformed: not 18-22 ASCII digits (the length range is configurable)."""
+
+    def __init__(self, message: str, *, iccid: object = None) -> None:
+        super().__init__(message, field="iccid")
+        self.iccid = iccid
+
+
+class TransportError(EsimError):
+    """The request did not produce a usable answer: network error, timeout or undecodable body."""
+
+
+class OutcomeUnknownError(TransportError):
+    """A write (order, top-up...) may or may not have taken effect, so it was not retried.
+
+    Money may have been spent. Check before trying again, e.g. with
+    ``client.orders.list(description=...)`` using the ``description`` you sent. The original
+    error is ``__cause__``.
+    """
+
+
+class ApiError(EsimError):
+    """The provider answered with an error status.
+
+    Attributes:
+        status: HTTP status code.
+        code: the provider's business code, when the body carries one.
+        reason: the provider's reason text, when the body carries one.
+        message: ``meta.message`` or ``message`` from the body, when present.
+        body: the decoded JSON body (or the raw text when it was not JSON).
+        headers: the response headers.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        status: int,
+        code: int | str | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.body = body
+        self.headers: Mapping[str, str] = dict(headers or {})
+
+
+class AuthenticationError(ApiError):
+    """401/403, or a refused token request. ``code == 89`` means the IP is not allow-listed."""
+
+
+class NotFoundError(ApiError):
+    """404: the resource (e.g. the ICCID) does not exist for this account."""
+
+
+class ValidationError(ApiError):
+    """400/422 with a field map.
+
+    Attributes:
+        fields: field name -> list of messages (the API sends a string or a list of strings).
+    """
+
+    def __init__(self, description: str, *, fields: Mapping[str, list[str]], **kw: Any) -> None:
+        super().__init__(description, **kw)
+        self.fields: dict[str, list[str]] = dict(fields)
+
+
+class BusinessError(ApiError):
+    """A ``{"code", "reason"}`` error from the provider (usually HTTP 422)."""
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again later can succeed (codes 13, 33, 34, 53)."""
+        return self.code in RETRYABLE_BUSINESS_CODES
+
+    @property
+    def needs_credit(self) -> bool:
+        """True for code 11: the account's credit is insufficient."""
+        return self.code == INSUFFICIENT_CREDIT_CODE
+
+    @property
+    def recycled(self) -> bool:
+        """True for code 73: the eSIM was recycled and can no longer be used or topped up."""
+        return self.code == RECYCLED_CODE
+
+
+class RateLimitedError(ApiError):
+    """429 Too Many Attempts.
+
+    Attributes:
+        retry_after: seconds the server asked to wait, when it said so.
+    """
+
+    def __init__(self, description: str, *, retry_after: float | None, **kw: Any) -> None:
+        super().__init__(description, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx from the provider."""
+
+
+# --------------------------------------------------------------------------------------------
+# Response -> exception
+
+
+class _Meta(msgspec.Struct):
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    """Every error shape the providers send, read leniently."""
+
+    data: Any = None
+    meta: _Meta | None = None
+    message: str | None = None
+    code: int | str | None = None
+    reason: str | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorBody, strict=False)
+_any_decoder = msgspec.json.Decoder()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns seconds (>= 0) or ``None`` when the value is missing or unusable (negative, NaN,
+    infinite, garbage). ``now`` is a POSIX timestamp for HTTP dates (default: the current time).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > 64:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        import time
+
+        reference = time.time() if now is None else now
+        seconds = when.timestamp() - reference
+        return max(0.0, seconds)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _fields(data: Any) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if isinstance(value, list):
+                fields[str(key)] = [str(v) for v in value]
+            else:
+                fields[str(key)] = [str(value)]
+    return fields
+
+
+def error_from_response(
+    status: int,
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    token_request: bool = False,
+) -> ApiError:
+    """Build the typed error for an error response (status >= 400)."""
+    parsed: _ErrorBody | None
+    body: Any
+    try:
+        parsed = _error_decoder.decode(raw)
+        body = _any_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        parsed = None
+        body = raw[:2048].decode("utf-8", "replace")
+    message: str | None = None
+    code: int | str | None = None
+    reason: str | None = None
+    if parsed is not None:
+        message = (parsed.meta.message if parsed.meta else None) or parsed.message
+        message = message or parsed.error or parsed.detail
+        code, reason = parsed.code, parsed.reason
+    kw: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "reason": reason,
+        "message": message,
+        "body": body,
+        "headers": headers,
+    }
+    text = reason or message or ""
+    summary = f"HTTP {status}" + (f": {text}" if text else "")
+
+    if status in (401, 403) or (token_request and status in (400, 422)):
+        if code == IP_NOT_ALLOWED_CODE:
+            summary += " (this IP is not on the account's allow-list)"
+        elif token_request:
+            summary = f"token request refused ({summary}); check client_id and client_secret"
+        return AuthenticationError(summary, **kw)
+    if status == 404:
+        return NotFoundError(summary, **kw)
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        return RateLimitedError(summary, retry_after=retry_after, **kw)
+    if status >= 500:
+        return ServerError(summary, **kw)
+    if code is not None:
+        return BusinessError(summary, **kw)
+    if status in (400, 422):
+        data = parsed.data if parsed is not None else None
+        fields = _fields(data)
+        if fields:
+            detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+            return ValidationError(f"{summary} ({detail})", fields=fields, **kw)
+        return ValidationError(summary, fields={}, **kw)
+    return ApiError(summary, **kw)

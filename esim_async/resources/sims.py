@@ -1,0 +1,127 @@
+"""``client.sims``: eSIM endpoints, above all usage."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import msgspec
+
+from ..cache import CacheEntry
+from ..errors import NotFoundError
+from ..limits import Priority
+from ..models._base import Envelope
+from ..models.usage import Usage, UsageStatus
+from ..transport import Request
+from ._base import Resource
+
+__all__ = ["SimsResource"]
+
+_usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
+
+
+class SimsResource(Resource):
+    """eSIM endpoints: ``usage`` (cached, rate-limited, single-flight)."""
+
+    __slots__ = ()
+
+    async def usage(
+        self,
+        iccid: str,
+        *,
+        refresh: bool = False,
+        max_age: float | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> Usage:
+        """Data, voice and text usage of one eSIM.
+
+        Answers from the cache while the provider's own cache (20 minutes) would answer the
+        same; concurrent calls for one ICCID share one request; requests wait for the per-ICCID
+        and per-company limits so no 429 is drawn.
+
+        Args:
+            iccid: 18-22 ASCII digits (configurable with the client's ``iccid_length``).
+            refresh: skip a cached value (the new answer is stored).
+            max_age: accept a cached value only if it is at most this many seconds old.
+            timeout: total seconds for each HTTP attempt of this call.
+            max_retries: retries for this call (default: the client's).
+
+        Raises:
+            InvalidIccidError: malformed ICCID (no request is made).
+            NotFoundError: the provider does not know this ICCID (kept in a negative cache).
+            RateLimitedError: still throttled after the retries.
+            EsimError: any other failure, typed (see ``esim_async.errors``).
+        """
+        entry, _ = await self._usage_entry(
+            iccid, refresh=refresh, max_age=max_age, timeout=timeout, max_retries=max_retries
+        )
+        return _unwrap(iccid, entry)
+
+    async def _usage_entry(
+        self,
+        iccid: str,
+        *,
+        refresh: bool = False,
+        max_age: float | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        retry_rate_limited: bool = True,
+    ) -> tuple[CacheEntry[Usage], bool]:
+        """The cache entry answering ``iccid`` and whether it came without a request."""
+        client = self._client
+        client._validate_iccid(iccid)
+        cache = client._usage_cache
+        if not refresh:
+            entry = cache.get(iccid, max_age)
+            if entry is not None:
+                stats = client.stats
+                if entry.value is None:
+                    stats.negative_cache_hits += 1
+                else:
+                    stats.cache_hits += 1
+                return entry, True
+
+        async def fetch() -> CacheEntry[Usage]:
+            request = Request(
+                "GET",
+                client._usage_path.format(iccid=iccid),
+                _usage_decoder,
+                limiter=client._usage_limiter,
+                key=iccid,
+                priority=priority,
+                timeout=timeout,
+                max_retries=max_retries,
+                retry_rate_limited=retry_rate_limited,
+            )
+            now = client._clock.now()
+            try:
+                usage = (await client._transport.request(request)).data
+            except NotFoundError:
+                cache.set(iccid, CacheEntry(None, time.time(), now, True))
+                raise
+            stamp = time.time()
+            usage.fetched_at = datetime.fromtimestamp(stamp, UTC)
+            entry = CacheEntry(usage, stamp, now, usage.status is UsageStatus.RECYCLED)
+            cache.set(iccid, entry)
+            return entry
+
+        entry, joined = await client._usage_flight.run(iccid, fetch)
+        if joined:
+            client.stats.coalesced += 1
+        return entry, False
+
+    def invalidate_usage(self, iccid: str) -> None:
+        """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it."""
+        self._client._usage_cache.invalidate(iccid)
+
+
+def _unwrap(iccid: str, entry: CacheEntry[Usage]) -> Usage:
+    if entry.value is None:
+        raise NotFoundError(
+            f"HTTP 404: ICCID {iccid} not found (cached answer)",
+            status=404,
+            message="messages.resource_not_found",
+        )
+    return entry.value

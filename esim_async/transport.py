@@ -1,0 +1,408 @@
+"""The one request loop every endpoint goes through.
+
+``rate limits -> auth -> HTTP (aiohttp) -> decode (msgspec) -> typed model or typed error``, with
+retries only where they cannot spend money twice:
+
+* idempotent requests (GET, PUT) are retried on connection errors, timeouts, 5xx and undecodable
+  2xx bodies, with jittered exponential backoff;
+* a write (POST) is retried only when it certainly did not reach the server (connection
+  refused, 429, a refused token); if its outcome is unknown, :class:`OutcomeUnknownError` says so;
+* a 401 refreshes the token once and retries once;
+* a 429 cools down the endpoint's limiter for every caller and is retried after ``Retry-After``
+  unless that exceeds ``retry_after_cap``.
+
+Every attempt takes a rate-limit permit, and so does every re-send aiohttp makes on its own
+(it retries an idempotent request once when a pooled keep-alive connection drops): a client
+middleware counts each real send and takes another permit for a re-send.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+import msgspec
+from multidict import CIMultiDictProxy
+
+from . import _constants as C
+from ._secrets import logger, redact
+from .auth import TokenManager
+from .backends.base import RateLimiter
+from .clock import Clock
+from .errors import (
+    EsimError,
+    OutcomeUnknownError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    error_from_response,
+)
+from .limits import Priority
+from .stats import ClientStats
+
+__all__ = ["Request", "Transport"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Request(Generic[T]):
+    """One logical API call, as a resource declares it."""
+
+    method: str
+    path: str
+    decoder: msgspec.json.Decoder[T]
+    limiter: RateLimiter | None = None
+    key: str | None = None
+    priority: Priority = Priority.INTERACTIVE
+    idempotent: bool = True
+    authenticated: bool = True
+    token_request: bool = False
+    params: Mapping[str, str] | None = None
+    form: Mapping[str, str] | None = None
+    json: Any = None
+    headers: Mapping[str, str] | None = None
+    max_retries: int | None = None
+    timeout: float | None = None
+    #: Retry a 429 within this call (a sweep sets False and re-queues the key instead).
+    retry_rate_limited: bool = True
+
+
+class _Attempt:
+    __slots__ = ("key", "limiter", "priority", "sends")
+
+    def __init__(self, limiter: RateLimiter | None, key: str | None, priority: Priority):
+        self.limiter = limiter
+        self.key = key
+        self.priority = priority
+        self.sends = 0
+
+
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "esim_async_attempt", default=None
+)
+
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+class _SendError(Exception):
+    def __init__(self, error: TransportError, *, sent: bool) -> None:
+        self.error = error
+        self.sent = sent
+
+
+class Transport:
+    """Owns the aiohttp session and runs every request of one client."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        clock: Clock,
+        stats: ClientStats,
+        timeout: float = C.DEFAULT_TIMEOUT,
+        connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
+        max_retries: int = C.DEFAULT_MAX_RETRIES,
+        retry_after_cap: float = C.DEFAULT_RETRY_AFTER_CAP,
+        max_body_size: int = C.DEFAULT_MAX_BODY_SIZE,
+        connection_limit: int = C.DEFAULT_CONNECTION_LIMIT,
+        session: aiohttp.ClientSession | None = None,
+        connector: aiohttp.BaseConnector | None = None,
+        proxy: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        user_agent: str = C.USER_AGENT,
+        backoff_base: float = C.BACKOFF_BASE,
+        backoff_cap: float = C.BACKOFF_CAP,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._base_url = base_url.rstrip("/")
+        self._clock = clock
+        self.stats = stats
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self.max_retries = max_retries
+        self.retry_after_cap = retry_after_cap
+        self._max_body_size = max_body_size
+        self._connection_limit = connection_limit
+        self._session = session
+        self._owns_session = session is None
+        self._connector = connector
+        self._proxy = proxy
+        self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._rng = rng or random.Random()
+        self._middlewares: tuple[Any, ...] = (self._count_sends,)
+        self._closed = False
+        self.auth: TokenManager | None = None
+
+    # ---------------------------------------------------------------- session lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise TransportError("the client is closed")
+        session = self._session
+        if session is None:
+            connector = self._connector or aiohttp.TCPConnector(
+                limit=self._connection_limit, ssl=self._ssl
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                connector_owner=self._connector is None,
+                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._connect_timeout),
+                headers=self._headers,
+                raise_for_status=False,
+            )
+            self._session = session
+        elif not self._owns_session:
+            # Keep the caller's own middlewares and add ours after them.
+            own = tuple(getattr(session, "_middlewares", ()) or ())
+            if self._count_sends not in own:
+                self._middlewares = (*own, self._count_sends)
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session we created (never one the caller passed in). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    # ---------------------------------------------------------------- the request loop
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._backoff_cap, self._backoff_base * (2 ** (attempt - 1)))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    async def request(self, req: Request[T]) -> T:
+        """Run ``req`` through limits, auth, HTTP and decoding; return the decoded value."""
+        stats = self.stats
+        stats.requests += 1
+        max_retries = self.max_retries if req.max_retries is None else req.max_retries
+        attempt = 0
+        refreshed_token = False
+        limiter = req.limiter
+        clock = self._clock
+        while True:
+            if limiter is not None:
+                before = clock.now()
+                await limiter.acquire(req.key, req.priority)
+                stats.limit_wait += clock.now() - before
+            headers = dict(self._headers) if not self._owns_session else {}
+            token: str | None = None
+            if req.authenticated:
+                if self.auth is None:
+                    raise EsimError("no token manager configured")
+                token = await self.auth.get()
+                headers["Authorization"] = f"Bearer {token}"
+            if req.headers:
+                headers.update(req.headers)
+            stats.attempts += 1
+            if attempt:
+                stats.retries += 1
+            try:
+                status, raw, resp_headers = await self._send(req, headers)
+            except _SendError as failure:
+                if attempt < max_retries and (req.idempotent or not failure.sent):
+                    attempt += 1
+                    await clock.sleep(self._backoff(attempt))
+                    continue
+                if req.idempotent or not failure.sent:
+                    raise failure.error from failure.error.__cause__
+                raise OutcomeUnknownError(
+                    f"{req.method} {req.path}: the request may have reached the provider but "
+                    f"no answer came back ({failure.error}); it was not retried because it is "
+                    "not idempotent. Check whether it took effect before trying again."
+                ) from failure.error
+
+            if limiter is not None and "X-RateLimit-Limit" in resp_headers:
+                limiter.record_headers(
+                    {
+                        k: v
+                        for k, v in resp_headers.items()
+                        if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
+                    }
+                )
+
+            if 200 <= status < 300:
+                try:
+                    return req.decoder.decode(raw)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    error = TransportError(
+                        f"{req.method} {req.path}: undecodable HTTP {status} body ({exc})"
+                    )
+                    if req.idempotent and attempt < max_retries:
+                        attempt += 1
+                        await clock.sleep(self._backoff(attempt))
+                        continue
+                    if req.idempotent:
+                        raise error from exc
+                    raise OutcomeUnknownError(
+                        f"{req.method} {req.path}: the provider answered HTTP {status} but the "
+                        "body could not be read; the write probably took effect. Check before "
+                        "trying again."
+                    ) from error
+
+            api_error = error_from_response(
+                status, raw, resp_headers, token_request=req.token_request
+            )
+            if status == 401 and token is not None and not refreshed_token:
+                # The token was refused (expired, revoked): refresh once and retry once. The
+                # request was rejected before it did anything, so this is safe for writes too.
+                refreshed_token = True
+                assert self.auth is not None
+                self.auth.invalidate(token)
+                logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
+                continue
+            if isinstance(api_error, RateLimitedError):
+                stats.rate_limited += 1
+                limit = _int_header(resp_headers.get("X-RateLimit-Limit"))
+                if limiter is not None:
+                    limiter.penalize(api_error.retry_after, limit)
+                logger.warning(
+                    "%s %s: 429 Too Many Attempts (Retry-After %s)",
+                    req.method,
+                    req.path,
+                    api_error.retry_after,
+                )
+                wait = api_error.retry_after
+                if (
+                    not req.retry_rate_limited
+                    or attempt >= max_retries
+                    or (wait is not None and wait > self.retry_after_cap)
+                ):
+                    raise api_error
+                attempt += 1
+                if limiter is None:
+                    await clock.sleep(wait if wait is not None else self._backoff(attempt))
+                else:
+                    # The limiter now holds every caller back until Retry-After has passed;
+                    # a little jitter spreads the retries that wake together.
+                    await clock.sleep(self._rng.uniform(0, min(1.0, self._backoff(1))))
+                continue
+            if isinstance(api_error, ServerError):
+                if req.idempotent and attempt < max_retries:
+                    attempt += 1
+                    logger.info(
+                        "%s %s: HTTP %d, retrying (%d/%d)",
+                        req.method,
+                        req.path,
+                        status,
+                        attempt,
+                        max_retries,
+                    )
+                    await clock.sleep(self._backoff(attempt))
+                    continue
+                if not req.idempotent:
+                    raise OutcomeUnknownError(
+                        f"{req.method} {req.path}: the provider answered HTTP {status}; the "
+                        "write may or may not have taken effect and was not retried. Check "
+                        "before trying again."
+                    ) from api_error
+            raise api_error
+
+    async def _send(
+        self, req: Request[Any], headers: dict[str, str]
+    ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
+        session = self._ensure_session()
+        url = self._base_url + req.path
+        extra: dict[str, Any] = {}
+        if req.timeout is not None:
+            extra["timeout"] = aiohttp.ClientTimeout(
+                total=req.timeout, connect=self._connect_timeout
+            )
+        marker = _ATTEMPT.set(_Attempt(req.limiter, req.key, req.priority))
+        try:
+            async with session.request(
+                req.method,
+                url,
+                params=req.params,
+                data=req.form,
+                json=req.json,
+                headers=headers,
+                proxy=self._proxy,
+                ssl=self._ssl,
+                allow_redirects=False,
+                middlewares=self._middlewares,
+                **extra,
+            ) as resp:
+                raw = await self._read(resp)
+                return resp.status, raw, resp.headers
+        except _NOT_SENT as exc:
+            raise _SendError(
+                TransportError(f"{req.method} {req.path}: cannot connect: {_describe(exc)}"),
+                sent=False,
+            ) from exc
+        except TimeoutError as exc:
+            raise _SendError(
+                TransportError(f"{req.method} {req.path}: timed out"), sent=True
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _SendError(
+                TransportError(f"{req.method} {req.path}: {_describe(exc)}"), sent=True
+            ) from exc
+        finally:
+            _ATTEMPT.reset(marker)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self._max_body_size
+        length = resp.content_length
+        if length is not None and length > cap:
+            raise TransportError(f"response body of {length} bytes exceeds the {cap}-byte cap")
+        if length is not None:
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > cap:
+                raise TransportError(f"response body exceeds the {cap}-byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _count_sends(
+        self,
+        request: aiohttp.ClientRequest,
+        handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
+    ) -> aiohttp.ClientResponse:
+        attempt = _ATTEMPT.get()
+        if attempt is not None:
+            if attempt.sends:
+                # aiohttp re-sends on its own when a pooled connection dropped: the server may
+                # count both, so the re-send takes a permit like any attempt.
+                self.stats.resends += 1
+                if attempt.limiter is not None:
+                    await attempt.limiter.acquire(attempt.key, attempt.priority)
+            attempt.sends += 1
+        return await handler(request)
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    return redact(f"{type(exc).__name__}: {exc}") if str(exc) else type(exc).__name__
