@@ -42,8 +42,8 @@ class CacheEntry(msgspec.Struct, Generic[T], gc=False, array_like=True):
 class TTLStore(Generic[K, T]):
     """A bounded TTL cache of :class:`CacheEntry` with two lifetimes.
 
-    Normal entries live ``ttl`` seconds, long-lived ones ``long_ttl``; when full, the entry that
-    expires soonest goes first. Time comes from the injected clock.
+    Normal entries live ``ttl`` seconds, long-lived ones ``long_ttl``; when full, expired
+    entries go first, then the least recently used. Time comes from the injected clock.
     """
 
     def __init__(

@@ -141,10 +141,7 @@ class WindowLog:
         if since <= 0:
             return self._factor0
         f = self._factor0 + self.recovery_step * since / self.rate.period
-        if f >= 1.0:
-            self._factor0 = 1.0
-            return 1.0
-        return f
+        return 1.0 if f >= 1.0 else f
 
     def effective_count(self) -> int:
         return self._ceiling
@@ -182,13 +179,14 @@ class WindowLog:
             if retry_after is not None
             else self.rate.period * (C.DEFAULT_COOLDOWN_PERIODS)
         )
+        current = self.factor(now)  # before the new cool-down moves the recovery anchor
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until
         if limit is not None and 1 <= limit < self._ceiling:
             self._ceiling = limit
         if now >= self._decrease_guard:
-            self._factor0 = max(C.RATE_MIN_FACTOR, self.factor(now) * C.RATE_DECREASE_FACTOR)
+            self._factor0 = max(C.RATE_MIN_FACTOR, current * C.RATE_DECREASE_FACTOR)
             self._decrease_guard = self._cooldown_until
 
     def effective_per_second(self, now: float) -> float:

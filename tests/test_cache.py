@@ -1,0 +1,152 @@
+"""The usage cache (TTL, long-lived entries, max_age, maxsize) and single flight."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from esim_async import ManualClock
+from esim_async.cache import CacheEntry, SingleFlight, TTLStore
+
+
+def entry(value: str | None, stored: float, long_lived: bool = False) -> CacheEntry[str]:
+    return CacheEntry(value, 1.7e9, stored, long_lived)
+
+
+def test_entries_expire_after_their_ttl() -> None:
+    clock = ManualClock()
+    store: TTLStore[str, str] = TTLStore(ttl=1200, long_ttl=86400, maxsize=10, clock=clock)
+    store.set("a", entry("usage", 0.0))
+    store.set("n", entry(None, 0.0, long_lived=True))
+    clock.advance(1199.9)
+    assert store.get("a") is not None
+    clock.advance(0.2)
+    assert store.get("a") is None
+    assert store.get("n") is not None  # negative / recycled entries live 24 h
+    clock.advance(86400)
+    assert store.get("n") is None
+
+
+def test_max_age_rejects_older_entries() -> None:
+    clock = ManualClock()
+    store: TTLStore[str, str] = TTLStore(ttl=1200, maxsize=10, clock=clock)
+    store.set("a", entry("usage", 0.0))
+    clock.advance(300)
+    assert store.get("a", max_age=600) is not None
+    assert store.get("a", max_age=299) is None
+    assert store.get("a") is not None  # still cached for callers without max_age
+
+
+def test_maxsize_is_respected_and_expired_then_oldest_go_first() -> None:
+    clock = ManualClock()
+    store: TTLStore[str, str] = TTLStore(ttl=100, long_ttl=1000, maxsize=3, clock=clock)
+    store.set("old", entry("x", 0.0))
+    store.set("soon-expired", entry("x", 0.0))
+    store.set("k0", entry("x", 0.0))
+    clock.advance(50)
+    assert store.get("old") is not None  # a read makes it recently used
+    store.set("k1", entry("v", clock.now()))
+    assert len(store) == 3
+    assert store.get("soon-expired") is None  # least recently used went first
+    assert store.get("old") is not None
+    clock.advance(60)  # "old" and "k0" expired now
+    store.set("k2", entry("v", clock.now()))
+    store.set("k3", entry("v", clock.now()))
+    assert len(store) == 3
+    assert store.get("k1") is not None and store.get("k3") is not None
+
+
+def test_zero_ttl_disables_caching_and_invalidate_forgets() -> None:
+    clock = ManualClock()
+    store: TTLStore[str, str] = TTLStore(ttl=0, maxsize=3, clock=clock)
+    store.set("a", entry("v", 0.0))
+    assert store.get("a") is None
+    store2: TTLStore[str, str] = TTLStore(ttl=10, maxsize=3, clock=clock)
+    store2.set("a", entry("v", 0.0))
+    store2.invalidate("a")
+    store2.invalidate("missing")
+    assert store2.get("a") is None
+    with pytest.raises(ValueError, match="maxsize"):
+        TTLStore(maxsize=0, clock=clock)
+
+
+async def test_single_flight_merges_concurrent_calls() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return 42
+
+    tasks = [asyncio.create_task(flight.run("k", work)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert calls == 1
+    assert [r for r, _ in results] == [42] * 5
+    assert sorted(j for _, j in results) == [False, True, True, True, True]
+    assert len(flight) == 0
+
+
+async def test_cancelled_caller_does_not_cancel_the_others() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    gate = asyncio.Event()
+    started = 0
+
+    async def work() -> int:
+        nonlocal started
+        started += 1
+        await gate.wait()
+        return 7
+
+    first = asyncio.create_task(flight.run("k", work))
+    second = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    assert (await second)[0] == 7
+    assert first.cancelled()
+    assert started == 1
+
+
+async def test_last_caller_leaving_cancels_the_work() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    cancelled = asyncio.Event()
+
+    async def work() -> int:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    caller = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.wait_for(cancelled.wait(), 5)
+    assert "k" not in flight
+
+
+async def test_errors_reach_every_caller_and_are_not_kept() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    attempts = 0
+
+    async def work() -> int:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+    results = await asyncio.gather(
+        flight.run("k", work), flight.run("k", work), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    with pytest.raises(RuntimeError):
+        await flight.run("k", work)
+    assert attempts == 2  # a failure is not remembered
