@@ -32,7 +32,7 @@ def register_secret(value: str | None) -> None:
 
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by ``***``."""
-    for secret in reversed(_secrets):
+    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leaks
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

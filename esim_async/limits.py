@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from . import _constants as C
 from .clock import Clock
-from .errors import EsimError
+from .errors import TransportError
 
 __all__ = [
     "EndpointLimiter",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class LimiterClosedError(EsimError):
+class LimiterClosedError(TransportError):
     """The client (and so its limiters) was closed while a request waited for budget."""
 
 

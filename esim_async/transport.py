@@ -168,6 +168,7 @@ class Transport:
                 timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._connect_timeout),
                 headers=self._headers,
                 raise_for_status=False,
+                middlewares=(self._count_sends,),
             )
             self._session = session
         elif not self._owns_session:
@@ -194,6 +195,8 @@ class Transport:
 
     async def request(self, req: Request[T]) -> T:
         """Run ``req`` through limits, auth, HTTP and decoding; return the decoded value."""
+        if self._closed:
+            raise TransportError("the client is closed")
         stats = self.stats
         stats.requests += 1
         max_retries = self.max_retries if req.max_retries is None else req.max_retries
@@ -325,6 +328,8 @@ class Transport:
         session = self._ensure_session()
         url = self._base_url + req.path
         extra: dict[str, Any] = {}
+        if not self._owns_session:
+            extra["middlewares"] = self._middlewares
         if req.timeout is not None:
             extra["timeout"] = aiohttp.ClientTimeout(
                 total=req.timeout, connect=self._connect_timeout
@@ -341,7 +346,6 @@ class Transport:
                 proxy=self._proxy,
                 ssl=self._ssl,
                 allow_redirects=False,
-                middlewares=self._middlewares,
                 **extra,
             ) as resp:
                 raw = await self._read(resp)

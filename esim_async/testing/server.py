@@ -180,9 +180,11 @@ class Emulator:
         return app
 
     async def start(self) -> str:
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self._host, self._port)
         await site.start()
         self._runner = runner
         addresses = runner.addresses
