@@ -14,15 +14,13 @@ import msgspec
 from . import _constants as C
 from ._secrets import register_secret
 from .auth import TokenManager
-from .backends.base import Backend, RateLimiter
+from .backends.base import Backend, Cache, Flight, RateLimiter
 from .backends.memory import MemoryBackend
-from .cache import SingleFlight, TTLStore
 from .clock import Clock, LoopClock
 from .errors import InvalidRequestError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
-from .models.usage import Usage
 from .providers import AIRALO, PRESSONE, ProviderProfile
 from .resources.sims import SimsResource
 from .stats import ClientStats
@@ -179,10 +177,14 @@ class BaseClient:
         )
         self._auth = TokenManager(self._fetch_token, clock=self._clock)
         self._transport.auth = self._auth
-        self._usage_cache: TTLStore[str, Usage] = TTLStore(
-            ttl=cache_ttl, long_ttl=negative_cache_ttl, maxsize=cache_maxsize, clock=self._clock
+        self._usage_cache: Cache = self._backend.cache(
+            f"{ns}:usage",
+            ttl=cache_ttl,
+            long_ttl=negative_cache_ttl,
+            maxsize=cache_maxsize,
+            clock=self._clock,
         )
-        self._usage_flight: SingleFlight[str, Any] = SingleFlight()
+        self._usage_flight: Flight = self._backend.flight(f"{ns}:usage")
         self._usage_path = profile.path("usage")
         self._token_path = profile.path("token")
 

@@ -6,12 +6,16 @@ client's ``backend=`` argument without touching the pipeline.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from ..cache import CacheEntry
 from ..clock import Clock
 from ..limits import LimiterState, Priority, Rate
 
-__all__ = ["Backend", "RateLimiter"]
+__all__ = ["Backend", "Cache", "Flight", "RateLimiter"]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -40,6 +44,30 @@ class RateLimiter(Protocol):
 
 
 @runtime_checkable
+class Cache(Protocol):
+    """A bounded TTL cache of :class:`~esim_async.cache.CacheEntry` (the usage cache)."""
+
+    def get(self, key: Any, max_age: float | None = None) -> CacheEntry[Any] | None: ...
+
+    def set(self, key: Any, entry: CacheEntry[Any]) -> None: ...
+
+    def invalidate(self, key: Any) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class Flight(Protocol):
+    """Single flight: concurrent calls for one key share one execution."""
+
+    async def run(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
+        """Run ``fn`` unless a call for ``key`` is in flight; return (result, joined)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Where a client keeps its rate-limit state."""
 
@@ -53,6 +81,14 @@ class Backend(Protocol):
         clock: Clock,
     ) -> RateLimiter:
         """The limiter for endpoint ``name`` (namespaced per provider account by the caller)."""
+        ...
+
+    def cache(self, name: str, *, ttl: float, long_ttl: float, maxsize: int, clock: Clock) -> Cache:
+        """The cache ``name`` (e.g. ``"airalo:<client_id>:usage"``)."""
+        ...
+
+    def flight(self, name: str) -> Flight:
+        """The single-flight group ``name``."""
         ...
 
     async def aclose(self) -> None: ...

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..cache import SingleFlight, TTLStore
 from ..clock import Clock
 from ..limits import EndpointLimiter, Rate
 
@@ -9,7 +12,7 @@ __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend:
-    """Limiter state in process memory: one budget per client object."""
+    """Limiter state, cache and single flight in process memory: one budget per client."""
 
     def limiter(
         self,
@@ -21,6 +24,14 @@ class MemoryBackend:
         clock: Clock,
     ) -> EndpointLimiter:
         return EndpointLimiter(name, shared=shared, per_key=per_key, clock=clock, margin=margin)
+
+    def cache(
+        self, name: str, *, ttl: float, long_ttl: float, maxsize: int, clock: Clock
+    ) -> TTLStore[Any, Any]:
+        return TTLStore(ttl=ttl, long_ttl=long_ttl, maxsize=maxsize, clock=clock)
+
+    def flight(self, name: str) -> SingleFlight[Any, Any]:
+        return SingleFlight()
 
     async def aclose(self) -> None:
         return None
