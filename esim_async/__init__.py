@@ -27,6 +27,7 @@ from .limits import LimiterClosedError, LimiterState, Priority, Rate
 from .models import Token, Usage, UsageStatus
 from .providers import AIRALO, PRESSONE, ProviderProfile
 from .stats import ClientStats
+from .sweep import SweepProgress, SweepSummary, UsageResult, UsageSweep
 
 __all__ = [
     "AIRALO",
@@ -54,10 +55,14 @@ __all__ = [
     "Rate",
     "RateLimitedError",
     "ServerError",
+    "SweepProgress",
+    "SweepSummary",
     "Token",
     "TransportError",
     "Usage",
+    "UsageResult",
     "UsageStatus",
+    "UsageSweep",
     "ValidationError",
     "__version__",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterable, Callable, Iterable
 from datetime import UTC, datetime
 
 import msgspec
@@ -12,6 +13,7 @@ from ..errors import NotFoundError
 from ..limits import Priority
 from ..models._base import Envelope
 from ..models.usage import Usage, UsageStatus
+from ..sweep import SweepProgress, UsageSweep
 from ..transport import Request
 from ._base import Resource
 
@@ -111,6 +113,56 @@ class SimsResource(Resource):
         if joined:
             client.stats.coalesced += 1
         return entry, False
+
+    def usage_many(
+        self,
+        iccids: Iterable[str] | AsyncIterable[str],
+        refresh: bool = False,
+        concurrency: int | None = None,
+        *,
+        ordered: bool = False,
+        max_age: float | None = None,
+        progress: Callable[[SweepProgress], None] | None = None,
+        low_data_fraction: float = 0.1,
+    ) -> UsageSweep:
+        """Sweep the usage of many eSIMs at the full allowed rate.
+
+        Returns an async iterator of :class:`~esim_async.sweep.UsageResult`, one per ICCID given
+        (duplicates included), in completion order (``ordered=True`` keeps input order). The
+        input may be any iterable or async iterable and is streamed. Cached and negative-cached
+        ICCIDs are answered at once without waiting for the limiter; invalid ICCIDs yield an
+        ``InvalidIccidError`` result without a request; the sweep waits in the limiter's bulk
+        lane, so interactive :meth:`usage` calls go first.
+
+        Use it as a context manager so that leaving early cancels what is in flight::
+
+            async with client.sims.usage_many(iccids) as results:
+                async for r in results:
+                    print(r.iccid, r.usage.remaining if r.usage else r.error)
+            print(results.summary)
+
+        Args:
+            iccids: the ICCIDs to sweep.
+            refresh: skip cached values.
+            concurrency: requests in flight at once (default: derived from the company rate).
+            ordered: yield results in input order instead of completion order.
+            max_age: accept cached values only up to this age in seconds.
+            progress: called with a :class:`~esim_async.sweep.SweepProgress` after every result.
+            low_data_fraction: the summary lists limited eSIMs with at most this share left.
+        """
+        state = self._client.rate_limit_state().get("usage")
+        per_second = state.effective_per_second if state is not None else None
+        return UsageSweep(
+            self,
+            iccids,
+            refresh=refresh,
+            concurrency=concurrency,
+            ordered=ordered,
+            max_age=max_age,
+            progress=progress,
+            low_data_fraction=low_data_fraction,
+            per_second=per_second,
+        )
 
     def invalidate_usage(self, iccid: str) -> None:
         """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it."""

@@ -1,0 +1,5 @@
+"""``python -m esim_async`` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,419 @@
+"""The ``usage_many`` engine: sweep the usage of a whole fleet at the full allowed rate.
+
+A feeder streams the input (any iterable or async iterable; memory does not grow with what is
+still to come), answers invalid ICCIDs, cached values and duplicates of in-flight ICCIDs itself at
+memory speed, and hands the rest to a bounded pool of workers that wait in the limiter's bulk lane
+(interactive calls go first). A throttled ICCID goes back in the queue behind the shared
+cool-down instead of spending its retries. Every ICCID given yields exactly one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from .cache import CacheEntry
+from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
+from .limits import Priority
+from .models.usage import Usage
+
+if TYPE_CHECKING:
+    from .resources.sims import SimsResource
+
+__all__ = ["SweepProgress", "SweepSummary", "UsageResult", "UsageSweep"]
+
+#: How often a throttled ICCID is put back in the queue before its 429 becomes its result.
+MAX_REQUEUES = 8
+#: Usage fields of :meth:`UsageResult.as_record`, in column order.
+RECORD_USAGE_FIELDS = (
+    "status",
+    "remaining",
+    "total",
+    "is_unlimited",
+    "expired_at",
+    "remaining_voice",
+    "total_voice",
+    "remaining_text",
+    "total_text",
+)
+#: Low-data ICCIDs listed by name in the summary (the count is always complete).
+MAX_LISTED_LOW = 1000
+
+
+@dataclass(slots=True)
+class UsageResult:
+    """The answer for one ICCID of a sweep: exactly one of ``usage`` and ``error`` is set."""
+
+    iccid: str
+    usage: Usage | None
+    error: EsimError | None
+    #: True when answered without a request (cache, negative cache).
+    from_cache: bool
+    #: When the value was fetched from the provider (UTC); ``None`` for errors.
+    fetched_at: datetime | None
+    #: Position of this ICCID in the input (0-based).
+    index: int
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_record(self) -> dict[str, object]:
+        """A flat, JSON-ready dict (the CLI writes these as JSON Lines or CSV rows)."""
+        usage, error = self.usage, self.error
+        record: dict[str, object] = {"iccid": self.iccid}
+        for name in RECORD_USAGE_FIELDS:
+            value = getattr(usage, name) if usage is not None else None
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif name == "status" and value is not None:
+                value = str(value)
+            record[name] = value
+        record["from_cache"] = self.from_cache
+        record["fetched_at"] = self.fetched_at.isoformat() if self.fetched_at else None
+        record["error"] = type(error).__name__ if error is not None else None
+        record["error_message"] = str(error) if error is not None else None
+        record["error_status"] = getattr(error, "status", None)
+        return record
+
+
+@dataclass(slots=True)
+class SweepProgress:
+    """Where a sweep stands: the ``progress`` hook gets this object (updated in place) after
+    every result."""
+
+    done: int = 0
+    #: Number of ICCIDs given, once the whole input has been read (``None`` before).
+    total: int | None = None
+    cache_hits: int = 0
+    errors: int = 0
+    requests: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Results per second so far."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (``None`` while the total is unknown)."""
+        if self.total is None or self.rate <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate)
+
+
+@dataclass(slots=True)
+class SweepSummary:
+    """Counts at the end of a sweep."""
+
+    total: int = 0
+    ok: int = 0
+    errors: int = 0
+    from_cache: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_error: Counter[str] = field(default_factory=Counter)
+    #: ICCIDs of limited packages with at most ``low_data_fraction`` of their data left.
+    low_data: list[str] = field(default_factory=list)
+    low_data_count: int = 0
+    elapsed: float = 0.0
+
+    def add(self, result: UsageResult, low_fraction: float) -> None:
+        self.total += 1
+        if result.from_cache:
+            self.from_cache += 1
+        if result.error is not None:
+            self.errors += 1
+            self.by_error[type(result.error).__name__] += 1
+            return
+        usage = result.usage
+        assert usage is not None
+        self.ok += 1
+        self.by_status[str(usage.status)] += 1
+        if usage.is_low(fraction=low_fraction):
+            self.low_data_count += 1
+            if len(self.low_data) < MAX_LISTED_LOW:
+                self.low_data.append(result.iccid)
+
+
+class _Item:
+    __slots__ = ("iccid", "indexes", "requeues")
+
+    def __init__(self, iccid: str, index: int) -> None:
+        self.iccid = iccid
+        self.indexes = [index]
+        self.requeues = 0
+
+
+def default_concurrency(per_second: float | None) -> int:
+    """Workers for a company rate: enough to cover ~2 s of latency, bounded to 8..256."""
+    if per_second is None or not math.isfinite(per_second):
+        return 64
+    return max(8, min(256, math.ceil(per_second * 2)))
+
+
+class UsageSweep:
+    """An async iterator of :class:`UsageResult`; also an async context manager.
+
+    Leaving ``async with`` early (or cancelling the consuming task) cancels what is in flight.
+    ``summary`` holds the counts once the sweep is done.
+    """
+
+    def __init__(
+        self,
+        sims: SimsResource,
+        iccids: Iterable[str] | AsyncIterable[str],
+        *,
+        refresh: bool,
+        concurrency: int | None,
+        ordered: bool,
+        max_age: float | None,
+        progress: Callable[[SweepProgress], None] | None,
+        low_data_fraction: float,
+        per_second: float | None,
+    ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self._sims = sims
+        self._input = iccids
+        self._refresh = refresh
+        self._max_age = max_age
+        self._ordered = ordered
+        self._concurrency = concurrency or default_concurrency(per_second)
+        self._progress_hook = progress
+        self._low_fraction = low_data_fraction
+        # Results waiting for the consumer plus work in flight never exceed this window.
+        self._window = asyncio.Semaphore(self._concurrency * 4)
+        self._work: asyncio.Queue[_Item] = asyncio.Queue()
+        self._out: deque[UsageResult] = deque()
+        self._ready = asyncio.Event()
+        self._pending: dict[str, _Item] = {}
+        self._buffer: dict[int, UsageResult] = {}
+        self._next_index = 0
+        self._given = 0
+        self._emitted = 0
+        self._input_done = False
+        self._failure: BaseException | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closed = False
+        self._t0 = 0.0
+        self.progress = SweepProgress()
+        self.summary = SweepSummary()
+
+    # ----------------------------------------------------------------- consumer side
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> UsageResult:
+        if not self._started:
+            self._start()
+        while True:
+            if self._out:
+                result = self._out.popleft()
+                self._window.release()
+                return result
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                await self.aclose()
+                raise failure
+            if self._input_done and self._emitted == self._given:
+                self.summary.elapsed = self._elapsed()
+                await self.aclose()
+                raise StopAsyncIteration
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            try:
+                await self._ready.wait()
+            except asyncio.CancelledError:
+                await self.aclose()
+                raise
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel everything in flight. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._ready.set()
+
+    # ----------------------------------------------------------------- engine
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def _start(self) -> None:
+        self._started = True
+        self._t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._feed(), name="esim_async sweep feeder"))
+        for n in range(self._concurrency):
+            self._tasks.append(loop.create_task(self._worker(), name=f"esim_async sweep {n}"))
+
+    def _emit(
+        self,
+        iccid: str,
+        index: int,
+        usage: Usage | None,
+        error: EsimError | None,
+        from_cache: bool,
+        fetched_at: datetime | None,
+    ) -> None:
+        result = UsageResult(iccid, usage, error, from_cache, fetched_at, index)
+        self.summary.add(result, self._low_fraction)
+        p = self.progress
+        p.done += 1
+        if from_cache:
+            p.cache_hits += 1
+        if error is not None:
+            p.errors += 1
+        p.elapsed = self._elapsed()
+        self._emitted += 1
+        if self._ordered:
+            self._buffer[index] = result
+            while self._next_index in self._buffer:
+                self._out.append(self._buffer.pop(self._next_index))
+                self._next_index += 1
+        else:
+            self._out.append(result)
+        self._ready.set()
+        if self._progress_hook is not None:
+            self._progress_hook(p)
+
+    def _emit_entry(
+        self, iccid: str, indexes: list[int], entry: CacheEntry[Usage], from_cache: bool
+    ) -> None:
+        for n, index in enumerate(indexes):
+            cached = from_cache or n > 0  # a duplicate is answered without its own request
+            if entry.value is None:
+                error: EsimError = NotFoundError(
+                    f"HTTP 404: ICCID {iccid} not found",
+                    status=404,
+                    message="messages.resource_not_found",
+                )
+                self._emit(iccid, index, None, error, cached, None)
+            else:
+                self._emit(
+                    iccid,
+                    index,
+                    entry.value,
+                    None,
+                    cached,
+                    datetime.fromtimestamp(entry.fetched_at, UTC),
+                )
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        source = self._input
+        if isinstance(source, AsyncIterable):
+            async for iccid in source:
+                yield iccid
+        else:
+            for n, iccid in enumerate(source):
+                yield iccid
+                if n % 512 == 511:
+                    await asyncio.sleep(0)  # let results flow while a huge list is read
+
+    async def _feed(self) -> None:
+        sims = self._sims
+        client = sims._client
+        cache = client._usage_cache
+        refresh, max_age = self._refresh, self._max_age
+        try:
+            index = -1
+            async for iccid in self._iterate():
+                index += 1
+                await self._window.acquire()
+                self._given += 1
+                try:
+                    client._validate_iccid(iccid)
+                except InvalidIccidError as exc:
+                    self._emit(str(iccid), index, None, exc, False, None)
+                    continue
+                pending = self._pending.get(iccid)
+                if pending is not None:
+                    pending.indexes.append(index)
+                    continue
+                if not refresh:
+                    entry = cache.get(iccid, max_age)
+                    if entry is not None:
+                        if entry.value is None:
+                            client.stats.negative_cache_hits += 1
+                        else:
+                            client.stats.cache_hits += 1
+                        self._emit_entry(iccid, [index], entry, True)
+                        continue
+                item = _Item(iccid, index)
+                self._pending[iccid] = item
+                self._work.put_nowait(item)
+        except Exception as exc:  # the caller's iterable failed: surface it to the consumer
+            self._failure = exc
+            self._ready.set()
+            return
+        self._input_done = True
+        self.progress.total = self._given
+        self._ready.set()
+
+    async def _worker(self) -> None:
+        sims = self._sims
+        while True:
+            item = await self._work.get()
+            try:
+                entry, from_cache = await sims._usage_entry(
+                    item.iccid,
+                    refresh=self._refresh,
+                    max_age=self._max_age,
+                    priority=Priority.BULK,
+                    retry_rate_limited=False,
+                )
+            except RateLimitedError as exc:
+                if item.requeues < MAX_REQUEUES:
+                    # The limiter holds every caller until Retry-After has passed; going to
+                    # the back of the queue costs this ICCID no retry.
+                    item.requeues += 1
+                    self._work.put_nowait(item)
+                    continue
+                self._finish_error(item, exc)
+            except NotFoundError:
+                del self._pending[item.iccid]
+                entry = CacheEntry(None, time.time(), 0.0, True)
+                self._emit_entry(item.iccid, item.indexes, entry, False)
+            except EsimError as exc:
+                self._finish_error(item, exc)
+            except Exception as exc:  # never lose an ICCID, even to a bug
+                error = EsimError(f"unexpected {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                self._finish_error(item, error)
+            else:
+                del self._pending[item.iccid]
+                self._emit_entry(item.iccid, item.indexes, entry, from_cache)
+
+    def _finish_error(self, item: _Item, exc: EsimError) -> None:
+        del self._pending[item.iccid]
+        for index in item.indexes:
+            self._emit(item.iccid, index, None, exc, False, None)
