@@ -8,7 +8,7 @@ single flight for duplicate calls, and fleet-wide usage sweeps.
 
 from ._version import __version__
 from .client import AiraloClient, BaseClient, ClientOptions, PressOneClient
-from .clock import Clock, LoopClock, ManualClock
+from .clock import Clock, LoopClock, ManualClock, MonotonicClock
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -47,6 +47,7 @@ __all__ = [
     "LimiterState",
     "LoopClock",
     "ManualClock",
+    "MonotonicClock",
     "NotFoundError",
     "OutcomeUnknownError",
     "PressOneClient",

@@ -7,12 +7,11 @@ in-flight tasks merges concurrent calls for the same key.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import msgspec
-from cachetools import TLRUCache
+from cachetools import TTLCache
 
 from . import _constants as C
 from .clock import Clock
@@ -42,7 +41,9 @@ class CacheEntry(msgspec.Struct, Generic[T], gc=False, array_like=True):
 class TTLStore(Generic[K, T]):
     """A bounded TTL cache of :class:`CacheEntry` with two lifetimes.
 
-    Normal entries live ``ttl`` seconds, long-lived ones ``long_ttl``; when full, expired
+    Normal entries live ``ttl`` seconds, at most ``maxsize`` of them; long-lived ones (404s,
+    recycled eSIMs) live ``long_ttl`` seconds in a second cache of at most ``long_maxsize``
+    (a tenth of ``maxsize`` by default). Each is a cachetools ``TTLCache``: when full, expired
     entries go first, then the least recently used. Time comes from the injected clock.
     """
 
@@ -52,6 +53,7 @@ class TTLStore(Generic[K, T]):
         ttl: float = C.DEFAULT_CACHE_TTL,
         long_ttl: float = C.DEFAULT_NEGATIVE_CACHE_TTL,
         maxsize: int = C.DEFAULT_CACHE_MAXSIZE,
+        long_maxsize: int | None = None,
         clock: Clock,
     ) -> None:
         if ttl < 0 or long_ttl < 0:
@@ -61,63 +63,77 @@ class TTLStore(Generic[K, T]):
         self.ttl = ttl
         self.long_ttl = long_ttl
         self._clock = clock
-        self._data: TLRUCache[K, CacheEntry[T]] = TLRUCache(
-            maxsize=maxsize, ttu=self._ttu, timer=clock.now
+        long_size = long_maxsize if long_maxsize is not None else max(1, maxsize // 10)
+        self._data: TTLCache[K, CacheEntry[T]] = TTLCache(maxsize=maxsize, ttl=ttl, timer=clock.now)
+        self._long: TTLCache[K, CacheEntry[T]] = TTLCache(
+            maxsize=long_size, ttl=long_ttl, timer=clock.now
         )
-
-    def _ttu(self, _key: Any, entry: CacheEntry[T], now: float) -> float:
-        return now + (self.long_ttl if entry.long_lived else self.ttl)
+        self._any_long = False
 
     @property
     def maxsize(self) -> int:
         return int(self._data.maxsize)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + len(self._long)
 
     def get(self, key: K, max_age: float | None = None) -> CacheEntry[T] | None:
         """The live entry for ``key``, if any (and, with ``max_age``, if it is young enough)."""
         entry = self._data.get(key)
         if entry is None:
-            return None
+            entry = self._long.get(key)
+            if entry is None:
+                return None
         if max_age is not None and self._clock.now() - entry.stored > max_age:
             return None
         return entry
 
     def set(self, key: K, entry: CacheEntry[T]) -> None:
-        if (self.long_ttl if entry.long_lived else self.ttl) <= 0:
-            return
-        self._data[key] = entry
+        if entry.long_lived:
+            self._data.pop(key, None)
+            if self.long_ttl > 0:
+                self._long[key] = entry
+                self._any_long = True
+        else:
+            # (a flag, not len(): a timed cache's len() first expires entries, on the hot path)
+            if self._any_long:
+                self._long.pop(key, None)
+            if self.ttl > 0:
+                self._data[key] = entry
 
     def invalidate(self, key: K) -> None:
         self._data.pop(key, None)
+        self._long.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
+        self._long.clear()
+        self._any_long = False
 
 
-class _Call(Generic[T]):
-    __slots__ = ("task", "waiters")
+class _Call:
+    __slots__ = ("waiters",)
 
-    def __init__(self, task: asyncio.Task[T]) -> None:
-        self.task = task
-        self.waiters = 0
+    def __init__(self) -> None:
+        self.waiters: list[asyncio.Future[Any]] = []
 
 
-def _consume(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # mark retrieved: callers that left must not cause warnings
+class _Handover(Exception):
+    """The caller running the shared call was cancelled: a waiter takes it over."""
 
 
 class SingleFlight(Generic[K, T]):
-    """Concurrent calls for the same key share one in-flight task.
+    """Concurrent calls for the same key share one execution.
 
-    A cancelled caller does not cancel the others; the task is cancelled only when every caller
-    waiting for it has gone.
+    The first caller runs the call itself (no extra task, no extra event-loop turn on the hot
+    path); callers arriving meanwhile wait for its outcome, result or exception. A cancelled
+    waiter does not disturb the others. If the caller running the call is cancelled while others
+    wait, one of them takes the call over and runs it again (the limiter counts that request like
+    any other), so the others still get an answer.
     """
 
     def __init__(self) -> None:
-        self._calls: dict[K, _Call[T]] = {}
+        self._calls: dict[K, _Call] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -127,29 +143,43 @@ class SingleFlight(Generic[K, T]):
 
     async def run(self, key: K, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run ``fn`` for ``key`` unless a call is already in flight; return (result, joined)."""
-        call = self._calls.get(key)
-        joined = call is not None
-        if call is None:
-            task: asyncio.Task[T] = asyncio.ensure_future(fn())
-            call = _Call(task)
-            self._calls[key] = call
-            task.add_done_callback(_consume)
-            task.add_done_callback(functools.partial(self._forget, key, call))
-        call.waiters += 1
+        joined = False
+        while True:
+            call = self._calls.get(key)
+            if call is None:
+                break
+            joined = True
+            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            call.waiters.append(waiter)
+            try:
+                return await waiter, True
+            except _Handover:
+                continue
+        call = self._calls[key] = _Call()
         try:
-            return await asyncio.shield(call.task), joined
-        finally:
-            call.waiters -= 1
-            if call.waiters == 0 and not call.task.done():
-                call.task.cancel()  # the last caller left: nobody wants the answer
+            result = await fn()
+        except asyncio.CancelledError:
+            self._finish(key, call, exception=_Handover())
+            raise
+        except BaseException as exc:
+            self._finish(key, call, exception=exc)
+            raise
+        self._finish(key, call, result=result)
+        return result, joined
 
-    def _forget(self, key: K, call: _Call[T], _task: object = None) -> None:
+    def _finish(
+        self, key: K, call: _Call, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
         if self._calls.get(key) is call:
             del self._calls[key]
+        for waiter in call.waiters:
+            if waiter.done():
+                continue  # that waiter was cancelled
+            if exception is None:
+                waiter.set_result(result)
+            else:
+                waiter.set_exception(exception)
 
     async def aclose(self) -> None:
-        tasks = [c.task for c in self._calls.values()]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        """Nothing to release: in-flight calls run in their callers' tasks."""
+        return

@@ -511,6 +511,18 @@ async def _sweep(
     default=None,
     help="Stop after this many seconds (default: run until interrupted).",
 )
+@click.option(
+    "--company-rate",
+    default=None,
+    metavar="COUNT/SECONDS",
+    help="Override the per-company usage limit.",
+)
+@click.option(
+    "--iccid-rate",
+    default=None,
+    metavar="COUNT/SECONDS",
+    help="Override the per-ICCID usage limit.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -520,6 +532,8 @@ def emulator_command(
     algorithm: str,
     iccids_out: str | None,
     duration: float | None,
+    company_rate: str | None,
+    iccid_rate: str | None,
 ) -> None:
     """Serve the bundled emulator (Airalo /v2 and PressOne /customer/v2) on loopback."""
     from .testing import Emulator, Fleet, ServerLimits
@@ -530,6 +544,10 @@ def emulator_command(
         "none": ServerLimits.unlimited,
     }[limits]()
     server_limits.algorithm = algorithm  # type: ignore[assignment]
+    if company_rate is not None:
+        server_limits.usage_company = _parse_rate(company_rate)
+    if iccid_rate is not None:
+        server_limits.usage_iccid = _parse_rate(iccid_rate)
     fleet = Fleet.generate(size, seed=seed)
     if iccids_out:
         Path(iccids_out).write_text("\n".join(fleet.iccids()) + "\n")

@@ -16,7 +16,7 @@ from ._secrets import register_secret
 from .auth import TokenManager
 from .backends.base import Backend, Cache, Flight, RateLimiter
 from .backends.memory import MemoryBackend
-from .clock import Clock, LoopClock
+from .clock import Clock, MonotonicClock
 from .errors import InvalidRequestError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
@@ -148,7 +148,7 @@ class BaseClient:
             )
         self.profile = profile
         self._iccid_length = (lo, hi)
-        self._clock: Clock = clock if clock is not None else LoopClock()
+        self._clock: Clock = clock if clock is not None else MonotonicClock()
         self.stats = ClientStats()
         self._backend: Backend = backend if backend is not None else MemoryBackend()
         self._transport = Transport(
@@ -186,6 +186,8 @@ class BaseClient:
         )
         self._usage_flight: Flight = self._backend.flight(f"{ns}:usage")
         self._usage_path = profile.path("usage")
+        head, _, tail = self._usage_path.partition("{iccid}")
+        self._usage_path_parts = (head, tail)
         self._token_path = profile.path("token")
 
     def _limiter(

@@ -22,6 +22,7 @@ import contextlib
 import enum
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import _constants as C
@@ -98,12 +99,20 @@ class WindowLog:
     passed to ``admit`` must not decrease.
     """
 
+    #: Largest ``count`` kept as an exact log; larger ones are counted in time slots.
+    MAX_LOG = 1024
+    SLOTS = 64
+
     __slots__ = (
         "_ceiling",
         "_cooldown_until",
         "_decrease_guard",
         "_factor0",
+        "_in_slots",
         "_log",
+        "_slot_width",
+        "_slots",
+        "_slotted",
         "_span",
         "rate",
         "recovery_step",
@@ -121,9 +130,15 @@ class WindowLog:
         self.rate = rate
         self.recovery_step = recovery_step
         self._span = rate.period * (1.0 + margin)
-        # Only the last `count` admissions can matter for the window; a huge Rate (limits
-        # lifted) must not cost memory, so the log is bounded by what the window can hold.
-        self._log: deque[float] = deque(maxlen=min(rate.count, 4096))
+        # Only the last `count` admissions matter for the window. A Rate above MAX_LOG (limits
+        # lifted with a huge Rate) is kept in SLOTS time slots per span instead: admissions in
+        # every slot that can still touch the window are counted (stricter by at most one
+        # slot, 1/64 of the budget), in constant memory.
+        self._slotted = rate.count > self.MAX_LOG
+        self._log: deque[float] = deque(maxlen=1 if self._slotted else rate.count)
+        self._slot_width = self._span / self.SLOTS
+        self._slots: deque[list[int]] = deque()
+        self._in_slots = 0
         self._cooldown_until = -math.inf
         self._decrease_guard = -math.inf
         self._factor0 = 1.0
@@ -151,9 +166,19 @@ class WindowLog:
         t = now if now >= self._cooldown_until else self._cooldown_until
         log = self._log
         n = self._ceiling
-        if n > log.maxlen:  # type: ignore[operator]
-            n = log.maxlen  # type: ignore[assignment]
-        if len(log) >= n:
+        if self._slotted:
+            slots = self._slots
+            width = self._slot_width
+            horizon = int(t // width) - self.SLOTS  # slots before this cannot touch the window
+            while slots and slots[0][0] < horizon:
+                self._in_slots -= slots.popleft()[1]
+            if self._in_slots >= n and slots:
+                # (a millionth of a slot past the boundary, so float rounding cannot
+                # leave the oldest slot counted at the time returned)
+                edge = (slots[0][0] + self.SLOTS + 1 + 1e-6) * width
+                if edge > t:
+                    t = edge
+        elif len(log) >= n:
             edge = log[-n] + self._span
             if edge > t:
                 t = edge
@@ -167,6 +192,14 @@ class WindowLog:
 
     def admit(self, t: float) -> None:
         self._log.append(t)
+        if self._slotted:
+            index = int(t // self._slot_width)
+            slots = self._slots
+            if slots and slots[-1][0] == index:
+                slots[-1][1] += 1
+            else:
+                slots.append([index, 1])
+            self._in_slots += 1
 
     def penalize(self, now: float, retry_after: float | None, limit: int | None = None) -> None:
         """Account for a 429 seen at ``now``.
@@ -200,12 +233,19 @@ class KeyedWindows:
     kept in order of last admission, so eviction pops expired keys from the front in O(1) each.
     """
 
-    __slots__ = ("_logs", "_span", "rate")
+    __slots__ = ("_admits", "_count", "_logs", "_spacing", "_span", "rate")
+
+    #: Per-key logs keep at most this many times; a larger ``count`` is kept by spacing a key's
+    #: admissions period/count apart (one float per key), so a huge Rate costs no memory.
+    MAX_PER_KEY = 128
 
     def __init__(self, rate: Rate, *, margin: float = C.DEFAULT_RATE_MARGIN) -> None:
         self.rate = rate
         self._span = rate.period * (1.0 + margin)
+        self._spacing = self._span / rate.count if rate.count > self.MAX_PER_KEY else 0.0
+        self._count = 1 if self._spacing else rate.count
         self._logs: dict[str, float | tuple[float, ...]] = {}
+        self._admits = 0
 
     def __len__(self) -> int:
         return len(self._logs)
@@ -214,11 +254,11 @@ class KeyedWindows:
         entry = self._logs.get(key)
         if entry is None:
             return now
-        count = self.rate.count
+        count = self._count
         if isinstance(entry, float):
             if count > 1:
                 return now
-            edge = entry + self._span
+            edge = entry + (self._spacing or self._span)
         else:
             if len(entry) < count:
                 return now
@@ -228,14 +268,16 @@ class KeyedWindows:
     def admit(self, key: str, t: float) -> None:
         logs = self._logs
         entry = logs.pop(key, None)
-        count = self.rate.count
+        count = self._count
         if entry is None or count == 1:
             logs[key] = t
         elif isinstance(entry, float):
             logs[key] = (entry, t)
         else:
             logs[key] = (*entry[-(count - 1) :], t)
-        self.evict(t)
+        self._admits += 1
+        if self._admits & 63 == 0:  # amortised: expired keys go within 64 admissions
+            self.evict(t)
 
     def evict(self, now: float) -> None:
         """Drop every key whose last admission has left the window."""
@@ -296,6 +338,14 @@ class SharedLimiter:
 
     def waiters(self) -> int:
         return sum(1 for lane in self._lanes for f in lane if not f.done())
+
+    def try_acquire(self, now: float) -> bool:
+        """Count one request at ``now`` if it may go at once (nobody queued, budget free)."""
+        lanes = self._lanes
+        if not lanes[0] and not lanes[1] and not self._closed and self.earliest(now) <= now:
+            self._admit(now)
+            return True
+        return False
 
     async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> None:
         """Wait until one request may be sent, and count it."""
@@ -391,7 +441,7 @@ class EndpointLimiter:
         self._clock = clock
         self._shared = SharedLimiter(shared, clock=clock, margin=margin, name=name)
         self._keys = KeyedWindows(per_key, margin=margin) if per_key is not None else None
-        self.last_headers: dict[str, str] = {}
+        self._last_headers: Mapping[str, str] = {}
         #: Total seconds callers spent waiting here (for ``client.stats``).
         self.waited = 0.0
 
@@ -401,6 +451,13 @@ class EndpointLimiter:
         clock = self._clock
         keys = self._keys if key is not None else None
         start = clock.now()
+        # Fast path (the common case): both budgets free now, nobody queued.
+        if (keys is None or keys.earliest(key, start) <= start) and self._shared.try_acquire(  # type: ignore[arg-type]
+            start
+        ):
+            if keys is not None:
+                keys.admit(key, start)  # type: ignore[arg-type]
+            return
         while True:
             if keys is not None:
                 now = clock.now()
@@ -422,8 +479,18 @@ class EndpointLimiter:
     def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
         self._shared.penalize(retry_after, limit)
 
-    def record_headers(self, headers: dict[str, str]) -> None:
-        self.last_headers = headers
+    def record_headers(self, headers: Mapping[str, str]) -> None:
+        # Kept as given (no copy on the hot path); filtered when state() is read.
+        self._last_headers = headers
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        """The last ``X-RateLimit-*`` and ``Retry-After`` headers seen."""
+        return {
+            k: v
+            for k, v in self._last_headers.items()
+            if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
+        }
 
     def state(self) -> LimiterState:
         now = self._clock.now()

@@ -91,9 +91,12 @@ _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 
 class _SendError(Exception):
-    def __init__(self, error: TransportError, *, sent: bool) -> None:
+    def __init__(self, error: TransportError, *, sent: bool, dropped: bool = False) -> None:
         self.error = error
         self.sent = sent
+        #: The server closed the connection without answering (typically a pooled keep-alive
+        #: connection it had already dropped): worth one immediate retry.
+        self.dropped = dropped
 
 
 class Transport:
@@ -140,7 +143,8 @@ class Transport:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._rng = rng or random.Random()
-        self._middlewares: tuple[Any, ...] = (self._count_sends,)
+        self._middlewares: tuple[Any, ...] = ()
+        self._count_in_middleware = False
         self._closed = False
         self.auth: TokenManager | None = None
 
@@ -168,14 +172,24 @@ class Transport:
                 timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._connect_timeout),
                 headers=self._headers,
                 raise_for_status=False,
-                middlewares=(self._count_sends,),
             )
+            if hasattr(session, "_retry_connection"):
+                # aiohttp re-sends an idempotent request once by itself when a pooled
+                # connection drops; on our own session that re-send is switched off and the
+                # pipeline's own retry (which takes a permit) does it instead, at no cost on
+                # the hot path. (aiohttp's test utilities switch it off the same way.)
+                session._retry_connection = False
+                self._count_in_middleware = False
+            else:  # pragma: no cover - a future aiohttp without the attribute
+                self._middlewares = (self._count_sends,)
+                self._count_in_middleware = True
             self._session = session
-        elif not self._owns_session:
-            # Keep the caller's own middlewares and add ours after them.
+        elif not self._owns_session and not self._count_in_middleware:
+            # A caller's session keeps aiohttp's own re-send: a middleware (after the caller's
+            # own middlewares) makes each re-send take a permit.
             own = tuple(getattr(session, "_middlewares", ()) or ())
-            if self._count_sends not in own:
-                self._middlewares = (*own, self._count_sends)
+            self._middlewares = (*own, self._count_sends)
+            self._count_in_middleware = True
         return session
 
     async def aclose(self) -> None:
@@ -226,7 +240,8 @@ class Transport:
             except _SendError as failure:
                 if attempt < max_retries and (req.idempotent or not failure.sent):
                     attempt += 1
-                    await clock.sleep(self._backoff(attempt))
+                    if not (failure.dropped and attempt == 1):
+                        await clock.sleep(self._backoff(attempt))
                     continue
                 if req.idempotent or not failure.sent:
                     raise failure.error from failure.error.__cause__
@@ -237,13 +252,7 @@ class Transport:
                 ) from failure.error
 
             if limiter is not None and "X-RateLimit-Limit" in resp_headers:
-                limiter.record_headers(
-                    {
-                        k: v
-                        for k, v in resp_headers.items()
-                        if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
-                    }
-                )
+                limiter.record_headers(resp_headers)
 
             if 200 <= status < 300:
                 try:
@@ -328,13 +337,14 @@ class Transport:
         session = self._ensure_session()
         url = self._base_url + req.path
         extra: dict[str, Any] = {}
-        if not self._owns_session:
+        counting = self._count_in_middleware
+        if counting:
             extra["middlewares"] = self._middlewares
         if req.timeout is not None:
             extra["timeout"] = aiohttp.ClientTimeout(
                 total=req.timeout, connect=self._connect_timeout
             )
-        marker = _ATTEMPT.set(_Attempt(req.limiter, req.key, req.priority))
+        marker = _ATTEMPT.set(_Attempt(req.limiter, req.key, req.priority)) if counting else None
         try:
             async with session.request(
                 req.method,
@@ -361,10 +371,13 @@ class Transport:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise _SendError(
-                TransportError(f"{req.method} {req.path}: {_describe(exc)}"), sent=True
+                TransportError(f"{req.method} {req.path}: {_describe(exc)}"),
+                sent=True,
+                dropped=isinstance(exc, aiohttp.ServerDisconnectedError),
             ) from exc
         finally:
-            _ATTEMPT.reset(marker)
+            if marker is not None:
+                _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self._max_body_size

@@ -92,7 +92,32 @@ async def test_single_flight_merges_concurrent_calls() -> None:
     assert len(flight) == 0
 
 
-async def test_cancelled_caller_does_not_cancel_the_others() -> None:
+async def test_cancelled_waiter_does_not_disturb_the_others() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    gate = asyncio.Event()
+    started = 0
+
+    async def work() -> int:
+        nonlocal started
+        started += 1
+        await gate.wait()
+        return 7
+
+    leader = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(flight.run("k", work))
+    other = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    assert await leader == (7, False)
+    assert await other == (7, True)
+    assert waiter.cancelled()
+    assert started == 1
+
+
+async def test_cancelled_leader_hands_the_call_over() -> None:
     flight: SingleFlight[str, int] = SingleFlight()
     gate = asyncio.Event()
     started = 0
@@ -104,14 +129,19 @@ async def test_cancelled_caller_does_not_cancel_the_others() -> None:
         return 7
 
     first = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
     second = asyncio.create_task(flight.run("k", work))
+    third = asyncio.create_task(flight.run("k", work))
     await asyncio.sleep(0)
     first.cancel()
-    await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)  # the hand-over happens
     gate.set()
-    assert (await second)[0] == 7
+    # The others still get an answer: one of them ran the call again, the other joined it.
+    assert sorted([await second, await third]) == [(7, True), (7, True)]
     assert first.cancelled()
-    assert started == 1
+    assert started == 2
+    assert len(flight) == 0
 
 
 async def test_last_caller_leaving_cancels_the_work() -> None:

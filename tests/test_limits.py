@@ -160,11 +160,63 @@ def test_rate_limit_header_is_a_ceiling() -> None:
     assert log.effective_count() == 3
 
 
-def test_huge_rate_costs_no_memory() -> None:
-    log = WindowLog(Rate(10**9, 1.0))
+def test_huge_rate_costs_no_memory_and_does_not_throttle() -> None:
+    log = WindowLog(Rate(10**9, 1.0), margin=0.02)
     for i in range(10_000):
-        log.admit(float(i) * 1e-6)
-    assert log._log.maxlen is not None and log._log.maxlen <= 4096
+        t = i * 1e-6
+        assert log.earliest(t) == t  # 1,000,000 per second is far below 10**9 per second
+        log.admit(t)
+    assert log._log.maxlen is not None
+    assert log._log.maxlen <= WindowLog.MAX_LOG
+
+
+@given(gaps=gaps, count=st.integers(min_value=WindowLog.MAX_LOG + 1, max_value=3000))
+def test_slotted_mode_keeps_the_guarantee_and_most_of_the_budget(
+    gaps: list[float], count: int
+) -> None:
+    rate = Rate(count, 1.0)
+    log = WindowLog(rate, margin=0.0)
+    now, admitted = 0.0, []
+    for g in gaps * 60:
+        now = log.earliest(now + g / count)
+        log.admit(now)
+        admitted.append(now)
+    assert max_in_any_window(admitted, rate.period) <= count
+    assert len(log._slots) <= WindowLog.SLOTS + 2
+
+
+def test_slotted_mode_saturates_within_a_slot_of_the_limit() -> None:
+    rate = Rate(6400, 1.0)
+    log = WindowLog(rate, margin=0.0)
+    now, admitted = 0.0, []
+    for _ in range(64_000):
+        now = log.earliest(now)
+        log.admit(now)
+        admitted.append(now)
+    assert max_in_any_window(admitted, rate.period) <= 6400
+    # N admissions at the full rate take (N / count - 1) periods after the first burst.
+    achieved = len(admitted) / (admitted[-1] + rate.period)
+    assert achieved >= 6400 * 63 / 65
+
+
+def test_keyed_windows_with_a_huge_rate_stay_small() -> None:
+    keys = KeyedWindows(Rate(10**9, 1.0), margin=0.0)
+    for i in range(1000):
+        assert keys.earliest("k", i * 1e-6) == i * 1e-6
+        keys.admit("k", i * 1e-6)
+    assert isinstance(keys._logs["k"], float)  # one float per key
+
+
+@given(gaps=gaps)
+def test_keyed_spacing_mode_keeps_the_guarantee(gaps: list[float]) -> None:
+    rate = Rate(KeyedWindows.MAX_PER_KEY + 72, 1.0)
+    keys = KeyedWindows(rate, margin=0.0)
+    now, admitted = 0.0, []
+    for g in gaps * 20:
+        now = keys.earliest("k", now + g / 1000)
+        keys.admit("k", now)
+        admitted.append(now)
+    assert max_in_any_window(admitted, rate.period) <= rate.count
 
 
 def test_keyed_windows_drop_state_once_the_window_passed() -> None:
@@ -173,9 +225,15 @@ def test_keyed_windows_drop_state_once_the_window_passed() -> None:
         keys.admit(f"{i:020d}", 0.0)
     assert len(keys) == 1000
     keys.admit("x" * 20, 59.9)
+    keys.evict(59.9)
     assert len(keys) == 1001
     keys.admit("y" * 20, 60.0)
+    keys.evict(60.0)
     assert len(keys) == 2  # the 1000 keys of t=0 left the window
+    # Admissions evict by themselves too (amortised, every 64 admissions).
+    for i in range(64):
+        keys.admit(f"z{i}", 200.0)
+    assert len(keys) == 64
 
 
 @given(gaps=gaps, count=st.integers(min_value=1, max_value=5))

@@ -6,7 +6,7 @@ client's ``backend=`` argument without touching the pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..cache import CacheEntry
@@ -32,7 +32,7 @@ class RateLimiter(Protocol):
         """A 429 arrived: cool down every caller and lower the rate."""
         ...
 
-    def record_headers(self, headers: dict[str, str]) -> None:
+    def record_headers(self, headers: Mapping[str, str]) -> None:
         """Remember the last ``X-RateLimit-*`` headers seen."""
         ...
 

@@ -55,10 +55,24 @@ class SimsResource(Resource):
             RateLimitedError: still throttled after the retries.
             EsimError: any other failure, typed (see ``esim_async.errors``).
         """
-        entry, _ = await self._usage_entry(
-            iccid, refresh=refresh, max_age=max_age, timeout=timeout, max_retries=max_retries
+        self._client._validate_iccid(iccid)
+        if not refresh:
+            entry = self._cached(iccid, max_age)
+            if entry is not None:
+                return _unwrap(iccid, entry)
+        return _unwrap(
+            iccid, await self._fetch(iccid, timeout, max_retries, Priority.INTERACTIVE, True)
         )
-        return _unwrap(iccid, entry)
+
+    def _cached(self, iccid: str, max_age: float | None) -> CacheEntry[Usage] | None:
+        entry: CacheEntry[Usage] | None = self._client._usage_cache.get(iccid, max_age)
+        if entry is not None:
+            stats = self._client.stats
+            if entry.value is None:
+                stats.negative_cache_hits += 1
+            else:
+                stats.cache_hits += 1
+        return entry
 
     async def _usage_entry(
         self,
@@ -72,23 +86,30 @@ class SimsResource(Resource):
         retry_rate_limited: bool = True,
     ) -> tuple[CacheEntry[Usage], bool]:
         """The cache entry answering ``iccid`` and whether it came without a request."""
-        client = self._client
-        client._validate_iccid(iccid)
-        cache = client._usage_cache
+        self._client._validate_iccid(iccid)
         if not refresh:
-            entry = cache.get(iccid, max_age)
+            entry = self._cached(iccid, max_age)
             if entry is not None:
-                stats = client.stats
-                if entry.value is None:
-                    stats.negative_cache_hits += 1
-                else:
-                    stats.cache_hits += 1
                 return entry, True
+        return await self._fetch(iccid, timeout, max_retries, priority, retry_rate_limited), False
+
+    async def _fetch(
+        self,
+        iccid: str,
+        timeout: float | None,
+        max_retries: int | None,
+        priority: Priority,
+        retry_rate_limited: bool,
+    ) -> CacheEntry[Usage]:
+        """One request for ``iccid`` (shared with concurrent callers), stored in the cache."""
+        client = self._client
+        cache = client._usage_cache
+        path_head, path_tail = client._usage_path_parts
 
         async def fetch() -> CacheEntry[Usage]:
             request = Request(
                 "GET",
-                client._usage_path.format(iccid=iccid),
+                f"{path_head}{iccid}{path_tail}",
                 _usage_decoder,
                 limiter=client._usage_limiter,
                 key=iccid,
@@ -112,7 +133,8 @@ class SimsResource(Resource):
         entry, joined = await client._usage_flight.run(iccid, fetch)
         if joined:
             client.stats.coalesced += 1
-        return entry, False
+        entry_typed: CacheEntry[Usage] = entry
+        return entry_typed
 
     def usage_many(
         self,

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from ..clock import Clock, LoopClock
+from ..clock import Clock, MonotonicClock
 from ..limits import Rate
 from .fleet import Fleet
 
@@ -154,7 +154,7 @@ class Emulator:
         self.token_ttl = token_ttl
         #: client_id -> client_secret accepted; ``None`` accepts any non-empty pair.
         self.credentials = credentials
-        self.clock: Clock = clock if clock is not None else LoopClock()
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.stats = EmulatorStats()
         self._host = host
         self._port = port

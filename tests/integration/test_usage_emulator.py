@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import aiohttp
 import pytest
 
 from esim_async import (
@@ -194,9 +195,11 @@ class CountingBackend(MemoryBackend):
         return Counting(name, shared=shared, per_key=per_key, clock=clock, margin=margin)
 
 
-async def test_aiohttp_resends_take_permits_too() -> None:
-    """A server that drops idle keep-alive connections makes aiohttp re-send GETs on its own;
-    each re-send reaches the server and must be counted against the limits."""
+@pytest.mark.parametrize("own_session", [True, False], ids=["own-session", "caller-session"])
+async def test_every_send_after_a_dropped_connection_takes_a_permit(own_session: bool) -> None:
+    """A server that drops idle keep-alive connections makes a GET go out again on a new
+    connection: on our own session the pipeline's retry sends it, on a caller's session aiohttp
+    re-sends it by itself. Either way every request that reaches the server took a permit."""
     arrivals: Counter[str] = Counter()
     served_per_connection: Counter[int] = Counter()
     body = (
@@ -236,16 +239,37 @@ async def test_aiohttp_resends_take_permits_too() -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     backend = CountingBackend()
+    session = None if own_session else aiohttp.ClientSession()
     try:
         async with AiraloClient(
-            "id", "secret", base_url=f"http://127.0.0.1:{port}", backend=backend, max_retries=0
+            "id",
+            "secret",
+            base_url=f"http://127.0.0.1:{port}",
+            backend=backend,
+            max_retries=1,
+            session=session,
         ) as client:
             fleet = Fleet.generate(4, seed=2).iccids()
             for iccid in fleet:
                 await client.sims.usage(iccid)
-            assert client.stats.resends >= 1
             assert arrivals["usage"] == backend.permits["usage"]
-            assert arrivals["usage"] == len(fleet) + client.stats.resends
+            if own_session:
+                assert client.stats.resends == 0  # aiohttp's own re-send is off ...
+                assert client.stats.retries >= 1  # ... our retry sent it, with a permit
+                assert arrivals["usage"] == len(fleet) + client.stats.retries
+            else:
+                assert client.stats.resends >= 1  # aiohttp re-sent, the middleware counted
+                assert arrivals["usage"] == len(fleet) + client.stats.resends
     finally:
+        if session is not None:
+            await session.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_shipped_pytest_fixture(esim_emulator: Emulator) -> None:
+    """The ``esim_emulator`` fixture users get from the package's pytest plugin."""
+    assert esim_emulator.url.startswith("http://127.0.0.1:")
+    async with AiraloClient("id", "secret", base_url=esim_emulator.url) as client:
+        iccid = esim_emulator.fleet.iccids()[0]
+        assert (await client.sims.usage(iccid)).status == esim_emulator.fleet.sims[iccid].status
