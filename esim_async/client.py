@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl as ssl_module
+from collections.abc import Mapping
 from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
@@ -21,8 +22,10 @@ from .errors import InvalidRequestError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
-from .providers import AIRALO, PRESSONE, ProviderProfile
-from .resources.sims import SimsResource
+from .providers import AIRALO, KEYED_LIMITS, PRESSONE, ProviderProfile
+from .resources.orders import AiraloOrdersResource, OrdersResource
+from .resources.packages import AiraloPackagesResource, PackagesResource
+from .resources.sims import AiraloSimsResource, SimsResource
 from .stats import ClientStats
 from .transport import Request, Transport
 from .validation import validate_iccid
@@ -54,6 +57,7 @@ class ClientOptions(TypedDict, total=False):
     ssl: ssl_module.SSLContext | None
     backend: Backend | None
     clock: Clock | None
+    limits: Mapping[str, Rate | None] | None
 
 
 def _check_base_url(base_url: object) -> str:
@@ -120,6 +124,8 @@ class BaseClient:
         ssl: ssl_module.SSLContext | None = None,
         backend: Backend | None = None,
         clock: Clock | None = None,
+        limits: Mapping[str, Rate | None] | None = None,
+        account_rate: Rate | None = None,
     ) -> None:
         self._client_id = _check_credential("client_id", client_id)
         self.__secret = _check_credential("client_secret", client_secret)
@@ -189,6 +195,45 @@ class BaseClient:
         head, _, tail = self._usage_path.partition("{iccid}")
         self._usage_path_parts = (head, tail)
         self._token_path = profile.path("token")
+        unknown = set(limits or ()) - set(profile.paths)
+        if unknown:
+            raise InvalidRequestError(
+                f"limits for unknown endpoints: {', '.join(sorted(unknown))}", field="limits"
+            )
+        self._endpoint_rates: dict[str, Rate | None] = {**profile.limits, **(limits or {})}
+        self._rate_margin = rate_margin
+        #: Sandbox mode: one more limit over every endpoint of the account.
+        self._account_limiter = (
+            self._limiter("account", shared=account_rate, per_key=None, margin=rate_margin)
+            if account_rate is not None
+            else None
+        )
+        self._history_cache: Cache = self._backend.cache(
+            f"{ns}:package_history",
+            ttl=profile.package_history_ttl,
+            long_ttl=negative_cache_ttl,
+            maxsize=cache_maxsize,
+            clock=self._clock,
+        )
+        self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
+
+    def _endpoint_limiter(self, endpoint: str) -> RateLimiter:
+        """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""
+        limiter = self._limiters.get(endpoint)
+        if limiter is None:
+            rate = self._endpoint_rates.get(endpoint)
+            keyed = endpoint in KEYED_LIMITS
+            limiter = self._limiter(
+                endpoint,
+                shared=None if keyed else rate,
+                per_key=rate if keyed else None,
+                margin=self._rate_margin,
+            )
+        return limiter
+
+    def _path(self, endpoint: str, **params: str) -> str:
+        template = self.profile.path(endpoint)
+        return template.format(**params) if params else template
 
     def _limiter(
         self, endpoint: str, *, shared: Rate | None, per_key: Rate | None, margin: float
@@ -211,6 +256,7 @@ class BaseClient:
             self._token_path,
             _token_decoder,
             limiter=self._token_limiter,
+            account_limiter=self._account_limiter,
             authenticated=False,
             token_request=True,
             # Asking for a token spends nothing, so it is safe to retry like a read.
@@ -241,12 +287,26 @@ class BaseClient:
 
     @cached_property
     def sims(self) -> SimsResource:
-        """eSIM endpoints: ``usage``, ``usage_many`` ..."""
+        """eSIM endpoints: ``usage``, ``usage_many``, ``get``, ``list``, ``topup_packages``,
+        ``package_history``, ``instructions``."""
         return SimsResource(self)
+
+    @cached_property
+    def packages(self) -> PackagesResource:
+        """The catalogue: ``list``, ``page``."""
+        return PackagesResource(self)
+
+    @cached_property
+    def orders(self) -> OrdersResource:
+        """Orders and top-ups: ``create``, ``get``, ``list``, ``page``, ``topup``."""
+        return OrdersResource(self)
 
     def rate_limit_state(self) -> dict[str, LimiterState]:
         """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
         headers, per endpoint."""
+        for endpoint, rate in self._endpoint_rates.items():
+            if rate is not None:
+                self._endpoint_limiter(endpoint)
         return {name: lim.state() for name, lim in self._limiters.items()}
 
     async def __aenter__(self) -> Self:
@@ -321,6 +381,7 @@ class AiraloClient(BaseClient):
         token_rate: Rate | None = _UNSET,
         cache_ttl: float | None = None,
         sandbox: bool = False,
+        sandbox_rate: Rate | None = _UNSET,
         **options: Unpack[ClientOptions],
     ) -> None:
         profile = AIRALO
@@ -335,9 +396,27 @@ class AiraloClient(BaseClient):
             cache_ttl=cache_ttl
             if cache_ttl is not None
             else (C.SANDBOX_CACHE_TTL if sandbox else profile.cache_ttl),
+            account_rate=(sandbox_rate if sandbox_rate is not _UNSET else profile.sandbox_rate)
+            if sandbox
+            else None,
             **options,
         )
         self.sandbox = sandbox
+
+    @cached_property
+    def sims(self) -> AiraloSimsResource:
+        """eSIM endpoints, plus ``update_brand``."""
+        return AiraloSimsResource(self)
+
+    @cached_property
+    def packages(self) -> AiraloPackagesResource:
+        """The catalogue, plus ``product_information``."""
+        return AiraloPackagesResource(self)
+
+    @cached_property
+    def orders(self) -> AiraloOrdersResource:
+        """Orders and top-ups, plus ``create_async``."""
+        return AiraloOrdersResource(self)
 
 
 class PressOneClient(BaseClient):

@@ -6,11 +6,33 @@ The providers differ only here; every endpoint runs through the same pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from . import _constants as C
 from .limits import Rate
 
 __all__ = ["AIRALO", "PRESSONE", "ProviderProfile"]
+
+#: Endpoint name -> path template relative to the prefix.
+DEFAULT_PATHS: dict[str, str] = {
+    "token": "/token",
+    "usage": "/sims/{iccid}/usage",
+    "packages": "/packages",
+    "product_information": "/packages/{slug}/product-information",
+    "orders": "/orders",
+    "orders_async": "/orders-async",
+    "order": "/orders/{order_id}",
+    "topup_order": "/orders/topups",
+    "sims": "/sims",
+    "sim": "/sims/{iccid}",
+    "sim_topups": "/sims/{iccid}/topups",
+    "package_history": "/sims/{iccid}/packages",
+    "instructions": "/sims/{iccid}/instructions",
+    "brand": "/sims/{iccid}/brand",
+}
+
+#: Endpoints whose limit counts per key (per ICCID, per package) rather than per account.
+KEYED_LIMITS = frozenset({"product_information", "package_history"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +45,12 @@ class ProviderProfile:
         prefix: the version prefix every path starts with (``/v2``, ``/customer/v2``).
         paths: endpoint name -> path template relative to ``prefix``; a template starting with
             ``//`` is taken as an absolute path (e.g. ``//cusomter/v2/sims/{iccid}/usage``).
-        iccid_rate, company_rate, token_rate: default limits (``None``: not limited).
+        iccid_rate, company_rate, token_rate: default usage and token limits (``None``: none).
+        limits: default limits of other endpoints (per key for those in ``KEYED_LIMITS``).
         cache_ttl: how long the server caches usage, mirrored by the client.
+        package_history_ttl: how long package history is cached.
+        write_format: how order and top-up bodies are sent (``json`` or ``form``).
+        sandbox_rate: the account-wide limit of sandbox mode.
     """
 
     name: str
@@ -33,10 +59,12 @@ class ProviderProfile:
     iccid_rate: Rate | None
     company_rate: Rate | None
     token_rate: Rate | None
+    limits: dict[str, Rate | None] = field(default_factory=dict)
     cache_ttl: float = C.DEFAULT_CACHE_TTL
-    paths: dict[str, str] = field(
-        default_factory=lambda: {"token": "/token", "usage": "/sims/{iccid}/usage"}
-    )
+    package_history_ttl: float = 900.0
+    write_format: Literal["json", "form"] = "json"
+    sandbox_rate: Rate | None = None
+    paths: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PATHS))
 
     def path(self, endpoint: str) -> str:
         """The full path template of ``endpoint`` (prefix included)."""
@@ -49,7 +77,7 @@ class ProviderProfile:
         return replace(self, paths={**self.paths, **paths})
 
 
-#: Airalo Partner API v2.
+#: Airalo Partner API v2 (limits: the stricter figure where the docs conflict).
 AIRALO = ProviderProfile(
     name="airalo",
     base_url="https://partners-api.airalo.com",
@@ -57,6 +85,12 @@ AIRALO = ProviderProfile(
     iccid_rate=Rate(10, 60.0),
     company_rate=Rate(5, 1.0),
     token_rate=Rate(3, 60.0),
+    limits={
+        "packages": Rate(80, 60.0),  # per token
+        "product_information": Rate(60, 60.0),  # per package
+        "package_history": Rate(10, 60.0),  # per ICCID
+    },
+    sandbox_rate=Rate(50, 60.0),
 )
 
 #: PressOne data eSIM API (mirrors Airalo's under ``/customer/v2``). PressOne publishes no host.
@@ -67,4 +101,6 @@ PRESSONE = ProviderProfile(
     iccid_rate=Rate(100, 60.0),
     company_rate=None,
     token_rate=Rate(3, 60.0),
+    limits={"package_history": Rate(1, 900.0)},  # 1 per 15 minutes per eSIM
+    write_format="form",
 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextvars
 import random
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -64,13 +64,17 @@ class Request(Generic[T]):
     authenticated: bool = True
     token_request: bool = False
     params: Mapping[str, str] | None = None
-    form: Mapping[str, str] | None = None
+    form: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
     json: Any = None
     headers: Mapping[str, str] | None = None
     max_retries: int | None = None
     timeout: float | None = None
     #: Retry a 429 within this call (a sweep sets False and re-queues the key instead).
     retry_rate_limited: bool = True
+    #: A second limit over every endpoint of the account (sandbox mode).
+    account_limiter: RateLimiter | None = None
+    #: Appended to an OutcomeUnknownError: how the caller can find out what happened.
+    outcome_hint: str = ""
 
 
 class _Attempt:
@@ -222,6 +226,8 @@ class Transport:
             if limiter is not None:
                 before = clock.now()
                 await limiter.acquire(req.key, req.priority)
+                if req.account_limiter is not None:
+                    await req.account_limiter.acquire(None, req.priority)
                 stats.limit_wait += clock.now() - before
             headers = dict(self._headers) if not self._owns_session else {}
             token: str | None = None
@@ -249,6 +255,7 @@ class Transport:
                     f"{req.method} {req.path}: the request may have reached the provider but "
                     f"no answer came back ({failure.error}); it was not retried because it is "
                     "not idempotent. Check whether it took effect before trying again."
+                    + req.outcome_hint
                 ) from failure.error
 
             if limiter is not None and "X-RateLimit-Limit" in resp_headers:
@@ -270,7 +277,7 @@ class Transport:
                     raise OutcomeUnknownError(
                         f"{req.method} {req.path}: the provider answered HTTP {status} but the "
                         "body could not be read; the write probably took effect. Check before "
-                        "trying again."
+                        "trying again." + req.outcome_hint
                     ) from error
 
             api_error = error_from_response(
@@ -327,7 +334,7 @@ class Transport:
                     raise OutcomeUnknownError(
                         f"{req.method} {req.path}: the provider answered HTTP {status}; the "
                         "write may or may not have taken effect and was not retried. Check "
-                        "before trying again."
+                        "before trying again." + req.outcome_hint
                     ) from api_error
             raise api_error
 

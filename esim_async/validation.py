@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from .errors import InvalidIccidError
+import re
+from collections.abc import Iterable
+from datetime import date
 
-__all__ = ["validate_iccid"]
+from .errors import InvalidIccidError, InvalidRequestError
+
+__all__ = [
+    "date_range",
+    "validate_choice",
+    "validate_country",
+    "validate_email",
+    "validate_iccid",
+    "validate_includes",
+    "validate_page_size",
+    "validate_quantity",
+    "validate_slug",
+    "validate_text",
+]
 
 
 def validate_iccid(value: object, *, min_length: int = 18, max_length: int = 22) -> str:
@@ -30,4 +45,99 @@ def validate_iccid(value: object, *, min_length: int = 18, max_length: int = 22)
             f"ICCID must have {min_length}-{max_length} digits, got {n} ({shown!r})",
             iccid=value,
         )
+    return value
+
+
+# ------------------------------------------------------------------ other request fields
+
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_EMAIL = re.compile(r"[^@\s/\\?#]+@[^@\s/\\?#]+\.[^@\s/\\?#]+")
+_COUNTRY = re.compile(r"[A-Za-z]{2}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def validate_slug(value: object, *, field: str) -> str:
+    """A package id or slug: letters, digits, ``.``, ``_``, ``-``; at most 100 characters."""
+    if not isinstance(value, str) or not _SLUG.fullmatch(value) or not value.isascii():
+        raise InvalidRequestError(
+            f"{field} must be 1-100 ASCII letters, digits, '.', '_' or '-', got {value!r:.60}",
+            field=field,
+        )
+    return value
+
+
+def validate_quantity(value: object, *, field: str = "quantity", maximum: int = 50) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= maximum):
+        raise InvalidRequestError(
+            f"{field} must be an int from 1 to {maximum}, got {value!r}", field=field
+        )
+    return value
+
+
+def validate_email(value: object, *, field: str) -> str:
+    if not isinstance(value, str) or len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise InvalidRequestError(
+            f"{field} must be an email address, got {value!r:.60}", field=field
+        )
+    return value
+
+
+def validate_choice(value: object, choices: Iterable[str], *, field: str) -> str:
+    allowed = tuple(choices)
+    if value not in allowed:
+        raise InvalidRequestError(
+            f"{field} must be one of {', '.join(allowed)}, got {value!r}", field=field
+        )
+    return str(value)
+
+
+def validate_includes(
+    values: Iterable[str] | str | None, allowed: Iterable[str], *, field: str = "include"
+) -> str | None:
+    """A comma-separated ``include`` value from a subset of ``allowed``."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    for item in items:
+        validate_choice(item, allowed, field=field)
+    return ",".join(items) if items else None
+
+
+def validate_country(value: object, *, field: str = "country") -> str:
+    if not isinstance(value, str) or not _COUNTRY.fullmatch(value):
+        raise InvalidRequestError(
+            f"{field} must be an ISO 3166-1 alpha-2 code such as 'US', got {value!r:.20}",
+            field=field,
+        )
+    return value.upper()
+
+
+def validate_text(value: object, *, field: str, max_length: int = 255) -> str:
+    if not isinstance(value, str) or len(value) > max_length:
+        raise InvalidRequestError(
+            f"{field} must be a str of at most {max_length} characters", field=field
+        )
+    return value
+
+
+def date_range(value: tuple[date | str, date | str] | str | None, *, field: str) -> str | None:
+    """``"YYYY-MM-DD - YYYY-MM-DD"`` from a (from, to) pair of dates or ISO strings."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(" - ")]
+    else:
+        parts = [d.isoformat() if isinstance(d, date) else str(d) for d in value]
+    if len(parts) != 2 or not all(_DATE.fullmatch(p) for p in parts):
+        raise InvalidRequestError(
+            f"{field} must be (from, to) dates or 'YYYY-MM-DD - YYYY-MM-DD'", field=field
+        )
+    return f"{parts[0]} - {parts[1]}"
+
+
+def validate_page_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= 10_000):
+        raise InvalidRequestError("page_size must be an int from 1 to 10,000", field="page_size")
     return value

@@ -1,17 +1,49 @@
-"""What every resource namespace shares: a handle on its client's pipeline."""
+"""What every resource namespace shares: endpoints as declarations on the client's pipeline."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from ..limits import Priority
+from ..models._base import Envelope
+from ..models.pagination import Page
+from ..transport import Request
+from ..validation import validate_page_size
 
 if TYPE_CHECKING:
     from ..client import BaseClient
 
 __all__ = ["Resource"]
 
+T = TypeVar("T")
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(tp: Any) -> msgspec.json.Decoder[Any]:
+    """One lenient decoder per response type, built once."""
+    dec = _decoders.get(tp)
+    if dec is None:
+        dec = _decoders[tp] = msgspec.json.Decoder(tp, strict=False)
+    return dec
+
+
+def _items(data: list[T] | dict[str, T]) -> list[T]:
+    """``data`` as a list: pages >= 2 of the catalogue may key items by index instead."""
+    if isinstance(data, dict):
+        return [data[k] for k in sorted(data, key=lambda k: (len(k), k))]
+    return data
+
 
 class Resource:
-    """A namespace of endpoints (``client.sims``, ``client.packages``...)."""
+    """A namespace of endpoints (``client.sims``, ``client.packages``...).
+
+    Each method declares its request (endpoint, path parameters, query, body, response type,
+    limit key, idempotency) and runs it through the client's one pipeline.
+    """
 
     __slots__ = ("_client",)
 
@@ -20,3 +52,122 @@ class Resource:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self._client!r}>"
+
+    async def _call(
+        self,
+        endpoint: str,
+        response: Any,
+        *,
+        method: str = "GET",
+        path_params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        language: str | None = None,
+        idempotent: bool | None = None,
+        nullable: tuple[str, ...] = (),
+        outcome_hint: str = "",
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> Any:
+        client = self._client
+        headers = {"Accept-Language": language} if language else None
+        form: Sequence[tuple[str, str]] | None = None
+        json_body: Any = None
+        if body is not None:
+            # Absent optional fields are left out; a field in `nullable` is sent as null.
+            kept = {k: v for k, v in body.items() if v is not None or k in nullable}
+            if client.profile.write_format == "form":
+                form = _form(kept)
+            else:
+                json_body = kept
+        request: Request[Any] = Request(
+            method,
+            client._path(endpoint, **(path_params or {})),
+            decoder(response),
+            limiter=client._endpoint_limiter(endpoint),
+            key=key,
+            priority=Priority.INTERACTIVE,
+            idempotent=method in ("GET", "PUT") if idempotent is None else idempotent,
+            params={k: v for k, v in params.items() if v is not None} if params else None,
+            form=form,
+            json=json_body,
+            headers=headers,
+            timeout=timeout,
+            max_retries=max_retries,
+            account_limiter=client._account_limiter,
+            outcome_hint=outcome_hint,
+        )
+        return await client._transport.request(request)
+
+    async def _page(
+        self,
+        endpoint: str,
+        item: Any,
+        page: int,
+        *,
+        params: Mapping[str, str | None] | None = None,
+        page_size: int | None = None,
+        language: str | None = None,
+    ) -> Page[Any]:
+        """One page of a list endpoint, with its metadata."""
+        size = validate_page_size(page_size)
+        query: dict[str, str] = {k: v for k, v in (params or {}).items() if v is not None}
+        query["page"] = str(page)
+        if size is not None:
+            query["limit"] = str(size)
+        # Requests go to base_url + prefix only: the `links` in responses (which may name
+        # another host or API version) are never followed.
+        envelope: Envelope[Any] = await self._call(
+            endpoint, Envelope[list[item] | dict[str, item]], params=query, language=language
+        )
+        meta = envelope.meta
+        last = meta.last_page if meta is not None and meta.last_page else page
+        from ..models._base import Meta
+
+        return Page(_items(envelope.data), page, max(last, page), meta or Meta())
+
+    async def _paginate(
+        self,
+        endpoint: str,
+        item: Any,
+        *,
+        params: Mapping[str, str | None] | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+        language: str | None = None,
+    ) -> AsyncIterator[Any]:
+        if max_items is not None and max_items < 0:
+            from ..errors import InvalidRequestError
+
+            raise InvalidRequestError("max_items must be >= 0", field="max_items")
+        validate_page_size(page_size)
+        given = 0
+        number = 1
+        while max_items is None or given < max_items:
+            page = await self._page(
+                endpoint, item, number, params=params, page_size=page_size, language=language
+            )
+            for value in page.items:
+                if max_items is not None and given >= max_items:
+                    return
+                given += 1
+                yield value
+            if not page.items or not page.has_next:
+                return
+            number += 1
+
+
+def _form(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Form fields; lists become repeated ``name[]`` fields, booleans ``1``/``0``."""
+    fields: list[tuple[str, str]] = []
+    for name, value in body.items():
+        if value is None:
+            fields.append((name, ""))
+        elif isinstance(value, list | tuple):
+            fields.extend((f"{name}[]", str(v)) for v in value)
+        elif isinstance(value, bool):
+            fields.append((name, "1" if value else "0"))
+        else:
+            fields.append((name, str(value)))
+    return fields

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Literal
 
 import msgspec
 
@@ -12,18 +14,26 @@ from ..cache import CacheEntry
 from ..errors import NotFoundError
 from ..limits import Priority
 from ..models._base import Envelope
+from ..models.pagination import Page
+from ..models.sims import Esim, Instructions, InstructionsData, PackageHistoryEntry, TopupPackage
 from ..models.usage import Usage, UsageStatus
 from ..sweep import SweepProgress, UsageSweep
 from ..transport import Request
+from ..validation import date_range, validate_includes, validate_text
 from ._base import Resource
 
-__all__ = ["SimsResource"]
+__all__ = ["AiraloSimsResource", "SimsResource"]
+
+SimInclude = Literal["order", "order.status", "order.user", "share"]
+_SIM_INCLUDES = ("order", "order.status", "order.user", "share")
+_LANGUAGE_MAX = 16
 
 _usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
 
 
 class SimsResource(Resource):
-    """eSIM endpoints: ``usage`` (cached, rate-limited, single-flight)."""
+    """eSIM endpoints: ``usage`` and ``usage_many`` (cached, rate-limited, single-flight),
+    details, lists, top-ups, package history and installation instructions."""
 
     __slots__ = ()
 
@@ -186,9 +196,166 @@ class SimsResource(Resource):
             per_second=per_second,
         )
 
+    async def get(self, iccid: str, include: Iterable[SimInclude] | None = None) -> Esim:
+        """One eSIM ordered through the API (``include``: ``order``, ``order.status``,
+        ``order.user``, ``share``)."""
+        self._client._validate_iccid(iccid)
+        include_value = validate_includes(include, _SIM_INCLUDES)
+        envelope: Envelope[Esim] = await self._call(
+            "sim",
+            Envelope[Esim],
+            path_params={"iccid": iccid},
+            params={"include": include_value} if include_value else None,
+        )
+        return envelope.data
+
+    def _list_params(
+        self,
+        include: Iterable[SimInclude] | None,
+        created_at: tuple[date | str, date | str] | str | None,
+        iccid: str | None,
+    ) -> dict[str, str | None]:
+        return {
+            "include": validate_includes(include, _SIM_INCLUDES),
+            "filter[created_at]": date_range(created_at, field="created_at"),
+            "filter[iccid]": validate_text(iccid, field="iccid", max_length=22)
+            if iccid is not None
+            else None,
+        }
+
+    async def list(
+        self,
+        *,
+        include: Iterable[SimInclude] | None = None,
+        created_at: tuple[date | str, date | str] | str | None = None,
+        iccid: str | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[Esim]:
+        """Every eSIM of the account, page after page (an async iterator). ``iccid`` matches
+        partially; ``created_at`` is a ``(from, to)`` pair of dates."""
+        params = self._list_params(include, created_at, iccid)
+        async for sim in self._paginate(
+            "sims", Esim, params=params, page_size=page_size, max_items=max_items
+        ):
+            yield sim
+
+    async def page(
+        self,
+        page: int = 1,
+        *,
+        include: Iterable[SimInclude] | None = None,
+        created_at: tuple[date | str, date | str] | str | None = None,
+        iccid: str | None = None,
+        page_size: int | None = None,
+    ) -> Page[Esim]:
+        """One page of eSIMs with its metadata."""
+        params = self._list_params(include, created_at, iccid)
+        return await self._page("sims", Esim, page, params=params, page_size=page_size)
+
+    async def topup_packages(self, iccid: str) -> builtins.list[TopupPackage]:
+        """The top-ups that can be bought for this eSIM now (never cached: the list changes).
+
+        Raises:
+            BusinessError: code 73 when the eSIM was recycled.
+        """
+        self._client._validate_iccid(iccid)
+        envelope: Envelope[builtins.list[TopupPackage]] = await self._call(
+            "sim_topups", Envelope[builtins.list[TopupPackage]], path_params={"iccid": iccid}
+        )
+        return envelope.data
+
+    async def package_history(
+        self, iccid: str, *, refresh: bool = False
+    ) -> builtins.list[PackageHistoryEntry]:
+        """Every package and top-up this eSIM has had.
+
+        Limited per eSIM (Airalo 10 per minute, PressOne 1 per 15 minutes) and cached for
+        15 minutes, as the providers ask; ``refresh=True`` skips the cache.
+        """
+        client = self._client
+        client._validate_iccid(iccid)
+        cache = client._history_cache
+        if not refresh:
+            entry = cache.get(iccid)
+            if entry is not None:
+                client.stats.cache_hits += 1
+                return _unwrap_history(iccid, entry)
+
+        async def fetch() -> CacheEntry[builtins.list[PackageHistoryEntry]]:
+            now = client._clock.now()
+            try:
+                envelope: Envelope[builtins.list[PackageHistoryEntry]] = await self._call(
+                    "package_history",
+                    Envelope[builtins.list[PackageHistoryEntry]],
+                    path_params={"iccid": iccid},
+                    key=iccid,
+                )
+            except NotFoundError:
+                cache.set(iccid, CacheEntry(None, time.time(), now, True))
+                raise
+            entry = CacheEntry(envelope.data, time.time(), now, False)
+            cache.set(iccid, entry)
+            return entry
+
+        entry, joined = await client._history_flight.run(iccid, fetch)
+        if joined:
+            client.stats.coalesced += 1
+        return _unwrap_history(iccid, entry)
+
+    async def instructions(self, iccid: str, language: str = "en") -> Instructions:
+        """Installation instructions (iOS and Android) in ``language`` (``Accept-Language``)."""
+        self._client._validate_iccid(iccid)
+        validate_text(language, field="language", max_length=_LANGUAGE_MAX)
+        envelope: Envelope[InstructionsData] = await self._call(
+            "instructions",
+            Envelope[InstructionsData],
+            path_params={"iccid": iccid},
+            language=language,
+        )
+        return envelope.data.instructions
+
     def invalidate_usage(self, iccid: str) -> None:
         """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it."""
         self._client._usage_cache.invalidate(iccid)
+
+
+class _Brand(msgspec.Struct):
+    brand_settings_name: str | None = None
+
+
+class AiraloSimsResource(SimsResource):
+    """Airalo's eSIM endpoints, plus branding."""
+
+    __slots__ = ()
+
+    async def update_brand(self, iccid: str, brand_settings_name: str | None) -> str | None:
+        """Set the brand used for this eSIM's sharing (``None``: unbranded); returns it."""
+        self._client._validate_iccid(iccid)
+        if brand_settings_name is not None:
+            validate_text(brand_settings_name, field="brand_settings_name")
+        envelope: Envelope[_Brand] = await self._call(
+            "brand",
+            Envelope[_Brand],
+            method="PUT",
+            path_params={"iccid": iccid},
+            body={"brand_settings_name": brand_settings_name},
+            idempotent=True,
+            nullable=("brand_settings_name",),
+        )
+        return envelope.data.brand_settings_name
+
+
+def _unwrap_history(
+    iccid: str, entry: CacheEntry[builtins.list[PackageHistoryEntry]]
+) -> builtins.list[PackageHistoryEntry]:
+    if entry.value is None:
+        raise NotFoundError(
+            f"HTTP 404: ICCID {iccid} not found (cached answer)",
+            status=404,
+            message="messages.resource_not_found",
+        )
+    return entry.value
 
 
 def _unwrap(iccid: str, entry: CacheEntry[Usage]) -> Usage:

@@ -36,6 +36,11 @@ class SimRecord:
     remaining_text: int = 0
     total_voice: int = 0
     total_text: int = 0
+    #: The package the eSIM was ordered with (a catalogue package id).
+    package_id: str = "change-7days-1gb"
+    brand_settings_name: str | None = None
+    #: Top-up package ids bought for this eSIM, oldest first.
+    topups: list[str] = field(default_factory=list)
 
     def usage(self) -> dict[str, Any]:
         """The ``data`` object of ``GET /sims/{iccid}/usage``."""
@@ -81,11 +86,28 @@ class Fleet:
         rng = random.Random(seed)
         base = now or datetime(2026, 1, 1, tzinfo=UTC)
         fleet = cls()
+        from .catalogue import CATALOGUE
+
+        sim_packages = [
+            p["id"]
+            for entry in CATALOGUE
+            for op in entry["operators"]
+            for p in op["packages"]
+            if p["type"] == "sim"
+        ]
         for n in range(size):
             body = f"{prefix}{seed % 1000:03d}{n:09d}"[:18]
             iccid = body + _luhn_digit(body)
-            fleet.add(_make(iccid, rng, base))
+            sim = _make(iccid, rng, base)
+            sim.package_id = sim_packages[n % len(sim_packages)]
+            fleet.add(sim)
         return fleet
+
+    @staticmethod
+    def make_iccid(n: int, prefix: str = "894499") -> str:
+        """A valid-looking ICCID (Luhn check digit) for number ``n``."""
+        body = f"{prefix}{n:012d}"[:18]
+        return body + _luhn_digit(body)
 
     def add(self, sim: SimRecord) -> None:
         self.sims[sim.iccid] = sim

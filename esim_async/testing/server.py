@@ -19,6 +19,7 @@ The emulator binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 import secrets
@@ -32,6 +33,7 @@ from aiohttp import web
 
 from ..clock import Clock, MonotonicClock
 from ..limits import Rate
+from .api import ApiRoutes
 from .fleet import Fleet
 
 __all__ = ["Emulator", "EmulatorStats", "Faults", "ServerLimits"]
@@ -52,6 +54,11 @@ class ServerLimits:
     usage_iccid: Rate | None = field(default_factory=lambda: Rate(10, 60.0))
     usage_company: Rate | None = field(default_factory=lambda: Rate(5, 1.0))
     token: Rate | None = field(default_factory=lambda: Rate(3, 60.0))
+    packages: Rate | None = field(default_factory=lambda: Rate(80, 60.0))
+    #: Per package.
+    product_information: Rate | None = field(default_factory=lambda: Rate(60, 60.0))
+    #: Per ICCID.
+    package_history: Rate | None = field(default_factory=lambda: Rate(10, 60.0))
     algorithm: Algorithm = "sliding"
 
     @classmethod
@@ -60,11 +67,24 @@ class ServerLimits:
 
     @classmethod
     def pressone(cls) -> ServerLimits:
-        return cls(usage_iccid=Rate(100, 60.0), usage_company=None)
+        return cls(
+            usage_iccid=Rate(100, 60.0),
+            usage_company=None,
+            packages=None,
+            product_information=None,
+            package_history=Rate(1, 900.0),
+        )
 
     @classmethod
     def unlimited(cls) -> ServerLimits:
-        return cls(usage_iccid=None, usage_company=None, token=None)
+        return cls(
+            usage_iccid=None,
+            usage_company=None,
+            token=None,
+            packages=None,
+            product_information=None,
+            package_history=None,
+        )
 
 
 @dataclass
@@ -129,8 +149,13 @@ class _Window:
         return max(0, self.rate.count - len(self.hits))
 
 
-class Emulator:
-    """The emulator server. Use ``async with Emulator(...) as emu`` or ``start()``/``stop()``."""
+class Emulator(ApiRoutes):
+    """The emulator server. Use ``async with Emulator(...) as emu`` or ``start()``/``stop()``.
+
+    Besides token and usage it answers the catalogue, order and eSIM endpoints with the
+    documented payload shapes; ``orders``, ``async_requests`` and ``write_log`` record what was
+    ordered.
+    """
 
     def __init__(
         self,
@@ -167,6 +192,14 @@ class Emulator:
         self.url = ""
         #: Called with (endpoint, request) on every arrival, before anything else.
         self.on_request: Callable[[str, web.Request], None] | None = None
+        #: Orders created (by id), async order requests (by request_id), write bodies received.
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.async_requests: dict[str, dict[str, Any]] = {}
+        self.write_log: list[tuple[str, dict[str, Any]]] = []
+        #: Answer catalogue pages >= 2 with ``data`` keyed by index (a documented quirk).
+        self.packages_page_as_object = False
+        self._order_ids = itertools.count(100_001)
+        self._iccid_numbers = itertools.count(1)
 
     # ------------------------------------------------------------------ control
 
@@ -177,6 +210,8 @@ class Emulator:
             app.router.add_post(prefix + "/token", self._token)
         for prefix in (_AIRALO, _PRESSONE, _PRESSONE_TYPO):
             app.router.add_get(prefix + "/sims/{iccid}/usage", self._usage)
+        for prefix in (_AIRALO, _PRESSONE):
+            app.router.add_routes(self.api_routes(prefix))
         return app
 
     async def start(self) -> str:
@@ -302,6 +337,29 @@ class Emulator:
             return web.json_response({"message": "Unauthenticated."}, status=401)
         return None
 
+    def _limit(self, name: str) -> Rate | None:
+        rate: Rate | None = getattr(self.limits, name, None)
+        return rate
+
+    async def _guard(
+        self,
+        request: web.Request,
+        endpoint: str,
+        limits: tuple[tuple[str, str, Rate | None], ...] = (),
+    ) -> web.StreamResponse | None:
+        """Count the arrival, then check the token, the limits and any fault, in that order."""
+        self.stats.arrivals[endpoint] += 1
+        if self.on_request is not None:
+            self.on_request(endpoint, request)
+        if not self._authorized(request):
+            self.stats.unauthorized += 1
+            return web.json_response({"message": "Unauthenticated."}, status=401)
+        for name, key, rate in limits:
+            limited = self._check_limit(name, key, rate)
+            if limited is not None:
+                return limited
+        return await self._apply_fault(self._next_fault(endpoint), request)
+
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
@@ -365,24 +423,18 @@ class Emulator:
 
     async def _usage(self, request: web.Request) -> web.StreamResponse:
         iccid = request.match_info["iccid"]
-        self.stats.arrivals["usage"] += 1
         self.stats.usage_by_iccid[iccid] += 1
-        if self.on_request is not None:
-            self.on_request("usage", request)
-        if not self._authorized(request):
-            self.stats.unauthorized += 1
-            return web.json_response({"message": "Unauthenticated."}, status=401)
         limits = self.limits
-        for name, key, rate in (
-            ("usage_company", "all", limits.usage_company),
-            ("usage_iccid", iccid, limits.usage_iccid),
-        ):
-            limited = self._check_limit(name, key, rate)
-            if limited is not None:
-                return limited
-        fault = await self._apply_fault(self._next_fault("usage"), request)
-        if fault is not None:
-            return fault
+        guard = await self._guard(
+            request,
+            "usage",
+            (
+                ("usage_company", "all", limits.usage_company),
+                ("usage_iccid", iccid, limits.usage_iccid),
+            ),
+        )
+        if guard is not None:
+            return guard
         now = self.clock.now()
         cached = self._cache.get(iccid)
         if cached is not None and cached[0] > now:

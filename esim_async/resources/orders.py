@@ -1,0 +1,273 @@
+"""``client.orders``: orders, asynchronous orders and top-ups (writes that spend money)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date
+from typing import Any, Literal
+
+from ..errors import InvalidRequestError
+from ..models._base import Envelope
+from ..models.orders import AsyncOrder, Order
+from ..models.pagination import Page
+from ..validation import (
+    date_range,
+    validate_choice,
+    validate_email,
+    validate_includes,
+    validate_quantity,
+    validate_slug,
+    validate_text,
+)
+from ._base import Resource
+
+__all__ = ["AiraloOrdersResource", "OrdersResource"]
+
+SharingOption = Literal["link", "pdf"]
+OrderInclude = Literal["sims", "user", "status"]
+OrderStatusFilter = Literal["completed", "failed", "partially_refunded", "refunded"]
+
+_ORDER_INCLUDES = ("sims", "user", "status")
+_HINT = (
+    " Orders have no idempotency key: look for it with client.orders.list(description=...) "
+    "using the description you sent (your own order id) before ordering again."
+)
+
+
+def _order_body(
+    package_id: str,
+    quantity: int,
+    *,
+    type: str,
+    description: str | None,
+    brand_settings_name: str | None,
+    to_email: str | None,
+    sharing_option: Sequence[str] | None,
+    copy_address: Sequence[str] | None,
+) -> dict[str, Any]:
+    validate_slug(package_id, field="package_id")
+    validate_quantity(quantity)
+    validate_choice(type, ("sim",), field="type")
+    if description is not None:
+        validate_text(description, field="description")
+    if brand_settings_name is not None:
+        validate_text(brand_settings_name, field="brand_settings_name")
+    if to_email is not None:
+        validate_email(to_email, field="to_email")
+        if not sharing_option:
+            raise InvalidRequestError(
+                "sharing_option is required with to_email", field="sharing_option"
+            )
+    elif sharing_option or copy_address:
+        raise InvalidRequestError("sharing_option and copy_address need to_email", field="to_email")
+    for option in sharing_option or ():
+        validate_choice(option, ("link", "pdf"), field="sharing_option")
+    for address in copy_address or ():
+        validate_email(address, field="copy_address")
+    return {
+        "package_id": package_id,
+        "quantity": quantity,
+        "type": type,
+        "description": description,
+        "brand_settings_name": brand_settings_name,
+        "to_email": to_email,
+        "sharing_option": builtins.list(sharing_option) if sharing_option else None,
+        "copy_address": builtins.list(copy_address) if copy_address else None,
+    }
+
+
+class OrdersResource(Resource):
+    """Orders and top-ups.
+
+    Writes are never retried when their outcome is unknown (timeout, lost connection, 5xx after
+    sending): :class:`~esim_async.OutcomeUnknownError` says so, and how to check. Put your own
+    order id in ``description``: it is the only handle to find an order again.
+    """
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        package_id: str,
+        quantity: int,
+        *,
+        type: Literal["sim"] = "sim",
+        description: str | None = None,
+        brand_settings_name: str | None = None,
+        to_email: str | None = None,
+        sharing_option: Sequence[SharingOption] | None = None,
+        copy_address: Sequence[str] | None = None,
+    ) -> Order:
+        """Order ``quantity`` (1-50) eSIMs of ``package_id``; returns the order with its eSIMs.
+
+        Raises:
+            InvalidRequestError: a field failed its local check (nothing was sent).
+            BusinessError: e.g. code 11 (insufficient credit), 33/34 (out of stock).
+            OutcomeUnknownError: the order may or may not exist; it was not retried.
+        """
+        body = _order_body(
+            package_id,
+            quantity,
+            type=type,
+            description=description,
+            brand_settings_name=brand_settings_name,
+            to_email=to_email,
+            sharing_option=sharing_option,
+            copy_address=copy_address,
+        )
+        envelope: Envelope[Order] = await self._call(
+            "orders", Envelope[Order], method="POST", body=body, outcome_hint=_HINT
+        )
+        return envelope.data
+
+    async def get(
+        self, order_id: int | str, include: Iterable[OrderInclude] | None = ("sims",)
+    ) -> Order:
+        """One order (``include``: any of ``sims``, ``user``, ``status``)."""
+        oid = str(order_id)
+        if not oid.isascii() or not oid.isdigit():
+            raise InvalidRequestError(
+                f"order_id must be digits, got {order_id!r:.40}", field="order_id"
+            )
+        params = {"include": validate_includes(include, _ORDER_INCLUDES)}
+        envelope: Envelope[Order] = await self._call(
+            "order",
+            Envelope[Order],
+            path_params={"order_id": oid},
+            params={k: v for k, v in params.items() if v is not None},
+        )
+        return envelope.data
+
+    def _list_params(
+        self,
+        include: Iterable[OrderInclude] | None,
+        created_at: tuple[date | str, date | str] | str | None,
+        code: str | None,
+        order_status: OrderStatusFilter | None,
+        iccid: str | None,
+        description: str | None,
+    ) -> dict[str, str | None]:
+        return {
+            "include": validate_includes(include, _ORDER_INCLUDES),
+            "filter[created_at]": date_range(created_at, field="created_at"),
+            "filter[code]": validate_text(code, field="code") if code is not None else None,
+            "filter[order_status]": validate_choice(
+                order_status,
+                ("completed", "failed", "partially_refunded", "refunded"),
+                field="order_status",
+            )
+            if order_status is not None
+            else None,
+            "filter[iccid]": validate_text(iccid, field="iccid", max_length=22)
+            if iccid is not None
+            else None,
+            "filter[description]": validate_text(description, field="description")
+            if description is not None
+            else None,
+        }
+
+    async def list(
+        self,
+        *,
+        include: Iterable[OrderInclude] | None = None,
+        created_at: tuple[date | str, date | str] | str | None = None,
+        code: str | None = None,
+        order_status: OrderStatusFilter | None = None,
+        iccid: str | None = None,
+        description: str | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[Order]:
+        """Every order matching the filters, page after page (an async iterator).
+
+        ``code``, ``iccid`` and ``description`` match partially; ``created_at`` is a
+        ``(from, to)`` pair of dates.
+        """
+        params = self._list_params(include, created_at, code, order_status, iccid, description)
+        async for order in self._paginate(
+            "orders", Order, params=params, page_size=page_size, max_items=max_items
+        ):
+            yield order
+
+    async def page(
+        self,
+        page: int = 1,
+        *,
+        include: Iterable[OrderInclude] | None = None,
+        created_at: tuple[date | str, date | str] | str | None = None,
+        code: str | None = None,
+        order_status: OrderStatusFilter | None = None,
+        iccid: str | None = None,
+        description: str | None = None,
+        page_size: int | None = None,
+    ) -> Page[Order]:
+        """One page of orders with its metadata."""
+        params = self._list_params(include, created_at, code, order_status, iccid, description)
+        return await self._page("orders", Order, page, params=params, page_size=page_size)
+
+    async def topup(self, package_id: str, iccid: str, description: str | None = None) -> Order:
+        """Buy top-up ``package_id`` (from ``sims.topup_packages(iccid)``) for eSIM ``iccid``.
+
+        Raises:
+            BusinessError: code 73 when the eSIM was recycled, 23 when the operator disabled
+                top-ups.
+            OutcomeUnknownError: the top-up may or may not have been bought; not retried.
+        """
+        validate_slug(package_id, field="package_id")
+        self._client._validate_iccid(iccid)
+        if description is not None:
+            validate_text(description, field="description")
+        envelope: Envelope[Order] = await self._call(
+            "topup_order",
+            Envelope[Order],
+            method="POST",
+            body={"package_id": package_id, "iccid": iccid, "description": description},
+            outcome_hint=_HINT,
+        )
+        return envelope.data
+
+
+class AiraloOrdersResource(OrdersResource):
+    """Airalo's orders, plus asynchronous orders."""
+
+    __slots__ = ()
+
+    async def create_async(
+        self,
+        package_id: str,
+        quantity: int,
+        *,
+        webhook_url: str | None = None,
+        type: Literal["sim"] = "sim",
+        description: str | None = None,
+        brand_settings_name: str | None = None,
+        to_email: str | None = None,
+        sharing_option: Sequence[SharingOption] | None = None,
+        copy_address: Sequence[str] | None = None,
+    ) -> AsyncOrder:
+        """Submit an order to be processed in the background (HTTP 202).
+
+        The finished order arrives by webhook at ``webhook_url`` (or the URL opted in for
+        ``async_orders``); keep the returned ``request_id`` to match it.
+        """
+        body = _order_body(
+            package_id,
+            quantity,
+            type=type,
+            description=description,
+            brand_settings_name=brand_settings_name,
+            to_email=to_email,
+            sharing_option=sharing_option,
+            copy_address=copy_address,
+        )
+        if webhook_url is not None:
+            if not isinstance(webhook_url, str) or not webhook_url.startswith(
+                ("https://", "http://")
+            ):
+                raise InvalidRequestError("webhook_url must be an http(s) URL", field="webhook_url")
+            body["webhook_url"] = webhook_url
+        envelope: Envelope[AsyncOrder] = await self._call(
+            "orders_async", Envelope[AsyncOrder], method="POST", body=body, outcome_hint=_HINT
+        )
+        return envelope.data
