@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl as ssl_module
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
@@ -23,9 +24,15 @@ from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
 from .providers import AIRALO, KEYED_LIMITS, PRESSONE, ProviderProfile
+from .resources.account import AccountResource, AiraloAccountResource, DevicesResource
+from .resources.future_orders import FutureOrdersResource
+from .resources.notifications import NotificationsResource
 from .resources.orders import AiraloOrdersResource, OrdersResource
 from .resources.packages import AiraloPackagesResource, PackagesResource
+from .resources.refunds import RefundsResource
 from .resources.sims import AiraloSimsResource, SimsResource
+from .resources.voice import VoiceResource
+from .resources.vouchers import VouchersResource
 from .stats import ClientStats
 from .transport import Request, Transport
 from .validation import validate_iccid
@@ -270,6 +277,10 @@ class BaseClient:
         self.stats.token_requests += 1
         return (await self._transport.request(request)).data
 
+    def _utcnow(self) -> datetime:
+        """The current UTC time (for date rules such as a future order's due date)."""
+        return datetime.now(UTC)
+
     def _validate_iccid(self, iccid: object) -> str:
         lo, hi = self._iccid_length
         return validate_iccid(iccid, min_length=lo, max_length=hi)
@@ -300,6 +311,16 @@ class BaseClient:
     def orders(self) -> OrdersResource:
         """Orders and top-ups: ``create``, ``get``, ``list``, ``page``, ``topup``."""
         return OrdersResource(self)
+
+    @cached_property
+    def account(self) -> AccountResource:
+        """The account: ``balance``."""
+        return AccountResource(self)
+
+    @cached_property
+    def devices(self) -> DevicesResource:
+        """eSIM-capable devices: ``compatible``."""
+        return DevicesResource(self)
 
     def rate_limit_state(self) -> dict[str, LimiterState]:
         """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
@@ -418,6 +439,31 @@ class AiraloClient(BaseClient):
         """Orders and top-ups, plus ``create_async``."""
         return AiraloOrdersResource(self)
 
+    @cached_property
+    def account(self) -> AiraloAccountResource:
+        """The account: ``balance``, ``exchange_rates``."""
+        return AiraloAccountResource(self)
+
+    @cached_property
+    def future_orders(self) -> FutureOrdersResource:
+        """Scheduled orders: ``create``, ``list``, ``cancel``."""
+        return FutureOrdersResource(self)
+
+    @cached_property
+    def vouchers(self) -> VouchersResource:
+        """Vouchers: ``create_esim``, ``create_airmoney``."""
+        return VouchersResource(self)
+
+    @cached_property
+    def refunds(self) -> RefundsResource:
+        """Refund requests: ``create``."""
+        return RefundsResource(self)
+
+    @cached_property
+    def notifications(self) -> NotificationsResource:
+        """Notifications: ``opt_in``, ``get``, ``opt_out``, ``simulate``."""
+        return NotificationsResource(self)
+
 
 class PressOneClient(BaseClient):
     """Async client of PressOne's data eSIM API (``/customer/v2``, Airalo's dialect).
@@ -444,6 +490,9 @@ class PressOneClient(BaseClient):
         company_rate: Rate | None = _UNSET,
         token_rate: Rate | None = _UNSET,
         cache_ttl: float | None = None,
+        voice_base_url: str = "https://api.pressone.co",
+        voice_api_key: str | None = None,
+        voice_paths: Mapping[str, tuple[str, str]] | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
         profile = PRESSONE
@@ -458,3 +507,31 @@ class PressOneClient(BaseClient):
             cache_ttl=cache_ttl if cache_ttl is not None else profile.cache_ttl,
             **options,
         )
+        register_secret(voice_api_key)
+        self._voice_api_key = voice_api_key
+        self._voice_paths = dict(voice_paths or {})
+        self._voice_transport = Transport(
+            _check_base_url(voice_base_url),
+            clock=self._clock,
+            stats=self.stats,
+            timeout=options.get("timeout", C.DEFAULT_TIMEOUT),
+            connect_timeout=options.get("connect_timeout", C.DEFAULT_CONNECT_TIMEOUT),
+            max_retries=options.get("max_retries", C.DEFAULT_MAX_RETRIES),
+            proxy=options.get("proxy"),
+            ssl=options.get("ssl"),
+        )
+
+    @cached_property
+    def voice(self) -> VoiceResource:
+        """The voice-only eSIM API: ``available_numbers``, ``claim_number``, ``renew_number``,
+        ``users`` (its own host and API key)."""
+        return VoiceResource(
+            self._voice_transport,
+            self._endpoint_limiter("voice"),
+            self._voice_api_key,
+            self._voice_paths,
+        )
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self._voice_transport.aclose()

@@ -29,6 +29,19 @@ DEFAULT_PATHS: dict[str, str] = {
     "package_history": "/sims/{iccid}/packages",
     "instructions": "/sims/{iccid}/instructions",
     "brand": "/sims/{iccid}/brand",
+    "future_orders": "/future-orders",
+    "cancel_future_orders": "/cancel-future-orders",
+    "voucher_esim": "/voucher/esim",
+    "voucher_airmoney": "/voucher/airmoney",
+    "refund": "/refund",
+    "notifications_opt_in": "/notifications/opt-in",
+    "notifications_opt_out": "/notifications/opt-out",
+    "simulator": "/simulator/webhook",
+    "balance": "/balance",
+    "exchange_rates": "/finance/exchange-rates",
+    "compatible_devices": "/compatible-devices-lite",
+    # PressOne's voice API has its own host and paths (client.voice); its limiter lives here.
+    "voice": "/",
 }
 
 #: Endpoints whose limit counts per key (per ICCID, per package) rather than per account.
@@ -89,6 +102,9 @@ AIRALO = ProviderProfile(
         "packages": Rate(80, 60.0),  # per token
         "product_information": Rate(60, 60.0),  # per package
         "package_history": Rate(10, 60.0),  # per ICCID
+        # The rate-limits page's stricter figures (the endpoint pages say 5 per minute).
+        "refund": Rate(1, 300.0),  # per IP
+        "simulator": Rate(1, 900.0),  # per IP
     },
     sandbox_rate=Rate(50, 60.0),
 )

@@ -75,6 +75,8 @@ class Request(Generic[T]):
     account_limiter: RateLimiter | None = None
     #: Appended to an OutcomeUnknownError: how the caller can find out what happened.
     outcome_hint: str = ""
+    #: A 2xx without a body (204 No Content) is the answer, decoded as ``None``.
+    empty_ok: bool = False
 
 
 class _Attempt:
@@ -262,6 +264,8 @@ class Transport:
                 limiter.record_headers(resp_headers)
 
             if 200 <= status < 300:
+                if req.empty_ok and (status == 204 or not raw.strip()):
+                    return None  # type: ignore[return-value]
                 try:
                     return req.decoder.decode(raw)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:

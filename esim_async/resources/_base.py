@@ -66,6 +66,8 @@ class Resource:
         language: str | None = None,
         idempotent: bool | None = None,
         nullable: tuple[str, ...] = (),
+        encoding: str | None = None,
+        empty_ok: bool = False,
         outcome_hint: str = "",
         timeout: float | None = None,
         max_retries: int | None = None,
@@ -77,7 +79,7 @@ class Resource:
         if body is not None:
             # Absent optional fields are left out; a field in `nullable` is sent as null.
             kept = {k: v for k, v in body.items() if v is not None or k in nullable}
-            if client.profile.write_format == "form":
+            if (encoding or client.profile.write_format) == "form":
                 form = _form(kept)
             else:
                 json_body = kept
@@ -97,6 +99,7 @@ class Resource:
             max_retries=max_retries,
             account_limiter=client._account_limiter,
             outcome_hint=outcome_hint,
+            empty_ok=empty_ok,
         )
         return await client._transport.request(request)
 

@@ -34,6 +34,7 @@ from aiohttp import web
 from ..clock import Clock, MonotonicClock
 from ..limits import Rate
 from .api import ApiRoutes
+from .api2 import MoreApiRoutes
 from .fleet import Fleet
 
 __all__ = ["Emulator", "EmulatorStats", "Faults", "ServerLimits"]
@@ -59,6 +60,8 @@ class ServerLimits:
     product_information: Rate | None = field(default_factory=lambda: Rate(60, 60.0))
     #: Per ICCID.
     package_history: Rate | None = field(default_factory=lambda: Rate(10, 60.0))
+    refund: Rate | None = field(default_factory=lambda: Rate(1, 300.0))
+    simulator: Rate | None = field(default_factory=lambda: Rate(1, 900.0))
     algorithm: Algorithm = "sliding"
 
     @classmethod
@@ -149,7 +152,7 @@ class _Window:
         return max(0, self.rate.count - len(self.hits))
 
 
-class Emulator(ApiRoutes):
+class Emulator(ApiRoutes, MoreApiRoutes):
     """The emulator server. Use ``async with Emulator(...) as emu`` or ``start()``/``stop()``.
 
     Besides token and usage it answers the catalogue, order and eSIM endpoints with the
@@ -198,6 +201,16 @@ class Emulator(ApiRoutes):
         self.write_log: list[tuple[str, dict[str, Any]]] = []
         #: Answer catalogue pages >= 2 with ``data`` keyed by index (a documented quirk).
         self.packages_page_as_object = False
+        self.future_orders: dict[str, dict[str, Any]] = {}
+        self.notifications: dict[str, dict[str, Any]] = {}
+        self.refunds: list[dict[str, Any]] = []
+        #: Webhook simulator requests accepted.
+        self.simulated: list[dict[str, Any]] = []
+        #: PressOne voice users by e-mail; ``voice_api_key`` None accepts any key.
+        self.voice_users: dict[str, dict[str, Any]] = {}
+        self.voice_api_key: str | None = None
+        #: The account balance ``GET /balance`` reports (USD).
+        self.balance = 1000.0
         self._order_ids = itertools.count(100_001)
         self._iccid_numbers = itertools.count(1)
 
@@ -212,6 +225,8 @@ class Emulator(ApiRoutes):
             app.router.add_get(prefix + "/sims/{iccid}/usage", self._usage)
         for prefix in (_AIRALO, _PRESSONE):
             app.router.add_routes(self.api_routes(prefix))
+            app.router.add_routes(self.more_routes(prefix))
+        app.router.add_routes(self.voice_routes())
         return app
 
     async def start(self) -> str:

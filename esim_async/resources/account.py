@@ -1,0 +1,67 @@
+"""``client.account`` and ``client.devices``."""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterable
+from datetime import date
+
+from ..errors import InvalidRequestError
+from ..models._base import Envelope
+from ..models.account import Balances, Device, ExchangeRates
+from ._base import Resource
+
+__all__ = ["AccountResource", "AiraloAccountResource", "DevicesResource"]
+
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+
+
+class AccountResource(Resource):
+    """The account's balances."""
+
+    __slots__ = ()
+
+    async def balance(self) -> Balances:
+        """The account's balances (``.all()`` lists them; empty without an account)."""
+        envelope: Envelope[Balances] = await self._call("balance", Envelope[Balances])
+        return envelope.data
+
+
+class AiraloAccountResource(AccountResource):
+    """Airalo's account: balances and exchange rates."""
+
+    __slots__ = ()
+
+    async def exchange_rates(
+        self, date: date | str | None = None, to: Iterable[str] | str | None = None
+    ) -> ExchangeRates:
+        """Exchange rates from USD on ``date`` (default today) to the ``to`` currencies."""
+        params: dict[str, str] = {}
+        if date is not None:
+            text = date if isinstance(date, str) else date.isoformat()
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise InvalidRequestError("date must be YYYY-MM-DD", field="date")
+            params["date"] = text
+        if to is not None:
+            codes = [c.strip() for c in to.split(",")] if isinstance(to, str) else builtins.list(to)
+            if not codes or not all(isinstance(c, str) and _CURRENCY.fullmatch(c) for c in codes):
+                raise InvalidRequestError("to must be 3-letter currency codes", field="to")
+            params["to"] = ",".join(c.upper() for c in codes)
+        envelope: Envelope[ExchangeRates] = await self._call(
+            "exchange_rates", Envelope[ExchangeRates], params=params or None
+        )
+        return envelope.data
+
+
+class DevicesResource(Resource):
+    """Devices known to support eSIMs."""
+
+    __slots__ = ()
+
+    async def compatible(self) -> builtins.list[Device]:
+        """The whole list of eSIM-capable devices (no pagination)."""
+        envelope: Envelope[builtins.list[Device]] = await self._call(
+            "compatible_devices", Envelope[builtins.list[Device]]
+        )
+        return envelope.data

@@ -1,0 +1,156 @@
+"""``client.future_orders``: orders scheduled for a date (Airalo)."""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from ..errors import InvalidRequestError
+from ..models._base import Envelope
+from ..models.account import FutureOrder
+from ..validation import validate_choice
+from ._base import Resource
+from .orders import _HINT, SharingOption, _order_body
+
+__all__ = ["FutureOrdersResource"]
+
+FutureStatus = Literal["pending", "failed", "retry"]
+_DUE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+REQUEST_ID_LENGTH = 25
+MAX_CANCEL = 10
+
+
+def due_date_text(value: datetime | str, *, now: datetime, field: str = "due_date") -> str:
+    """``"YYYY-MM-DD HH:MM"`` in UTC, checked against the window the API accepts: from the day
+    after tomorrow (UTC) to one year ahead."""
+    if isinstance(value, datetime):
+        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, str) and _DUE.fullmatch(value):
+        when = datetime.strptime(value, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    else:
+        raise InvalidRequestError(
+            f"{field} must be a datetime or 'YYYY-MM-DD HH:MM' (UTC)", field=field
+        )
+    earliest = (now.astimezone(UTC) + timedelta(days=2)).date()
+    if when.date() < earliest:
+        raise InvalidRequestError(
+            f"{field} must be at least the day after tomorrow in UTC ({earliest})", field=field
+        )
+    if when > now + timedelta(days=365):
+        raise InvalidRequestError(f"{field} must be at most one year ahead", field=field)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+class FutureOrdersResource(Resource):
+    """Orders processed on a due date, then delivered like asynchronous orders (by webhook)."""
+
+    __slots__ = ()
+
+    async def create(
+        self,
+        package_id: str,
+        quantity: int,
+        due_date: datetime | str,
+        *,
+        webhook_url: str | None = None,
+        description: str | None = None,
+        brand_settings_name: str | None = None,
+        to_email: str | None = None,
+        sharing_option: Sequence[SharingOption] | None = None,
+        copy_address: Sequence[str] | None = None,
+    ) -> FutureOrder:
+        """Schedule an order for ``due_date`` (UTC; day after tomorrow to one year ahead).
+
+        The order is delivered to ``webhook_url`` (or the URL opted in for ``async_orders``).
+        """
+        body = _order_body(
+            package_id,
+            quantity,
+            type="sim",
+            description=description,
+            brand_settings_name=brand_settings_name,
+            to_email=to_email,
+            sharing_option=sharing_option,
+            copy_address=copy_address,
+        )
+        del body["type"]
+        body["due_date"] = due_date_text(due_date, now=self._client._utcnow())
+        if webhook_url is not None:
+            if not isinstance(webhook_url, str) or not webhook_url.startswith(
+                ("https://", "http://")
+            ):
+                raise InvalidRequestError("webhook_url must be an http(s) URL", field="webhook_url")
+            body["webhook_url"] = webhook_url
+        envelope: Envelope[FutureOrder] = await self._call(
+            "future_orders",
+            Envelope[FutureOrder],
+            method="POST",
+            body=body,
+            encoding="json",
+            outcome_hint=_HINT,
+        )
+        return envelope.data
+
+    async def list(
+        self,
+        status: FutureStatus = "pending",
+        *,
+        from_due_date: datetime | str | None = None,
+        to_due_date: datetime | str | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[FutureOrder]:
+        """Future orders not yet processed, by ``status`` (an async iterator)."""
+        params: dict[str, str | None] = {
+            "status": validate_choice(status, ("pending", "failed", "retry"), field="status"),
+            "from_due_date": _when(from_due_date, "from_due_date"),
+            "to_due_date": _when(to_due_date, "to_due_date"),
+        }
+        async for item in self._paginate(
+            "future_orders",
+            FutureOrder,
+            params=params,
+            page_size=page_size,
+            max_items=max_items,
+        ):
+            yield item
+
+    async def cancel(self, request_ids: Sequence[str]) -> None:
+        """Cancel up to 10 future orders (each ``request_id`` is 25 characters), at least 24 h
+        before their due date."""
+        ids = builtins.list(request_ids)
+        if isinstance(request_ids, str) or not ids or len(ids) > MAX_CANCEL:
+            raise InvalidRequestError(
+                f"request_ids must be a list of 1 to {MAX_CANCEL} request ids",
+                field="request_ids",
+            )
+        for n, rid in enumerate(ids):
+            if not isinstance(rid, str) or len(rid) != REQUEST_ID_LENGTH:
+                raise InvalidRequestError(
+                    f"request_ids[{n}] must be exactly {REQUEST_ID_LENGTH} characters",
+                    field="request_ids",
+                )
+        if len(set(ids)) != len(ids):
+            raise InvalidRequestError("request_ids must be unique", field="request_ids")
+        await self._call(
+            "cancel_future_orders",
+            Envelope[object],
+            method="POST",
+            body={"request_ids": ids},
+            encoding="json",
+            idempotent=True,
+        )
+
+
+def _when(value: datetime | str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        aware = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.strftime("%Y-%m-%d %H:%M")
+    if not _DUE.fullmatch(value):
+        raise InvalidRequestError(f"{field} must be 'YYYY-MM-DD HH:MM'", field=field)
+    return value
