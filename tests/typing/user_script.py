@@ -69,3 +69,52 @@ async def pressone(client_id: str, secret: str, iccid: str) -> None:
         order: Order = await c.orders.create("elan-7days-1gb", 1)
         history: list[PackageHistoryEntry] = await c.sims.package_history(iccid)
         print(usage, order, history)
+
+
+async def airalo_part_two(client_id: str, secret: str, iccid: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from esim_async.models.account import (
+        AirmoneyVoucher,
+        Balances,
+        Device,
+        EsimVoucher,
+        ExchangeRates,
+        FutureOrder,
+        Notification,
+        Refund,
+    )
+
+    async with AiraloClient(client_id, secret) as c:
+        due = datetime.now(UTC) + timedelta(days=7)
+        scheduled: FutureOrder = await c.future_orders.create("change-7days-1gb", 1, due)
+        pending: list[FutureOrder] = [f async for f in c.future_orders.list("pending")]
+        await c.future_orders.cancel([scheduled.request_id])
+        codes: list[EsimVoucher] = await c.vouchers.create_esim(
+            [{"package_id": "change-7days-1gb", "quantity": 2}]
+        )
+        air: AirmoneyVoucher = await c.vouchers.create_airmoney(10, 1)
+        refund: Refund = await c.refunds.create([iccid], "NO_COVERAGE")
+        note: Notification = await c.notifications.opt_in(
+            "webhook_low_data", webhook_url="https://x.test/h"
+        )
+        current: Notification | None = await c.notifications.get()
+        await c.notifications.opt_out("webhook_low_data")
+        sent: str = await c.notifications.simulate("low_data_notification", type="data_90")
+        balances: Balances = await c.account.balance()
+        rates: ExchangeRates = await c.account.exchange_rates(to=["EUR"])
+        devices: list[Device] = await c.devices.compatible()
+        print(pending, codes, air, refund, note, current, sent, balances, rates, devices)
+
+
+async def pressone_voice(client_id: str, secret: str) -> None:
+    from esim_async.models.voice import VoiceList, VoiceNumber, VoiceResult, VoiceUser
+
+    async with PressOneClient(
+        client_id, secret, base_url="https://p1.example", voice_api_key="pk_live"
+    ) as c:
+        numbers: VoiceList[VoiceNumber] = await c.voice.available_numbers(page_size=5)
+        claimed: VoiceResult = await c.voice.claim_number("a@b.co", phone_number="+234")
+        renewed: VoiceResult = await c.voice.renew_number("a@b.co")
+        users: VoiceList[VoiceUser] = await c.voice.users(email="a@b.co")
+        print(numbers, claimed, renewed, users)
