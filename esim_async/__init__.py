@@ -22,6 +22,7 @@ from .errors import (
     ServerError,
     TransportError,
     ValidationError,
+    WaitTimeoutError,
 )
 from .limits import LimiterClosedError, LimiterState, Priority, Rate
 from .models import (
@@ -91,5 +92,6 @@ __all__ = [
     "UsageStatus",
     "UsageSweep",
     "ValidationError",
+    "WaitTimeoutError",
     "__version__",
 ]

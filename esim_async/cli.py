@@ -566,6 +566,79 @@ def emulator_command(
     _run(serve())
 
 
+@main.group()
+def webhooks() -> None:
+    """Receive Airalo's signed notifications."""
+
+
+@webhooks.command(name="serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (put a TLS-terminating proxy in front in production).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--path", default="/", show_default=True, help="Where the receiver is mounted.")
+@click.option(
+    "--secret-env",
+    default="AIRALO_CLIENT_SECRET",
+    show_default=True,
+    help="Environment variable holding the signing secret (your client secret).",
+)
+@click.option(
+    "--ack",
+    type=click.Choice(["immediate", "after_handler"]),
+    default="immediate",
+    show_default=True,
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    help="Stop after this many seconds (default: run until interrupted).",
+)
+def webhooks_serve(
+    host: str, port: int, path: str, secret_env: str, ack: str, duration: float | None
+) -> None:
+    """Receive notifications and print each verified event as a JSON line."""
+    import msgspec
+    from aiohttp import web
+
+    from .webhooks import WebhookEvent, webhook_app
+
+    secret = os.environ.get(secret_env)
+    if not secret:
+        raise click.UsageError(f"set {secret_env} to the signing secret")
+
+    async def on_event(event: WebhookEvent) -> None:
+        record = {"event": type(event).__name__, **msgspec.to_builtins(event)}
+        click.echo(json.dumps(record, separators=(",", ":"), default=str))
+
+    async def serve() -> None:
+        receiver = webhook_app(secret, on_event=on_event, ack=ack)  # type: ignore[arg-type]
+        root = web.Application()
+        if path in ("", "/"):
+            root = receiver
+        else:
+            root.add_subapp(path.rstrip("/"), receiver)
+        runner = web.AppRunner(root, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0][1] if runner.addresses else port
+            click.echo(f"receiving notifications on http://{host}:{bound}{path}", err=True)
+            if duration is None:
+                await asyncio.Event().wait()
+            else:
+                await asyncio.sleep(duration)
+        finally:
+            await runner.cleanup()
+
+    _run(serve())
+
+
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)

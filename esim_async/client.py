@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl as ssl_module
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -36,6 +38,9 @@ from .resources.vouchers import VouchersResource
 from .stats import ClientStats
 from .transport import Request, Transport
 from .validation import validate_iccid
+
+if TYPE_CHECKING:
+    from .webhooks import AsyncOrderEvent
 
 __all__ = ["AiraloClient", "BaseClient", "ClientOptions", "PressOneClient"]
 
@@ -223,6 +228,20 @@ class BaseClient:
             clock=self._clock,
         )
         self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
+        #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
+        self._topup_listeners: list[Callable[[str], None]] = []
+        self._async_waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}
+        self._async_early: OrderedDict[str, AsyncOrderEvent] = OrderedDict()
+
+    def _deliver_async_order(self, event: AsyncOrderEvent) -> None:
+        """An async order's webhook arrived: wake whoever awaits it, or keep it for later."""
+        waiter = self._async_waiters.pop(event.request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event)
+            return
+        self._async_early[event.request_id] = event
+        while len(self._async_early) > 1000:
+            self._async_early.popitem(last=False)
 
     def _endpoint_limiter(self, endpoint: str) -> RateLimiter:
         """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""

@@ -27,6 +27,7 @@ __all__ = [
     "ServerError",
     "TransportError",
     "ValidationError",
+    "WaitTimeoutError",
     "parse_retry_after",
 ]
 
@@ -62,6 +63,10 @@ class InvalidIccidError(InvalidRequestError):
     def __init__(self, message: str, *, iccid: object = None) -> None:
         super().__init__(message, field="iccid")
         self.iccid = iccid
+
+
+class WaitTimeoutError(EsimError, TimeoutError):
+    """Waiting for something the provider pushes (an async order's webhook) timed out."""
 
 
 class TransportError(EsimError):

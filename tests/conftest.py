@@ -86,3 +86,18 @@ async def emulator() -> AsyncIterator[Any]:
 
     async with Emulator(fleet=Fleet.generate(40, seed=7)) as emu:
         yield emu
+
+
+@pytest.fixture
+async def hook_url() -> AsyncIterator[str]:
+    """A webhook receiver on 127.0.0.1 accepting notifications signed with ``"secret"``."""
+    from aiohttp import web
+
+    from esim_async.webhooks import webhook_app
+
+    runner = web.AppRunner(webhook_app("secret"), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    await runner.cleanup()

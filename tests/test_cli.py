@@ -182,3 +182,68 @@ def test_emulator_command_serves_and_stops(tmp_path: Path) -> None:
     assert code == 0
     assert "emulator listening on http://127.0.0.1:" in out
     assert len(ids.read_text().split()) == 7
+
+
+def test_webhooks_serve_prints_verified_events() -> None:
+    import socket
+    import time
+    import urllib.request
+
+    from esim_async.webhooks import sign
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result: dict[str, object] = {}
+
+    def serve() -> None:
+        out = CliRunner().invoke(
+            main,
+            ["webhooks", "serve", "--port", str(port), "--duration", "2"],
+            env={"AIRALO_CLIENT_SECRET": "hook-secret"},
+            catch_exceptions=False,
+        )
+        result["code"], result["out"] = out.exit_code, out.stdout
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    body = json.dumps(
+        {
+            "level": "75%",
+            "package_name": "p",
+            "remaining_percentage": 25,
+            "iccid": "87123123456889019",
+        }
+    ).encode()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    statuses = []
+    for signature in (sign(body, "hook-secret"), "bad"):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/",
+            data=body,
+            method="POST",
+            headers={"airalo-signature": signature, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                statuses.append(resp.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    thread.join(15)
+    assert statuses == [200, 401]
+    assert result["code"] == 0
+    (line,) = str(result["out"]).splitlines()
+    event = json.loads(line)
+    assert event["event"] == "LowDataEvent" and event["iccid"] == "87123123456889019"
+
+
+def test_webhooks_serve_needs_the_secret() -> None:
+    code, _, err = run("webhooks", "serve", "--duration", "0", env={"AIRALO_CLIENT_SECRET": ""})
+    assert code == 2
+    assert "AIRALO_CLIENT_SECRET" in err

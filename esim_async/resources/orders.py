@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, WaitTimeoutError
 from ..models._base import Envelope
 from ..models.orders import AsyncOrder, Order
 from ..models.pagination import Page
@@ -21,6 +22,9 @@ from ..validation import (
     validate_text,
 )
 from ._base import Resource
+
+if TYPE_CHECKING:
+    from ..webhooks import AsyncOrderEvent
 
 __all__ = ["AiraloOrdersResource", "OrdersResource"]
 
@@ -225,6 +229,8 @@ class OrdersResource(Resource):
             body={"package_id": package_id, "iccid": iccid, "description": description},
             outcome_hint=_HINT,
         )
+        for listener in self._client._topup_listeners:
+            listener(iccid)
         return envelope.data
 
 
@@ -232,6 +238,34 @@ class AiraloOrdersResource(OrdersResource):
     """Airalo's orders, plus asynchronous orders."""
 
     __slots__ = ()
+
+    async def wait_async(self, request_id: str, timeout: float = 300.0) -> AsyncOrderEvent:
+        """Wait for the webhook that finishes async order ``request_id``.
+
+        The event reaches the client through a :func:`esim_async.webhooks.webhook_app` created
+        with ``client=``; an event that arrived before this call is returned at once.
+
+        Raises:
+            WaitTimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        client = self._client
+        early = client._async_early.pop(request_id, None)
+        if early is not None:
+            return early
+        waiter = client._async_waiters.get(request_id)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            client._async_waiters[request_id] = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"no webhook for async order {request_id} within {timeout:g} s"
+            ) from None
+        finally:
+            if not waiter.done() and client._async_waiters.get(request_id) is waiter:
+                client._async_waiters.pop(request_id, None)
 
     async def create_async(
         self,

@@ -375,6 +375,15 @@ class ApiRoutes:
         package, quantity = checked
         request_id = "".join(secrets.choice(_ALPHABET) for _ in range(25))
         self.async_requests[request_id] = {"package": package, "quantity": quantity, "body": body}
+        url = body.get("webhook_url") or getattr(self, "async_webhook_url", None)
+        if getattr(self, "deliver_async_orders", False) and url:
+            sims = self._new_sims(package, quantity)
+            order = self._order_json(package, quantity, sims, body.get("description"), "sim")
+            payload = {"data": {**order, "request_id": request_id}, "meta": {"message": "success"}}
+            sender: Any = self
+            sender.schedule_async_order(
+                str(url), payload, sender._secret_for(request), sender.async_order_delay
+            )
         return web.json_response(
             {
                 "data": {"request_id": request_id, "accepted_at": _now()},

@@ -88,12 +88,24 @@ class MoreApiRoutes:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         raise NotImplementedError
 
+    @property
+    def async_webhook_url(self) -> str | None:
+        """The URL opted in for ``async_orders``, if any."""
+        opted = self.notifications.get("async_orders")
+        return str(opted["contact_point"]) if opted else None
+
     def _now_utc(self) -> datetime:
         return datetime.now(UTC)
 
-    async def _on_simulated(self, event: dict[str, Any]) -> web.Response | None:
-        """Deliver a simulated notification (the webhook simulator hooks in here)."""
-        return None
+    async def _on_simulated(
+        self, event: dict[str, Any], request: web.Request
+    ) -> web.Response | None:
+        """Deliver a simulated notification (the emulator signs and POSTs it)."""
+        deliver = getattr(self, "deliver_simulated", None)
+        if deliver is None:
+            return None
+        result: web.Response | None = await deliver(event, request)
+        return result
 
     def more_routes(self, prefix: str) -> list[web.RouteDef]:
         return [
@@ -353,7 +365,7 @@ class MoreApiRoutes:
         if not url:
             return web.json_response({"error": "User is not opted in"}, status=400)
         self.simulated.append({**body, "webhook_url": url})
-        failed = await self._on_simulated({**body, "webhook_url": url})
+        failed = await self._on_simulated({**body, "webhook_url": url}, request)
         if failed is not None:
             return failed
         return web.json_response({"success": "Notification sent"})

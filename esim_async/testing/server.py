@@ -36,6 +36,7 @@ from ..limits import Rate
 from .api import ApiRoutes
 from .api2 import MoreApiRoutes
 from .fleet import Fleet
+from .webhook_sim import WebhookSender
 
 __all__ = ["Emulator", "EmulatorStats", "Faults", "ServerLimits"]
 
@@ -152,7 +153,7 @@ class _Window:
         return max(0, self.rate.count - len(self.hits))
 
 
-class Emulator(ApiRoutes, MoreApiRoutes):
+class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
     """The emulator server. Use ``async with Emulator(...) as emu`` or ``start()``/``stop()``.
 
     Besides token and usage it answers the catalogue, order and eSIM endpoints with the
@@ -211,6 +212,15 @@ class Emulator(ApiRoutes, MoreApiRoutes):
         self.voice_api_key: str | None = None
         #: The account balance ``GET /balance`` reports (USD).
         self.balance = 1000.0
+        #: Outgoing webhooks: signed with this secret (default: the secret of the client whose
+        #: token made the request); async orders are delivered ``async_order_delay`` s later.
+        self.webhook_secret: str | None = None
+        self.sign_canonical = False
+        self.deliver_async_orders = True
+        self.async_order_delay = 0.05
+        self.deliveries: list[dict[str, Any]] = []
+        self._token_owner: dict[str, tuple[str, str]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._order_ids = itertools.count(100_001)
         self._iccid_numbers = itertools.count(1)
 
@@ -243,6 +253,10 @@ class Emulator(ApiRoutes, MoreApiRoutes):
         return self.url
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -424,6 +438,7 @@ class Emulator(ApiRoutes, MoreApiRoutes):
             )
         token = secrets.token_urlsafe(32)
         self._tokens[token] = self.clock.now() + self.token_ttl
+        self._token_owner[token] = (client_id, client_secret)
         self.stats.tokens_issued += 1
         return web.json_response(
             {

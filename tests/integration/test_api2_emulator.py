@@ -10,7 +10,7 @@ from esim_async import AiraloClient, AuthenticationError, PressOneClient, Valida
 from esim_async.testing import Emulator, Fleet, ServerLimits
 
 
-async def test_airalo_part_two() -> None:
+async def test_airalo_part_two(hook_url: str) -> None:
     fleet = Fleet.generate(6, seed=14)
     async with (
         Emulator(fleet=fleet) as emu,
@@ -44,16 +44,15 @@ async def test_airalo_part_two() -> None:
         state = client.rate_limit_state()["refund"]
         assert state.configured is not None and state.configured.count == 1
 
-        note = await client.notifications.opt_in(
-            "webhook_low_data", webhook_url="https://hooks.test/low"
-        )
-        assert note.contact_point == "https://hooks.test/low"
+        note = await client.notifications.opt_in("webhook_low_data", webhook_url=hook_url)
+        assert note.contact_point == hook_url
         assert (await client.notifications.get()) == note
         assert (
             await client.notifications.simulate("low_data_notification", type="data_75")
             == "Notification sent"
         )
-        assert emu.simulated[-1]["webhook_url"] == "https://hooks.test/low"
+        assert emu.simulated[-1]["webhook_url"] == hook_url
+        assert emu.deliveries[-1]["status"] == 200
         await client.notifications.opt_out("webhook_low_data")
         assert await client.notifications.get() is None
 
@@ -64,12 +63,12 @@ async def test_airalo_part_two() -> None:
         assert await client.devices.compatible()
 
 
-async def test_simulator_limit_is_kept() -> None:
+async def test_simulator_limit_is_kept(hook_url: str) -> None:
     async with (
         Emulator(fleet=Fleet.generate(2)) as emu,
         AiraloClient("id", "secret", base_url=emu.url, retry_after_cap=0.5) as client,
     ):
-        await client.notifications.opt_in("async_orders", webhook_url="https://hooks.test/a")
+        await client.notifications.opt_in("async_orders", webhook_url=hook_url)
         await client.notifications.simulate("async_order_notification")
         # A second simulation inside 15 minutes would wait for the limiter: the client keeps
         # the budget (no request goes out), and the emulator saw exactly one.

@@ -246,7 +246,7 @@ async def test_every_send_after_a_dropped_connection_takes_a_permit(own_session:
             "secret",
             base_url=f"http://127.0.0.1:{port}",
             backend=backend,
-            max_retries=1,
+            max_retries=3,
             session=session,
         ) as client:
             fleet = Fleet.generate(4, seed=2).iccids()
