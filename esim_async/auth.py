@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from . import _constants as C
 from ._secrets import logger, register_secret
@@ -10,7 +12,23 @@ from .cache import SingleFlight
 from .clock import Clock
 from .models.auth import Token
 
-__all__ = ["TokenManager"]
+__all__ = ["TokenManager", "TokenStore"]
+
+
+class TokenStore(Protocol):
+    """Where processes sharing credentials share their token (see the Redis backend)."""
+
+    async def get(self) -> tuple[str, float] | None:
+        """(token, seconds it stays valid), or ``None``."""
+        ...
+
+    async def set(self, token: str, valid_for: float) -> None: ...
+
+    def discard_later(self, token: str) -> None:
+        """Forget ``token`` if it is still the shared one (in the background)."""
+        ...
+
+    def lock(self) -> AbstractAsyncContextManager[None]: ...
 
 
 class TokenManager:
@@ -28,8 +46,10 @@ class TokenManager:
         *,
         clock: Clock,
         max_lifetime: float = C.TOKEN_MAX_LIFETIME,
+        store: TokenStore | None = None,
     ) -> None:
         self._fetch = fetch
+        self._store = store
         self._clock = clock
         self._max_lifetime = max_lifetime
         self._token: str | None = None
@@ -54,6 +74,33 @@ class TokenManager:
         return value
 
     async def _refresh(self) -> str:
+        store = self._store
+        if store is None:
+            return await self._request()
+        shared = await self._shared(store)
+        if shared is not None:
+            return shared
+        async with store.lock():  # one process asks, the others wait and reuse its token
+            shared = await self._shared(store)
+            if shared is not None:
+                return shared
+            token = await self._request()
+            await store.set(token, self._valid_until - self._clock.now())
+            return token
+
+    async def _shared(self, store: TokenStore) -> str | None:
+        found = await store.get()
+        if found is None:
+            return None
+        token, valid_for = found
+        if valid_for <= 1.0:
+            return None
+        register_secret(token)
+        self._token = token
+        self._valid_until = self._clock.now() + valid_for
+        return token
+
+    async def _request(self) -> str:
         self.requests += 1
         started = self._clock.now()
         token = await self._fetch()
@@ -72,6 +119,8 @@ class TokenManager:
         if self._token == token:
             self._token = None
             self._valid_until = 0.0
+        if self._store is not None:
+            self._store.discard_later(token)
 
     async def aclose(self) -> None:
         await self._flight.aclose()

@@ -18,13 +18,14 @@ import msgspec
 from . import _constants as C
 from ._secrets import register_secret
 from .auth import TokenManager
-from .backends.base import Backend, Cache, Flight, RateLimiter
+from .backends.base import Backend, Cache, Flight, RateLimiter, SharedCache
 from .backends.memory import MemoryBackend
 from .clock import Clock, MonotonicClock
 from .errors import InvalidRequestError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
+from .models.usage import Usage
 from .providers import AIRALO, KEYED_LIMITS, PRESSONE, ProviderProfile
 from .resources.account import AccountResource, AiraloAccountResource, DevicesResource
 from .resources.future_orders import FutureOrdersResource
@@ -193,7 +194,12 @@ class BaseClient:
         self._usage_limiter = self._limiter(
             "usage", shared=company_rate, per_key=iccid_rate, margin=rate_margin
         )
-        self._auth = TokenManager(self._fetch_token, clock=self._clock)
+        token_store = getattr(self._backend, "token_store", None)
+        self._auth = TokenManager(
+            self._fetch_token,
+            clock=self._clock,
+            store=token_store(ns) if token_store is not None else None,
+        )
         self._transport.auth = self._auth
         self._usage_cache: Cache = self._backend.cache(
             f"{ns}:usage",
@@ -203,6 +209,13 @@ class BaseClient:
             clock=self._clock,
         )
         self._usage_flight: Flight = self._backend.flight(f"{ns}:usage")
+        shared_cache = getattr(self._backend, "shared_cache", None)
+        #: The second-level cache shared across processes (Redis backend), or None.
+        self._usage_l2: SharedCache | None = (
+            shared_cache(f"{ns}:usage", Usage, ttl=cache_ttl, long_ttl=negative_cache_ttl)
+            if shared_cache is not None
+            else None
+        )
         self._usage_path = profile.path("usage")
         head, _, tail = self._usage_path.partition("{iccid}")
         self._usage_path_parts = (head, tail)
@@ -228,6 +241,7 @@ class BaseClient:
             clock=self._clock,
         )
         self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
+        self._background: set[asyncio.Task[Any]] = set()
         #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
         self._topup_listeners: list[Callable[[str], None]] = []
         self._async_waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}

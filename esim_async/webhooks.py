@@ -269,7 +269,7 @@ class WebhookReceiver:
         if client is None:
             return
         if isinstance(event, LowDataEvent):
-            client._usage_cache.invalidate(event.iccid)
+            client.sims.invalidate_usage(event.iccid)
         elif isinstance(event, AsyncOrderEvent):
             client._deliver_async_order(event)
 

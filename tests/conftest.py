@@ -101,3 +101,82 @@ async def hook_url() -> AsyncIterator[str]:
     await site.start()
     yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
     await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server_bin() -> str:
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("ESIM_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is required (ESIM_REQUIRE_REDIS=1) but not installed")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return binary
+
+
+class RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (no persistence), restartable on its port."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.binary = binary
+        self.workdir = workdir
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(redis_server_bin: str, tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_bin, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

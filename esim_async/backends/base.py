@@ -13,7 +13,7 @@ from ..cache import CacheEntry
 from ..clock import Clock
 from ..limits import LimiterState, Priority, Rate
 
-__all__ = ["Backend", "Cache", "Flight", "RateLimiter"]
+__all__ = ["Backend", "Cache", "Flight", "RateLimiter", "SharedCache"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,17 @@ class Cache(Protocol):
     def invalidate(self, key: Any) -> None: ...
 
     def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class SharedCache(Protocol):
+    """A second-level cache shared across processes (optional: ``Backend.shared_cache``)."""
+
+    async def get(self, key: Any) -> CacheEntry[Any] | None: ...
+
+    async def set(self, key: Any, entry: CacheEntry[Any]) -> None: ...
+
+    async def invalidate(self, key: Any) -> None: ...
 
 
 @runtime_checkable

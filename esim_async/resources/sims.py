@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -70,9 +71,16 @@ class SimsResource(Resource):
             entry = self._cached(iccid, max_age)
             if entry is not None:
                 return _unwrap(iccid, entry)
-        return _unwrap(
-            iccid, await self._fetch(iccid, timeout, max_retries, Priority.INTERACTIVE, True)
+        entry, _ = await self._fetch(
+            iccid,
+            timeout,
+            max_retries,
+            Priority.INTERACTIVE,
+            True,
+            refresh=refresh,
+            max_age=max_age,
         )
+        return _unwrap(iccid, entry)
 
     def _cached(self, iccid: str, max_age: float | None) -> CacheEntry[Usage] | None:
         entry: CacheEntry[Usage] | None = self._client._usage_cache.get(iccid, max_age)
@@ -101,7 +109,15 @@ class SimsResource(Resource):
             entry = self._cached(iccid, max_age)
             if entry is not None:
                 return entry, True
-        return await self._fetch(iccid, timeout, max_retries, priority, retry_rate_limited), False
+        return await self._fetch(
+            iccid,
+            timeout,
+            max_retries,
+            priority,
+            retry_rate_limited,
+            refresh=refresh,
+            max_age=max_age,
+        )
 
     async def _fetch(
         self,
@@ -110,13 +126,36 @@ class SimsResource(Resource):
         max_retries: int | None,
         priority: Priority,
         retry_rate_limited: bool,
-    ) -> CacheEntry[Usage]:
-        """One request for ``iccid`` (shared with concurrent callers), stored in the cache."""
+        *,
+        refresh: bool = False,
+        max_age: float | None = None,
+    ) -> tuple[CacheEntry[Usage], bool]:
+        """The answer for ``iccid`` from the shared cache or one request (shared with concurrent
+        callers), stored in the caches; and whether it came without a request."""
         client = self._client
         cache = client._usage_cache
+        shared = client._usage_l2
         path_head, path_tail = client._usage_path_parts
+        started = time.time()
 
-        async def fetch() -> CacheEntry[Usage]:
+        async def fetch() -> tuple[CacheEntry[Usage], bool]:
+            now = client._clock.now()
+            if shared is not None:
+                found = await shared.get(iccid)
+                # Another process's answer serves unless this call wants a fresher one; one
+                # fetched while this call waited for that process's lock is fresh enough.
+                if found is not None and (
+                    (not refresh and (max_age is None or started - found.fetched_at <= max_age))
+                    or found.fetched_at >= started
+                ):
+                    local = CacheEntry(
+                        found.value,
+                        found.fetched_at,
+                        now - max(0.0, time.time() - found.fetched_at),
+                        found.long_lived,
+                    )
+                    cache.set(iccid, local)
+                    return local, False
             request = Request(
                 "GET",
                 f"{path_head}{iccid}{path_tail}",
@@ -128,23 +167,28 @@ class SimsResource(Resource):
                 max_retries=max_retries,
                 retry_rate_limited=retry_rate_limited,
             )
-            now = client._clock.now()
             try:
                 usage = (await client._transport.request(request)).data
             except NotFoundError:
-                cache.set(iccid, CacheEntry(None, time.time(), now, True))
+                negative: CacheEntry[Usage] = CacheEntry(None, time.time(), now, True)
+                cache.set(iccid, negative)
+                if shared is not None:
+                    await shared.set(iccid, negative)
                 raise
             stamp = time.time()
             usage.fetched_at = datetime.fromtimestamp(stamp, UTC)
             entry = CacheEntry(usage, stamp, now, usage.status is UsageStatus.RECYCLED)
             cache.set(iccid, entry)
-            return entry
+            if shared is not None:
+                await shared.set(iccid, entry)
+            return entry, True
 
-        entry, joined = await client._usage_flight.run(iccid, fetch)
+        (entry, requested), joined = await client._usage_flight.run(iccid, fetch)
         if joined:
             client.stats.coalesced += 1
-        entry_typed: CacheEntry[Usage] = entry
-        return entry_typed
+        elif not requested:
+            client.stats.cache_hits += 1
+        return entry, joined or not requested
 
     def usage_many(
         self,
@@ -316,8 +360,17 @@ class SimsResource(Resource):
         return envelope.data.instructions
 
     def invalidate_usage(self, iccid: str) -> None:
-        """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it."""
-        self._client._usage_cache.invalidate(iccid)
+        """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it.
+
+        With a shared backend the shared entry is deleted too (in the background).
+        """
+        client = self._client
+        client._usage_cache.invalidate(iccid)
+        shared = client._usage_l2
+        if shared is not None:
+            task = asyncio.get_running_loop().create_task(shared.invalidate(iccid))
+            client._background.add(task)
+            task.add_done_callback(client._background.discard)
 
 
 class _Brand(msgspec.Struct):
