@@ -18,6 +18,7 @@ SCRIPTS = [
     "bench_cache.py",
     "bench_memory.py",
     "bench_airalo_sdk.py",
+    "bench_scaleout.py",
 ]
 
 

@@ -92,6 +92,35 @@ class LimiterState:
     last_headers: dict[str, str] = field(default_factory=dict)
 
 
+class Slot:
+    """One admission. Its time is the admission time until :meth:`mark` stamps the real send
+    time (the transport does so when the request goes out on its connection), so a request
+    held up by connection set-up cannot make a later window look emptier than it is."""
+
+    __slots__ = ("_owner", "sent", "time")
+
+    def __init__(self, time: float, owner: WindowLog | None = None) -> None:
+        self.time = time
+        self.sent = owner is None
+        self._owner = owner
+
+    def mark(self, t: float) -> None:
+        """The request went out at ``t`` (or will not go out: then ``t`` is now)."""
+        if self.sent:
+            return
+        self.sent = True
+        if t > self.time:
+            self.time = t
+        owner = self._owner
+        if owner is not None:
+            owner._pending -= 1
+            self._owner = None
+
+
+#: A slot that needs no stamping (limits lifted, per-key windows, other backends).
+SENT = Slot(0.0)
+
+
 class WindowLog:
     """The pure bookkeeping of one shared limit: admission log, cool-down and AIMD factor.
 
@@ -110,10 +139,12 @@ class WindowLog:
         "_factor0",
         "_in_slots",
         "_log",
+        "_pending",
         "_slot_width",
         "_slots",
         "_slotted",
         "_span",
+        "_stamped",
         "rate",
         "recovery_step",
     )
@@ -135,7 +166,10 @@ class WindowLog:
         # every slot that can still touch the window are counted (stricter by at most one
         # slot, 1/64 of the budget), in constant memory.
         self._slotted = rate.count > self.MAX_LOG
-        self._log: deque[float] = deque(maxlen=1 if self._slotted else rate.count)
+        self._log: deque[Slot] = deque(maxlen=1 if self._slotted else rate.count)
+        #: Admissions not yet stamped with their send time, and whether any ever were.
+        self._pending = 0
+        self._stamped = False
         self._slot_width = self._span / self.SLOTS
         self._slots: deque[list[int]] = deque()
         self._in_slots = 0
@@ -179,19 +213,41 @@ class WindowLog:
                 if edge > t:
                     t = edge
         elif len(log) >= n:
-            edge = log[-n] + self._span
+            if not self._stamped:
+                edge = log[-n].time + self._span
+            else:
+                # Send times can come out of admission order, and requests still pending
+                # will go out at or after now: a new request fits when at least one of the
+                # last n went out a whole span ago.
+                recent = list(log)[-n:]
+                sent = [slot.time for slot in recent if slot.sent]
+                if not sent:
+                    return max(t, now + min(0.01, self._span / 100))  # wait for a send
+                edge = min(sent) + self._span
             if edge > t:
                 t = edge
         if self._factor0 < 1.0 and log:
             f = self.factor(t)
             if f < 1.0:
-                spaced = log[-1] + self._span / (n * f)
+                spaced = log[-1].time + self._span / (n * f)
                 if spaced > t:
                     t = spaced
         return t
 
-    def admit(self, t: float) -> None:
-        self._log.append(t)
+    def admit(self, t: float, *, pending: bool = False) -> Slot:
+        """Record an admission at ``t``; with ``pending`` its send time is stamped later."""
+        if pending and not self._slotted:
+            slot = Slot(t, self)
+            self._pending += 1
+            self._stamped = True
+        else:
+            slot = Slot(t)
+        log = self._log
+        if log.maxlen is not None and len(log) == log.maxlen:
+            dropped = log[0]
+            if not dropped.sent:
+                dropped.mark(t)  # leaving the log: counted at the latest time known
+        log.append(slot)
         if self._slotted:
             index = int(t // self._slot_width)
             slots = self._slots
@@ -200,6 +256,7 @@ class WindowLog:
             else:
                 slots.append([index, 1])
             self._in_slots += 1
+        return slot
 
     def penalize(self, now: float, retry_after: float | None, limit: int | None = None) -> None:
         """Account for a 429 seen at ``now``.
@@ -307,12 +364,14 @@ class SharedLimiter:
         clock: Clock,
         margin: float = C.DEFAULT_RATE_MARGIN,
         name: str = "",
+        stamp_sends: bool = False,
     ) -> None:
         self.name = name
         self._clock = clock
+        self._stamp = stamp_sends
         self._window = WindowLog(rate, margin=margin) if rate is not None else None
         self._cooldown_until = -math.inf  # used when rate is None
-        self._lanes: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+        self._lanes: tuple[deque[asyncio.Future[Slot]], deque[asyncio.Future[Slot]]] = (
             deque(),
             deque(),
         )
@@ -328,9 +387,10 @@ class SharedLimiter:
             return self._window.earliest(now)
         return now if now >= self._cooldown_until else self._cooldown_until
 
-    def _admit(self, now: float) -> None:
+    def _admit(self, now: float) -> Slot:
         if self._window is not None:
-            self._window.admit(now)
+            return self._window.admit(now, pending=self._stamp)
+        return SENT
 
     @property
     def cooldown_until(self) -> float:
@@ -339,32 +399,36 @@ class SharedLimiter:
     def waiters(self) -> int:
         return sum(1 for lane in self._lanes for f in lane if not f.done())
 
-    def try_acquire(self, now: float) -> bool:
+    def try_acquire(self, now: float) -> Slot | None:
         """Count one request at ``now`` if it may go at once (nobody queued, budget free)."""
         lanes = self._lanes
         if not lanes[0] and not lanes[1] and not self._closed and self.earliest(now) <= now:
-            self._admit(now)
-            return True
-        return False
+            return self._admit(now)
+        return None
 
-    async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> None:
-        """Wait until one request may be sent, and count it."""
+    async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> Slot:
+        """Wait until one request may be sent, and count it. Mark the returned slot when the
+        request goes out (it is marked for you if you are cancelled first)."""
         if self._closed:
             raise LimiterClosedError(f"limiter {self.name!r} is closed")
         now = self._clock.now()
         lanes = self._lanes
         if not lanes[0] and not lanes[1] and self.earliest(now) <= now:
-            self._admit(now)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return self._admit(now)
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         lanes[priority].append(fut)
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name=f"esim_async limiter {self.name}"
             )
-        await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                fut.result().mark(self._clock.now())  # admitted, but nothing will be sent
+            raise
 
-    def _head(self) -> asyncio.Future[None] | None:
+    def _head(self) -> asyncio.Future[Slot] | None:
         for lane in self._lanes:
             while lane and lane[0].done():
                 lane.popleft()
@@ -384,13 +448,13 @@ class SharedLimiter:
                 if t > now:
                     await clock.sleep(t - now)
                     continue
-                self._admit(now)
+                slot = self._admit(now)
                 # The head may be in either lane; pop it from the lane that holds it.
                 for lane in self._lanes:
                     if lane and lane[0] is head:
                         lane.popleft()
                         break
-                head.set_result(None)
+                head.set_result(slot)
         finally:
             self._dispatcher = None
 
@@ -436,10 +500,13 @@ class EndpointLimiter:
         per_key: Rate | None,
         clock: Clock,
         margin: float = C.DEFAULT_RATE_MARGIN,
+        stamp_sends: bool = False,
     ) -> None:
         self.name = name
         self._clock = clock
-        self._shared = SharedLimiter(shared, clock=clock, margin=margin, name=name)
+        self._shared = SharedLimiter(
+            shared, clock=clock, margin=margin, name=name, stamp_sends=stamp_sends
+        )
         self._keys = KeyedWindows(per_key, margin=margin) if per_key is not None else None
         self._last_headers: Mapping[str, str] = {}
         #: Total seconds callers spent waiting here (for ``client.stats``).
@@ -447,17 +514,19 @@ class EndpointLimiter:
 
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
-    ) -> None:
+    ) -> Slot:
+        """Wait for both limits; returns the shared slot, to be marked when the request goes
+        out (the transport does this)."""
         clock = self._clock
         keys = self._keys if key is not None else None
         start = clock.now()
         # Fast path (the common case): both budgets free now, nobody queued.
-        if (keys is None or keys.earliest(key, start) <= start) and self._shared.try_acquire(  # type: ignore[arg-type]
-            start
-        ):
-            if keys is not None:
-                keys.admit(key, start)  # type: ignore[arg-type]
-            return
+        if keys is None or keys.earliest(key, start) <= start:  # type: ignore[arg-type]
+            slot = self._shared.try_acquire(start)
+            if slot is not None:
+                if keys is not None:
+                    keys.admit(key, start)  # type: ignore[arg-type]
+                return slot
         while True:
             if keys is not None:
                 now = clock.now()
@@ -465,7 +534,7 @@ class EndpointLimiter:
                 if t > now:
                     await clock.sleep(t - now)
                     continue
-            await self._shared.acquire(priority)
+            slot = await self._shared.acquire(priority)
             if keys is None:
                 break
             now = clock.now()
@@ -474,7 +543,9 @@ class EndpointLimiter:
                 break
             # Another request for this key slipped in while we waited: the shared permit is
             # spent (never over the limit, only conservative); wait for the key again.
+            slot.mark(now)
         self.waited += clock.now() - start
+        return slot
 
     def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
         self._shared.penalize(retry_after, limit)

@@ -42,7 +42,7 @@ from .errors import (
     TransportError,
     error_from_response,
 )
-from .limits import Priority
+from .limits import Priority, Slot
 from .stats import ClientStats
 
 __all__ = ["Request", "Transport"]
@@ -80,13 +80,45 @@ class Request(Generic[T]):
 
 
 class _Attempt:
-    __slots__ = ("key", "limiter", "priority", "sends")
+    __slots__ = ("key", "limiter", "priority", "sends", "slots")
 
-    def __init__(self, limiter: RateLimiter | None, key: str | None, priority: Priority):
+    def __init__(
+        self,
+        limiter: RateLimiter | None,
+        key: str | None,
+        priority: Priority,
+        slots: tuple[Slot | None, ...],
+    ):
         self.limiter = limiter
         self.key = key
         self.priority = priority
         self.sends = 0
+        #: Rate-limit slots of this attempt: stamped with the send time when it goes out.
+        self.slots = slots
+
+    def mark(self, t: float) -> None:
+        for slot in self.slots:
+            if slot is not None:
+                slot.mark(t)
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """Stamps the attempt's rate-limit slots when its connection is ready, right before the
+    request is written: a request held up by connection set-up (TCP, TLS) is counted when it
+    really goes out, so a window the server sees never holds more than the limit."""
+
+    def __init__(self, *, clock: Clock, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stamp_clock = clock
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        attempt = _ATTEMPT.get()
+        if attempt is not None:
+            attempt.mark(self._stamp_clock.now())
+        return conn
 
 
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
@@ -169,8 +201,8 @@ class Transport:
             raise TransportError("the client is closed")
         session = self._session
         if session is None:
-            connector = self._connector or aiohttp.TCPConnector(
-                limit=self._connection_limit, ssl=self._ssl
+            connector = self._connector or _StampingConnector(
+                clock=self._clock, limit=self._connection_limit, ssl=self._ssl
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -225,11 +257,15 @@ class Transport:
         limiter = req.limiter
         clock = self._clock
         while True:
+            slot = account_slot = None
             if limiter is not None:
                 before = clock.now()
-                await limiter.acquire(req.key, req.priority)
-                if req.account_limiter is not None:
+                slot = await limiter.acquire(req.key, req.priority)
+                account_slot = (
                     await req.account_limiter.acquire(None, req.priority)
+                    if req.account_limiter is not None
+                    else None
+                )
                 stats.limit_wait += clock.now() - before
             headers = dict(self._headers) if not self._owns_session else {}
             token: str | None = None
@@ -244,7 +280,7 @@ class Transport:
             if attempt:
                 stats.retries += 1
             try:
-                status, raw, resp_headers = await self._send(req, headers)
+                status, raw, resp_headers = await self._send(req, headers, (slot, account_slot))
             except _SendError as failure:
                 if attempt < max_retries and (req.idempotent or not failure.sent):
                     attempt += 1
@@ -343,7 +379,7 @@ class Transport:
             raise api_error
 
     async def _send(
-        self, req: Request[Any], headers: dict[str, str]
+        self, req: Request[Any], headers: dict[str, str], slots: tuple[Slot | None, ...] = ()
     ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
         session = self._ensure_session()
         url = self._base_url + req.path
@@ -355,7 +391,8 @@ class Transport:
             extra["timeout"] = aiohttp.ClientTimeout(
                 total=req.timeout, connect=self._connect_timeout
             )
-        marker = _ATTEMPT.set(_Attempt(req.limiter, req.key, req.priority)) if counting else None
+        attempt = _Attempt(req.limiter, req.key, req.priority, slots)
+        marker = _ATTEMPT.set(attempt)
         try:
             async with session.request(
                 req.method,
@@ -387,8 +424,10 @@ class Transport:
                 dropped=isinstance(exc, aiohttp.ServerDisconnectedError),
             ) from exc
         finally:
-            if marker is not None:
-                _ATTEMPT.reset(marker)
+            # Slots not stamped at connection time (a caller's connector, a failure before
+            # sending) count from now: later than the send, so never too early.
+            attempt.mark(self._clock.now())
+            _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self._max_body_size
@@ -418,7 +457,9 @@ class Transport:
                 # count both, so the re-send takes a permit like any attempt.
                 self.stats.resends += 1
                 if attempt.limiter is not None:
-                    await attempt.limiter.acquire(attempt.key, attempt.priority)
+                    slot = await attempt.limiter.acquire(attempt.key, attempt.priority)
+                    if slot is not None:
+                        slot.mark(self._clock.now())  # it goes out right now
             attempt.sends += 1
         return await handler(request)
 

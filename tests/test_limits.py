@@ -365,3 +365,60 @@ async def test_closed_limiter_refuses_and_releases_waiters() -> None:
         await waiter
     with pytest.raises(LimiterClosedError):
         await limiter.acquire()
+
+
+def test_send_times_stamp_the_window() -> None:
+    log = WindowLog(Rate(2, 1.0), margin=0.0)
+    first = log.admit(0.0, pending=True)
+    second = log.admit(0.0, pending=True)
+    # Both admitted, neither sent yet (their connections are being set up): a third request
+    # must wait for a send instead of trusting the admission times.
+    assert log.earliest(0.5) > 0.5
+    first.mark(0.3)  # it really went out at 0.3
+    assert log.earliest(0.5) == pytest.approx(1.3)
+    second.mark(0.4)
+    assert log.earliest(0.5) == pytest.approx(1.3)
+    third = log.admit(1.3, pending=True)
+    third.mark(1.3)
+    # The window now holds the sends of 0.4 and 1.3: the next may go at 1.4.
+    assert log.earliest(1.3) == pytest.approx(1.4)
+    first.mark(99.0)  # marking twice changes nothing
+    assert first.time == 0.3
+
+
+@given(
+    rate=rates,
+    events=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=2.0), st.floats(min_value=0.0, max_value=3.0)),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_stamped_sends_never_exceed_the_window(
+    rate: Rate, events: list[tuple[float, float]]
+) -> None:
+    """Admissions whose sends are delayed by arbitrary lags (connection set-up) still never put
+    more than `count` sends in any window, as the server counts them."""
+    log = WindowLog(rate, margin=0.0)
+    now = 0.0
+    sends: list[float] = []
+    pending: list[tuple[float, object]] = []
+    for gap, lag in events:
+        now += gap * rate.period
+        while True:
+            # Deliver the sends whose time has come.
+            for when, slot in sorted(pending, key=lambda p: p[0]):
+                if when <= now:
+                    slot.mark(when)  # type: ignore[attr-defined]
+                    sends.append(when)
+            pending = [(w, s) for w, s in pending if w > now]
+            at = log.earliest(now)
+            if at <= now:
+                break
+            now = min([at, *[w for w, _ in pending]])
+        slot = log.admit(now, pending=True)
+        pending.append((now + lag * rate.period, slot))
+    for when, slot in pending:
+        slot.mark(when)  # type: ignore[attr-defined]
+        sends.append(when)
+    assert max_in_any_window(sorted(sends), rate.period) <= rate.count

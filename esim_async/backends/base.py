@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..cache import CacheEntry
 from ..clock import Clock
-from ..limits import LimiterState, Priority, Rate
+from ..limits import LimiterState, Priority, Rate, Slot
 
 __all__ = ["Backend", "Cache", "Flight", "RateLimiter", "SharedCache"]
 
@@ -24,8 +24,9 @@ class RateLimiter(Protocol):
 
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
-    ) -> None:
-        """Wait until one more request may be sent (for ``key``), and count it."""
+    ) -> Slot | None:
+        """Wait until one more request may be sent (for ``key``), and count it. A returned
+        slot is marked with the real send time when the request goes out."""
         ...
 
     def penalize(self, retry_after: float | None, limit: int | None = None) -> None:

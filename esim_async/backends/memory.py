@@ -23,7 +23,10 @@ class MemoryBackend:
         margin: float,
         clock: Clock,
     ) -> EndpointLimiter:
-        return EndpointLimiter(name, shared=shared, per_key=per_key, clock=clock, margin=margin)
+        # The transport stamps each slot with the real send time (see limits.Slot).
+        return EndpointLimiter(
+            name, shared=shared, per_key=per_key, clock=clock, margin=margin, stamp_sends=True
+        )
 
     def cache(
         self, name: str, *, ttl: float, long_ttl: float, maxsize: int, clock: Clock

@@ -41,7 +41,7 @@ from .. import _constants as C
 from ..cache import CacheEntry, SingleFlight, TTLStore
 from ..clock import Clock
 from ..errors import TransportError
-from ..limits import EndpointLimiter, LimiterClosedError, LimiterState, Priority, Rate
+from ..limits import EndpointLimiter, LimiterClosedError, LimiterState, Priority, Rate, Slot
 
 try:
     import redis.asyncio as aioredis
@@ -401,7 +401,7 @@ class RedisLimiter:
 
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
-    ) -> None:
+    ) -> Slot | None:
         if self._closed:
             raise LimiterClosedError(f"limiter {self.name!r} is closed")
         start = self._clock.now()
@@ -409,8 +409,7 @@ class RedisLimiter:
             while True:
                 local = self._fallback()
                 if local is not None:
-                    await local.acquire(key, priority)
-                    return
+                    return await local.acquire(key, priority)
                 fut: asyncio.Future[tuple[str, float]] = asyncio.get_running_loop().create_future()
                 self._lanes[priority].append((fut, key))
                 if self._dispatcher is None:
@@ -419,7 +418,7 @@ class RedisLimiter:
                 if kind == "ok":
                     if delay > 0:
                         await self._clock.sleep(delay)
-                    return
+                    return None
                 if kind == "fallback":
                     continue
                 await self._clock.sleep(max(0.0, delay))  # this key's own window

@@ -113,6 +113,8 @@ class EmulatorStats:
     faults: Counter[str] = field(default_factory=Counter)
     tokens_issued: int = 0
     unauthorized: int = 0
+    #: Arrival times (the emulator's clock) of every usage request, in order.
+    usage_arrivals: list[float] = field(default_factory=list)
 
     @property
     def usage_requests(self) -> int:
@@ -454,6 +456,7 @@ class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
     async def _usage(self, request: web.Request) -> web.StreamResponse:
         iccid = request.match_info["iccid"]
         self.stats.usage_by_iccid[iccid] += 1
+        self.stats.usage_arrivals.append(self.clock.now())
         limits = self.limits
         guard = await self._guard(
             request,
