@@ -121,6 +121,15 @@ class AuthenticationError(ApiError):
 class NotFoundError(ApiError):
     """404: the resource (e.g. the ICCID) does not exist for this account."""
 
+    @classmethod
+    def cached(cls, iccid: str) -> NotFoundError:
+        """The error a remembered 404 for ``iccid`` answers with (no request was made)."""
+        return cls(
+            f"HTTP 404: ICCID {iccid} not found (cached answer)",
+            status=404,
+            message="messages.resource_not_found",
+        )
+
 
 class ValidationError(ApiError):
     """400/422 with a field map.

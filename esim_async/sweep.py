@@ -28,6 +28,7 @@ from .models.usage import Usage
 if TYPE_CHECKING:
     from .resources.sims import SimsResource
 
+
 __all__ = ["SweepProgress", "SweepSummary", "UsageResult", "UsageSweep"]
 
 #: How often a throttled ICCID is put back in the queue before its 429 becomes its result.
@@ -312,11 +313,7 @@ class UsageSweep:
         for n, index in enumerate(indexes):
             cached = from_cache or n > 0  # a duplicate is answered without its own request
             if entry.value is None:
-                error: EsimError = NotFoundError(
-                    f"HTTP 404: ICCID {iccid} not found",
-                    status=404,
-                    message="messages.resource_not_found",
-                )
+                error: EsimError = NotFoundError.cached(iccid)
                 self._emit(iccid, index, None, error, cached, None)
             else:
                 self._emit(

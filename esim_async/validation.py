@@ -19,6 +19,7 @@ __all__ = [
     "validate_quantity",
     "validate_slug",
     "validate_text",
+    "validate_url",
 ]
 
 
@@ -133,6 +134,13 @@ def date_range(value: tuple[date | str, date | str] | str | None, *, field: str)
             f"{field} must be (from, to) dates or 'YYYY-MM-DD - YYYY-MM-DD'", field=field
         )
     return f"{parts[0]} - {parts[1]}"
+
+
+def validate_url(value: object, *, field: str) -> str:
+    """An ``http(s)://`` URL (webhook addresses)."""
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise InvalidRequestError(f"{field} must be an http(s) URL", field=field)
+    return value
 
 
 def validate_page_size(value: object) -> int | None:

@@ -11,7 +11,7 @@ from typing import Literal
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.account import FutureOrder
-from ..validation import validate_choice
+from ..validation import validate_choice, validate_url
 from ._base import Resource
 from .orders import _HINT, SharingOption, _order_body
 
@@ -79,11 +79,7 @@ class FutureOrdersResource(Resource):
         del body["type"]
         body["due_date"] = due_date_text(due_date, now=self._client._utcnow())
         if webhook_url is not None:
-            if not isinstance(webhook_url, str) or not webhook_url.startswith(
-                ("https://", "http://")
-            ):
-                raise InvalidRequestError("webhook_url must be an http(s) URL", field="webhook_url")
-            body["webhook_url"] = webhook_url
+            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[FutureOrder] = await self._call(
             "future_orders",
             Envelope[FutureOrder],

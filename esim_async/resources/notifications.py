@@ -11,7 +11,13 @@ import msgspec
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.account import Notification, NotificationData
-from ..validation import validate_choice, validate_email, validate_iccid, validate_text
+from ..validation import (
+    validate_choice,
+    validate_email,
+    validate_iccid,
+    validate_text,
+    validate_url,
+)
 from ._base import Resource
 
 __all__ = ["NotificationsResource"]
@@ -35,12 +41,6 @@ TYPES = (
     "email_credit_limit",
 )
 LEVELS = (50, 70, 80, 90)
-
-
-def _url(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise InvalidRequestError(f"{field} must be an http(s) URL", field=field)
-    return value
 
 
 class _Simulated(msgspec.Struct):
@@ -71,7 +71,7 @@ class NotificationsResource(Resource):
             if language is not None:
                 body["language"] = validate_text(language, field="language", max_length=16)
         else:
-            body["webhook_url"] = _url(webhook_url, "webhook_url")
+            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         if levels is not None:
             if not type.endswith("credit_limit"):
                 raise InvalidRequestError(
@@ -145,7 +145,7 @@ class NotificationsResource(Resource):
             # Notification ICCIDs are not held to the usage path's length rule.
             body["iccid"] = validate_iccid(iccid, min_length=1, max_length=22)
         if webhook_url is not None:
-            body["webhook_url"] = _url(webhook_url, "webhook_url")
+            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: _Simulated = await self._call(
             "simulator",
             _Simulated,

@@ -20,6 +20,7 @@ from ..validation import (
     validate_quantity,
     validate_slug,
     validate_text,
+    validate_url,
 )
 from ._base import Resource
 
@@ -296,11 +297,7 @@ class AiraloOrdersResource(OrdersResource):
             copy_address=copy_address,
         )
         if webhook_url is not None:
-            if not isinstance(webhook_url, str) or not webhook_url.startswith(
-                ("https://", "http://")
-            ):
-                raise InvalidRequestError("webhook_url must be an http(s) URL", field="webhook_url")
-            body["webhook_url"] = webhook_url
+            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[AsyncOrder] = await self._call(
             "orders_async", Envelope[AsyncOrder], method="POST", body=body, outcome_hint=_HINT
         )

@@ -7,7 +7,7 @@ import builtins
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -24,6 +24,8 @@ from ..validation import date_range, validate_includes, validate_text
 from ._base import Resource
 
 __all__ = ["AiraloSimsResource", "SimsResource"]
+
+T = TypeVar("T")
 
 SimInclude = Literal["order", "order.status", "order.user", "share"]
 _SIM_INCLUDES = ("order", "order.status", "order.user", "share")
@@ -324,7 +326,7 @@ class SimsResource(Resource):
             entry = cache.get(iccid)
             if entry is not None:
                 client.stats.cache_hits += 1
-                return _unwrap_history(iccid, entry)
+                return _unwrap(iccid, entry)
 
         async def fetch() -> CacheEntry[builtins.list[PackageHistoryEntry]]:
             now = client._clock.now()
@@ -345,7 +347,7 @@ class SimsResource(Resource):
         entry, joined = await client._history_flight.run(iccid, fetch)
         if joined:
             client.stats.coalesced += 1
-        return _unwrap_history(iccid, entry)
+        return _unwrap(iccid, entry)
 
     async def instructions(self, iccid: str, language: str = "en") -> Instructions:
         """Installation instructions (iOS and Android) in ``language`` (``Accept-Language``)."""
@@ -399,23 +401,7 @@ class AiraloSimsResource(SimsResource):
         return envelope.data.brand_settings_name
 
 
-def _unwrap_history(
-    iccid: str, entry: CacheEntry[builtins.list[PackageHistoryEntry]]
-) -> builtins.list[PackageHistoryEntry]:
+def _unwrap(iccid: str, entry: CacheEntry[T]) -> T:
     if entry.value is None:
-        raise NotFoundError(
-            f"HTTP 404: ICCID {iccid} not found (cached answer)",
-            status=404,
-            message="messages.resource_not_found",
-        )
-    return entry.value
-
-
-def _unwrap(iccid: str, entry: CacheEntry[Usage]) -> Usage:
-    if entry.value is None:
-        raise NotFoundError(
-            f"HTTP 404: ICCID {iccid} not found (cached answer)",
-            status=404,
-            message="messages.resource_not_found",
-        )
+        raise NotFoundError.cached(iccid)
     return entry.value

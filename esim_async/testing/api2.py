@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..resources.refunds import REASONS
 from .api import _ALPHABET, _business, _invalid, _now, _paginate
 from .catalogue import find_package
 from .fleet import Fleet
@@ -20,33 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["VOICE_PREFIX", "MoreApiRoutes"]
 
 VOICE_PREFIX = "/api/third-party/partner"
-REFUND_REASONS = frozenset(
-    {
-        "INSTALLATION_FAILURE",
-        "NO_COVERAGE",
-        "APN_FAILURE",
-        "TRIP_CANCELLATION",
-        "INTERMITTENT_CONNECTION",
-        "BLOCKED_NETWORK",
-        "CHANGE_OF_PLAN",
-        "DELETED_ESIM",
-        "EARLY_EXPIRY",
-        "HOTSPOT_NOT_WORKING",
-        "IMSI_CHANGE",
-        "INCOMPATIBLE_DEVICE",
-        "LOCKED_DEVICE",
-        "NO_VOICE_TEXT_SERVICES",
-        "OVERCHARGED",
-        "SLOW_SPEED",
-        "TOP_UP_PACKAGE_FAILURE",
-        "UNKNOWN_CHARGES",
-        "WRONG_PURCHASE",
-        "UNABLE_TO_ACCESS_APPS",
-        "SERVICE_DEGRADATION",
-        "QR_ISSUE_PARTNERS",
-        "OTHERS",
-    }
-)
+#: The documented refund reasons (one list, shared with the client's local check).
+REFUND_REASONS = frozenset(REASONS)
 NOTIFICATION_TYPES = frozenset(
     {
         "async_orders",
