@@ -391,8 +391,13 @@ class Transport:
             extra["timeout"] = aiohttp.ClientTimeout(
                 total=req.timeout, connect=self._connect_timeout
             )
-        attempt = _Attempt(req.limiter, req.key, req.priority, slots)
-        marker = _ATTEMPT.set(attempt)
+        # The attempt rides along (a context variable) only when something needs it: a slot to
+        # stamp with the send time, or the middleware counting a caller's session's re-sends.
+        attempt: _Attempt | None = None
+        marker = None
+        if counting or any(slot is not None and not slot.sent for slot in slots):
+            attempt = _Attempt(req.limiter, req.key, req.priority, slots)
+            marker = _ATTEMPT.set(attempt)
         try:
             async with session.request(
                 req.method,
@@ -426,8 +431,10 @@ class Transport:
         finally:
             # Slots not stamped at connection time (a caller's connector, a failure before
             # sending) count from now: later than the send, so never too early.
-            attempt.mark(self._clock.now())
-            _ATTEMPT.reset(marker)
+            if attempt is not None:
+                attempt.mark(self._clock.now())
+            if marker is not None:
+                _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         cap = self._max_body_size
