@@ -7,6 +7,7 @@ in-flight tasks merges concurrent calls for the same key.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,7 @@ from cachetools import TTLCache
 
 from . import _constants as C
 from .clock import Clock
+from .errors import TransportError
 
 __all__ = ["CacheEntry", "SingleFlight", "TTLStore"]
 
@@ -111,29 +113,28 @@ class TTLStore(Generic[K, T]):
         self._any_long = False
 
 
-class _Call:
-    __slots__ = ("waiters",)
+class _Call(Generic[T]):
+    __slots__ = ("task", "waiters")
 
-    def __init__(self) -> None:
-        self.waiters: list[asyncio.Future[Any]] = []
+    def __init__(self, task: asyncio.Task[T]) -> None:
+        self.task = task
+        self.waiters = 0
 
 
-class _Handover(Exception):
-    """The caller running the shared call was cancelled: a waiter takes it over."""
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # mark retrieved: callers that left must not cause warnings
 
 
 class SingleFlight(Generic[K, T]):
-    """Concurrent calls for the same key share one execution.
+    """Concurrent calls for the same key share one in-flight task.
 
-    The first caller runs the call itself (no extra task, no extra event-loop turn on the hot
-    path); callers arriving meanwhile wait for its outcome, result or exception. A cancelled
-    waiter does not disturb the others. If the caller running the call is cancelled while others
-    wait, one of them takes the call over and runs it again (the limiter counts that request like
-    any other), so the others still get an answer.
+    A cancelled caller does not cancel the others, and the shared request is not cancelled while
+    anyone still waits for it; it is cancelled only when every caller waiting for it has gone.
     """
 
     def __init__(self) -> None:
-        self._calls: dict[K, _Call] = {}
+        self._calls: dict[K, _Call[T]] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -143,43 +144,42 @@ class SingleFlight(Generic[K, T]):
 
     async def run(self, key: K, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Run ``fn`` for ``key`` unless a call is already in flight; return (result, joined)."""
-        joined = False
-        while True:
-            call = self._calls.get(key)
-            if call is None:
-                break
-            joined = True
-            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-            call.waiters.append(waiter)
-            try:
-                return await waiter, True
-            except _Handover:
-                continue
-        call = self._calls[key] = _Call()
+        call = self._calls.get(key)
+        joined = call is not None
+        if call is None:
+            task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
+                fn(),  # type: ignore[arg-type]
+                name=f"esim_async flight {key}",
+            )
+            call = _Call(task)
+            self._calls[key] = call
+            task.add_done_callback(_consume)
+            task.add_done_callback(functools.partial(self._forget, key, call))
+        call.waiters += 1
         try:
-            result = await fn()
+            return await asyncio.shield(call.task), joined
         except asyncio.CancelledError:
-            self._finish(key, call, exception=_Handover())
+            me = asyncio.current_task()
+            if call.task.cancelled() and me is not None and me.cancelling() == 0:
+                # The shared request was cancelled under us (the client is closing), not
+                # this caller: answer with a typed error instead of a stray cancellation.
+                raise TransportError(
+                    "the request was cancelled while in flight (the client is closing)"
+                ) from None
             raise
-        except BaseException as exc:
-            self._finish(key, call, exception=exc)
-            raise
-        self._finish(key, call, result=result)
-        return result, joined
+        finally:
+            call.waiters -= 1
+            if call.waiters == 0 and not call.task.done():
+                call.task.cancel()  # the last caller left: nobody wants the answer
 
-    def _finish(
-        self, key: K, call: _Call, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
+    def _forget(self, key: K, call: _Call[T], _task: object = None) -> None:
         if self._calls.get(key) is call:
             del self._calls[key]
-        for waiter in call.waiters:
-            if waiter.done():
-                continue  # that waiter was cancelled
-            if exception is None:
-                waiter.set_result(result)
-            else:
-                waiter.set_exception(exception)
 
     async def aclose(self) -> None:
-        """Nothing to release: in-flight calls run in their callers' tasks."""
-        return
+        """Cancel every shared call still in flight."""
+        tasks = [c.task for c in self._calls.values()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

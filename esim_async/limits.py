@@ -166,7 +166,7 @@ class WindowLog:
         # every slot that can still touch the window are counted (stricter by at most one
         # slot, 1/64 of the budget), in constant memory.
         self._slotted = rate.count > self.MAX_LOG
-        self._log: deque[Slot] = deque(maxlen=1 if self._slotted else rate.count)
+        self._log: deque[Slot] = deque()
         #: Admissions not yet stamped with their send time, and whether any ever were.
         self._pending = 0
         self._stamped = False
@@ -213,17 +213,7 @@ class WindowLog:
                 if edge > t:
                     t = edge
         elif len(log) >= n:
-            if not self._stamped:
-                edge = log[-n].time + self._span
-            else:
-                # Send times can come out of admission order, and requests still pending
-                # will go out at or after now: a new request fits when at least one of the
-                # last n went out a whole span ago.
-                recent = list(log)[-n:]
-                sent = [slot.time for slot in recent if slot.sent]
-                if not sent:
-                    return max(t, now + min(0.01, self._span / 100))  # wait for a send
-                edge = min(sent) + self._span
+            edge = self._stamped_edge(t, now, n) if self._stamped else log[-n].time + self._span
             if edge > t:
                 t = edge
         if self._factor0 < 1.0 and log:
@@ -234,6 +224,26 @@ class WindowLog:
                     t = spaced
         return t
 
+    def _stamped_edge(self, t: float, now: float, n: int) -> float:
+        """The first time one more send keeps the window, counting sends as they really went
+        out: a request still pending will go out at or after now, so it is in any window that
+        starts after now; sends can come out of admission order."""
+        span = self._span
+        log = self._log
+        # Sends a whole span old can never share a window with a later request again.
+        if any(slot.sent and slot.time <= now - span for slot in log):
+            kept = [slot for slot in log if not (slot.sent and slot.time <= now - span)]
+            log.clear()
+            log.extend(kept)
+        pending = self._pending
+        if pending >= n:
+            return max(t, now + min(0.01, span / 100))  # wait for one of them to go out
+        sent = sorted(slot.time for slot in log if slot.sent)
+        allowed = n - 1 - pending  # sends that may share the new request's window
+        if len(sent) <= allowed:
+            return t
+        return sent[len(sent) - allowed - 1] + span
+
     def admit(self, t: float, *, pending: bool = False) -> Slot:
         """Record an admission at ``t``; with ``pending`` its send time is stamped later."""
         if pending and not self._slotted:
@@ -243,11 +253,12 @@ class WindowLog:
         else:
             slot = Slot(t)
         log = self._log
-        if log.maxlen is not None and len(log) == log.maxlen:
-            dropped = log[0]
-            if not dropped.sent:
-                dropped.mark(t)  # leaving the log: counted at the latest time known
         log.append(slot)
+        if not self._stamped:
+            # Only the last `count` admissions matter (one for the slotted mode's spacing).
+            keep = 1 if self._slotted else self.rate.count
+            while len(log) > keep:
+                log.popleft()
         if self._slotted:
             index = int(t // self._slot_width)
             slots = self._slots

@@ -402,6 +402,11 @@ class UsageSweep:
                 self._emit_entry(item.iccid, item.indexes, entry, False)
             except EsimError as exc:
                 self._finish_error(item, exc)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None and me.cancelling():
+                    raise  # the sweep itself is being stopped
+                self._finish_error(item, EsimError("the request was cancelled"))
             except Exception as exc:  # never lose an ICCID, even to a bug
                 error = EsimError(f"unexpected {type(exc).__name__}: {exc}")
                 error.__cause__ = exc
