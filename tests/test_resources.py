@@ -105,6 +105,7 @@ async def test_packages_max_items_and_discount_pricing(mocked, client, payload) 
     page = await client.packages.page(1, type="global")
     assert page.number == 1 and page.last_page == 107 and page.meta.total == 213
     assert page.meta.per_page == 2  # sent as the string "2"
+    assert page.pricing is not None and page.pricing.model == "discount_pricing"
 
 
 async def test_packages_422_and_local_validation(mocked, client, payload) -> None:

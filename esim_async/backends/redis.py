@@ -67,8 +67,8 @@ else
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local quarantined = 0
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('SET', KEYS[4], '1')
+if redis.call('PEXPIRE', KEYS[4], 86400000) == 0 then
+  redis.call('SET', KEYS[4], '1', 'PX', 86400000)
   if ARGV[8] == '1' then
     local q = now + tonumber(ARGV[10])
     local old = tonumber(redis.call('HGET', KEYS[3], 'cooldown_until') or '0')

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ._base import Meta
+from ._base import Meta, Pricing
 
 __all__ = ["Page"]
 
@@ -20,6 +20,8 @@ class Page(Generic[T]):
     number: int
     last_page: int
     meta: Meta = field(default_factory=Meta)
+    #: The ``pricing`` block (catalogue pages), when the response has one.
+    pricing: Pricing | None = None
 
     @property
     def has_next(self) -> bool:

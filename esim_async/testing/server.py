@@ -110,6 +110,8 @@ class EmulatorStats:
     arrivals: Counter[str] = field(default_factory=Counter)
     usage_by_iccid: Counter[str] = field(default_factory=Counter)
     rate_limited: int = 0
+    #: 429s by the limit that answered them (``usage_company``, ``usage_iccid``...).
+    rate_limited_by: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     tokens_issued: int = 0
     unauthorized: int = 0
@@ -306,6 +308,7 @@ class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
         if wait is None:
             return None
         self.stats.rate_limited += 1
+        self.stats.rate_limited_by[name] += 1
         retry = max(1, math.ceil(wait))
         return web.json_response(
             {"message": "Too Many Attempts."},

@@ -239,7 +239,7 @@ async def test_redis_restart_mid_sweep_loses_no_iccid(redis_server: RedisServer)
             backend=backend(redis_server, wait=10.0),
             company_rate=Rate(20, 1.0),
             iccid_rate=None,
-            rate_margin=0.1,
+            rate_margin=0.3,
         ) as client,
     ):
         got = []

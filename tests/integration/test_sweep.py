@@ -29,7 +29,7 @@ def client_for(emu: Emulator, **kw: object) -> AiraloClient:
     options: dict[str, object] = {
         "iccid_rate": STRICT.usage_iccid,
         "company_rate": STRICT.usage_company,
-        "rate_margin": 0.1,
+        "rate_margin": 0.3,
     }
     options.update(kw)
     return AiraloClient("id", "secret", base_url=emu.url, **options)  # type: ignore[arg-type]

@@ -32,9 +32,10 @@ def fast_client(emu: Emulator, **kw: object) -> AiraloClient:
         "iccid_rate": FAST.usage_iccid,
         "company_rate": FAST.usage_company,
         "token_rate": FAST.token,
-        # Loopback jitter between the client's admission and the server's arrival clock is
-        # milliseconds; a 10 % margin on 0.5 s windows keeps the test deterministic.
-        "rate_margin": 0.1,
+        # The emulator shares the test's event loop: under a loaded CI machine its handlers
+        # can start a hundred milliseconds late, which the server counts as arrival jitter; a
+        # 30 % margin on 0.5 s windows absorbs it so the zero-429 assertions are deterministic.
+        "rate_margin": 0.3,
     }
     options.update(kw)
     return AiraloClient("id", "secret", base_url=emu.url, **options)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ async def test_chaos_sweep_answers_every_iccid_once() -> None:
             base_url=emu.url,
             company_rate=CLIENT_RATE,
             iccid_rate=None,
-            rate_margin=0.1,
+            rate_margin=0.3,
             max_retries=2,
             timeout=5.0,
             retry_after_cap=5.0,
