@@ -128,9 +128,7 @@ class Resource:
         last = meta.last_page if meta is not None and meta.last_page else page
         from ..models._base import Meta
 
-        return Page(
-            _items(envelope.data), page, max(last, page), meta or Meta(), envelope.pricing
-        )
+        return Page(_items(envelope.data), page, max(last, page), meta or Meta(), envelope.pricing)
 
     async def _paginate(
         self,

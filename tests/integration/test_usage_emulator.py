@@ -260,7 +260,10 @@ async def test_every_send_after_a_dropped_connection_takes_a_permit(own_session:
                 assert arrivals["usage"] == len(fleet) + client.stats.retries
             else:
                 assert client.stats.resends >= 1  # aiohttp re-sent, the middleware counted
-                assert arrivals["usage"] == len(fleet) + client.stats.resends
+                # (a re-sent request can be dropped too, and then the pipeline retries it)
+                assert arrivals["usage"] == (
+                    len(fleet) + client.stats.resends + client.stats.retries
+                )
     finally:
         if session is not None:
             await session.close()
