@@ -58,7 +58,9 @@ class BackendUnavailableError(TransportError):
     """The shared backend (Redis) could not be reached within the configured wait."""
 
 
-_ACQUIRE = """
+#: Lua preamble: ``now`` from ARGV[1] when given (tests drive the clock), else the Redis
+#: server's own clock, shared by every process.
+_NOW = """
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -66,6 +68,11 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
+"""
+
+_ACQUIRE = (
+    _NOW
+    + """
 local quarantined = 0
 if redis.call('PEXPIRE', KEYS[4], 86400000) == 0 then
   redis.call('SET', KEYS[4], '1', 'PX', 86400000)
@@ -143,15 +150,11 @@ if kcount > 0 then
 end
 return {1, tostring(slot - now), binding, quarantined}
 """
+)
 
-_PENALIZE = """
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
+_PENALIZE = (
+    _NOW
+    + """
 local cd = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
 local f0 = tonumber(redis.call('HGET', KEYS[1], 'factor0') or '1')
 local guard = tonumber(redis.call('HGET', KEYS[1], 'decrease_guard') or '0')
@@ -179,6 +182,7 @@ end
 redis.call('PEXPIRE', KEYS[1], 86400000)
 return tostring(cd - now)
 """
+)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

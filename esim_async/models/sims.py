@@ -7,8 +7,8 @@ from datetime import datetime
 import msgspec
 
 from ._base import Model, to_utc
-from .catalog import Apn, Prices
-from .orders import Order, Sharing
+from .catalog import Package
+from .orders import Order, OrderSim, Sharing
 
 __all__ = [
     "Esim",
@@ -19,29 +19,16 @@ __all__ = [
 ]
 
 
-class Esim(Model):
-    """An eSIM (``GET /sims/{iccid}`` or an item of ``GET /sims``).
+class Esim(OrderSim, kw_only=True):
+    """An eSIM (``GET /sims/{iccid}`` or an item of ``GET /sims``): the fields an order's eSIM
+    has, plus its brand, voucher code and recycling state.
 
     The order it came from is under ``simable`` when included (the API's name), also reachable
     as :attr:`order`.
     """
 
-    iccid: str
-    id: int | None = None
-    created_at: datetime | None = None
-    lpa: str | None = None
-    imsis: str | None = None
-    matching_id: str | None = None
-    qrcode: str | None = None
-    qrcode_url: str | None = None
-    direct_apple_installation_url: str | None = None
+    iccid: str  # required here (keyword-only fields allow it)
     voucher_code: str | None = None
-    airalo_code: str | None = None
-    apn_type: str | None = None
-    apn_value: str | None = None
-    apn: Apn | None = None
-    is_roaming: bool | None = None
-    confirmation_code: str | None = None
     brand_settings_name: str | None = None
     recycled: bool | None = None
     recycled_at: datetime | None = None
@@ -57,35 +44,15 @@ class Esim(Model):
         return self.simable
 
 
-class TopupPackage(Model):
-    """A top-up that can be bought for one eSIM (``GET /sims/{iccid}/topups``)."""
-
-    id: str
-    type: str | None = None
-    price: float | None = None
-    net_price: float | None = None
-    amount: int | None = None
-    day: int | None = None
-    is_unlimited: bool | None = None
-    title: str | None = None
-    data: str | None = None
-    short_info: str | None = None
-    voice: int | None = None
-    text: int | None = None
-    prices: Prices | None = None
+#: A top-up that can be bought for one eSIM (``GET /sims/{iccid}/topups``): a catalogue
+#: package with ``type == "topup"``.
+TopupPackage = Package
 
 
-class HistoryPackage(Model):
-    id: str | None = None
-    type: str | None = None
-    price: float | None = None
-    net_price: float | None = None
-    amount: int | None = None
-    day: int | None = None
-    is_unlimited: bool | None = None
-    title: str | None = None
-    data: str | None = None
-    short_info: str | None = None
+class HistoryPackage(Package):
+    """The package of a package-history entry (its ``id`` may be missing)."""
+
+    id: str | None = None  # type: ignore[assignment]
 
 
 class PackageHistoryEntry(Model):

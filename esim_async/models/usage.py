@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 
-from ._base import Model
+from ._base import Model, utc
 
 __all__ = ["Usage", "UsageStatus"]
 
@@ -69,12 +69,9 @@ class Usage(Model, gc=False):
     fetched_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        when = self.expired_at
-        if when is not None:
+        if self.expired_at is not None:
             # The API sends naive "YYYY-MM-DD HH:MM:SS" in UTC; offsets are normalised to UTC.
-            self.expired_at = (
-                when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-            )
+            self.expired_at = utc(self.expired_at)
 
     @property
     def remaining(self) -> int | None:
