@@ -25,9 +25,8 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-PAYLOADS = Path(
-    os.environ.get("ESIM_PAYLOADS", Path(__file__).resolve().parents[2] / "shared/api/payloads")
-)
+# The providers' documented example bodies, copied verbatim into the repository.
+PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
 
 
 def aioresponses_needs_shim() -> bool:
@@ -69,13 +68,10 @@ def _aioresponses_shim() -> Iterator[None]:
 
 @pytest.fixture
 def payload() -> Any:
-    """Read a file from ``shared/api/payloads`` (``payload("airalo/usage_200.json")``)."""
+    """Read a file from ``tests/fixtures/payloads`` (``payload("airalo/usage_200.json")``)."""
 
     def read(name: str) -> bytes:
-        path = PAYLOADS / name
-        if not path.exists():
-            pytest.fail(f"payload {path} not found: set ESIM_PAYLOADS to shared/api/payloads")
-        return path.read_bytes()
+        return (PAYLOADS / name).read_bytes()
 
     return read
 
