@@ -46,7 +46,12 @@ ICCID_MAX_LENGTH = 22
 RATE_DECREASE_FACTOR = 0.5
 #: ... never below this fraction of the configured rate ...
 RATE_MIN_FACTOR = 0.1
-#: ... and win back this fraction of the configured rate per period without a 429.
+#: ... and win back this fraction of the configured rate (and of a count lowered by a 429's
+#: ``X-RateLimit-Limit``) per period without a 429.
 RATE_RECOVERY_STEP = 0.1
 #: Cool-down used when a 429 carries no usable ``Retry-After``, in periods of the limit.
 DEFAULT_COOLDOWN_PERIODS = 1.0
+#: A 429 of a keyed request (one eSIM) is charged to the shared limit only when the shared window
+#: held more than this share of its count when it came (the answered request included; all of
+#: it for counts up to ten); otherwise only that key cools down.
+SHARED_CHARGE_FILL = 0.9

@@ -1,20 +1,51 @@
 """Secrets stay secret: a redacting log filter and a registry of values never to show.
 
 The client registers its client secret and every token it receives; the ``esim_async`` logger
-replaces any of them in a formatted message with ``***``.
+replaces any of them in a formatted message with ``***``, and so do the errors built from a
+provider's answer (:func:`redact_deep`). The registry keeps the most recent registrations; the
+secrets an object is using right now (a client's current bearer token) are registered through
+:func:`register_holder` and stay redacted for as long as that object lives, however many other
+secrets the process registers.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["REDACTED", "RedactingFilter", "logger", "redact", "register_secret"]
+__all__ = [
+    "REDACTED",
+    "RedactingFilter",
+    "SecretHolder",
+    "logger",
+    "redact",
+    "redact_deep",
+    "register_holder",
+    "register_secret",
+]
+
+T = TypeVar("T")
 
 REDACTED = "***"
 _MIN_LENGTH = 4
 _MAX_SECRETS = 1024
+#: How deep :func:`redact_deep` walks a decoded body; anything deeper is shown as ``***``.
+_MAX_DEPTH = 64
 _secrets: OrderedDict[str, None] = OrderedDict()
+
+
+class SecretHolder(Protocol):
+    """An object that knows which secrets it is using right now."""
+
+    def current_secrets(self) -> Iterable[str]:
+        """The secrets in use (e.g. the current bearer token)."""
+        ...
+
+
+_holders: weakref.WeakSet[SecretHolder] = weakref.WeakSet()
 
 #: The library's one logger. It never receives a secret unredacted.
 logger = logging.getLogger("esim_async")
@@ -30,12 +61,88 @@ def register_secret(value: str | None) -> None:
         _secrets.popitem(last=False)
 
 
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leaks
+def register_holder(holder: SecretHolder) -> None:
+    """Redact whatever ``holder.current_secrets()`` returns, for as long as ``holder`` lives
+    (it is held weakly)."""
+    _holders.add(holder)
+
+
+def _found_in(text: str) -> list[str]:
+    """The registered and held secrets occurring in ``text``, longest first."""
+    if not text:
+        return []
+    found = {secret for secret in _secrets if secret in text}
+    for holder in list(_holders):
+        for secret in holder.current_secrets():
+            if len(secret) >= _MIN_LENGTH and secret in text:
+                found.add(secret)
+    return sorted(found, key=len, reverse=True)  # longest first: no partial leaks
+
+
+def _replace(text: str, found: list[str]) -> str:
+    for secret in found:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    found = _found_in(text)
+    return _replace(text, found) if found else text
+
+
+def _strings(value: Any, out: list[str], depth: int) -> bool:
+    """Collect the strings of ``value`` into ``out``; True when some were too deep to look at."""
+    if isinstance(value, str):
+        out.append(value)
+        return False
+    if not isinstance(value, (Mapping, list, tuple)):
+        return False
+    if depth >= _MAX_DEPTH:
+        return True
+    deep = False
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            deep = _strings(key, out, depth + 1) | deep
+            deep = _strings(item, out, depth + 1) | deep
+    else:
+        for item in value:
+            deep = _strings(item, out, depth + 1) | deep
+    return deep
+
+
+def _rebuild(value: Any, found: list[str], depth: int) -> Any:
+    if isinstance(value, str):
+        return _replace(value, found)
+    if isinstance(value, (Mapping, list, tuple)) and depth >= _MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            _rebuild(key, found, depth + 1): _rebuild(item, found, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_rebuild(item, found, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_rebuild(item, found, depth + 1) for item in value)
+    return value
+
+
+def redact_deep(value: T) -> T:
+    """``value`` (a string, or mappings, lists and tuples of them, e.g. a decoded JSON body)
+    with every registered secret replaced by ``***`` in every string, keys included.
+
+    Returns ``value`` itself when it holds no secret; otherwise a copy (mappings become
+    ``dict``). Containers nested deeper than 64 levels are replaced by ``***`` in the copy.
+    """
+    strings: list[str] = []
+    too_deep = _strings(value, strings, 0)
+    found = _found_in("\x00".join(strings))
+    if not found and not too_deep:
+        return value
+    result: T = _rebuild(value, found, 0)
+    return result
 
 
 class RedactingFilter(logging.Filter):

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from . import _constants as C
-from ._secrets import logger, register_secret
+from ._secrets import logger, register_holder, register_secret
 from .cache import SingleFlight
 from .clock import Clock
 from .models.auth import Token
@@ -57,6 +57,7 @@ class TokenManager:
         self._flight: SingleFlight[str, str] = SingleFlight()
         #: Token requests made (for ``client.stats``).
         self.requests = 0
+        register_holder(self)  # the token in use is redacted however many secrets come later
 
     @property
     def valid_until(self) -> float:
@@ -113,6 +114,10 @@ class TokenManager:
         self._valid_until = started + lifetime - margin
         logger.debug("access token obtained, valid for %.0f s", lifetime - margin)
         return token.access_token
+
+    def current_secrets(self) -> tuple[str, ...]:
+        """The token in use, if any (what logs and errors must never show)."""
+        return (self._token,) if self._token is not None else ()
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` if it is still the current one (the server refused it)."""

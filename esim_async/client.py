@@ -20,8 +20,9 @@ from ._secrets import register_secret
 from .auth import TokenManager
 from .backends.base import Backend, Cache, Flight, RateLimiter, SharedCache
 from .backends.memory import MemoryBackend
+from .cache import CallScope
 from .clock import Clock, MonotonicClock
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, TransportError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
@@ -233,6 +234,8 @@ class BaseClient:
             if account_rate is not None
             else None
         )
+        # ... applied by the transport to every request (usage included).
+        self._transport.account_limiter = self._account_limiter
         self._history_cache: Cache = self._backend.cache(
             f"{ns}:package_history",
             ttl=profile.package_history_ttl,
@@ -241,6 +244,8 @@ class BaseClient:
             clock=self._clock,
         )
         self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
+        #: Calls in progress outside the flights: closing the client ends their waits.
+        self._calls = CallScope()
         self._background: set[asyncio.Task[Any]] = set()
         #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
         self._topup_listeners: list[Callable[[str], None]] = []
@@ -375,10 +380,24 @@ class BaseClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel in-flight work, release limiter waiters and close the session. Idempotent."""
+        """Cancel in-flight work, release limiter waiters and close the session. Idempotent.
+
+        Every read still waiting (for budget, a per-eSIM window, a retry, an answer) ends at
+        once with a :class:`~esim_async.errors.TransportError`, and so does any later request.
+        A write in progress is not cut short: it fails as its connection closes, with
+        ``OutcomeUnknownError`` if it may have reached the provider.
+        """
         if self._transport.closed:
             return
         await self._usage_flight.aclose()
+        await self._history_flight.aclose()
+        await self._calls.aclose()
+        waiters, self._async_waiters = self._async_waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(TransportError("the client was closed while waiting"))
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._auth.aclose()
         for limiter in self._limiters.values():
             await limiter.aclose()

@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from ._secrets import redact_deep
+
 __all__ = [
     "ApiError",
     "AuthenticationError",
@@ -85,6 +87,9 @@ class OutcomeUnknownError(TransportError):
 class ApiError(EsimError):
     """The provider answered with an error status.
 
+    A registered secret (the client secret, a bearer token) that the provider echoes back is
+    shown as ``***`` in the description, ``message``, ``reason``, ``body`` and ``headers``.
+
     Attributes:
         status: HTTP status code.
         code: the provider's business code, when the body carries one.
@@ -105,13 +110,16 @@ class ApiError(EsimError):
         body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        description, code, reason, message, body, shown = redact_deep(
+            (description, code, reason, message, body, dict(headers or {}))
+        )
         super().__init__(description)
         self.status = status
         self.code = code
         self.reason = reason
         self.message = message
         self.body = body
-        self.headers: Mapping[str, str] = dict(headers or {})
+        self.headers: Mapping[str, str] = shown
 
 
 class AuthenticationError(ApiError):
@@ -140,7 +148,9 @@ class ValidationError(ApiError):
 
     def __init__(self, description: str, *, fields: Mapping[str, list[str]], **kw: Any) -> None:
         super().__init__(description, **kw)
-        self.fields: dict[str, list[str]] = dict(fields)
+        self.fields: dict[str, list[str]] = redact_deep(
+            {name: list(messages) for name, messages in fields.items()}
+        )
 
 
 class BusinessError(ApiError):
@@ -182,24 +192,32 @@ class ServerError(ApiError):
 # Response -> exception
 
 
-class _Meta(msgspec.Struct):
-    message: str | None = None
-
-
-class _ErrorBody(msgspec.Struct):
-    """Every error shape the providers send, read leniently."""
-
-    data: Any = None
-    meta: _Meta | None = None
-    message: str | None = None
-    code: int | str | None = None
-    reason: str | None = None
-    error: str | None = None
-    detail: str | None = None
-
-
-_error_decoder = msgspec.json.Decoder(_ErrorBody, strict=False)
 _any_decoder = msgspec.json.Decoder()
+
+
+def _text(value: Any) -> str | None:
+    """A message-like field as text: a string, or a list of them joined with ``"; "``."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, list):
+        parts = [
+            str(item)
+            for item in value
+            if isinstance(item, (str, int, float)) and not isinstance(item, bool)
+        ]
+        return "; ".join(part for part in parts if part) or None
+    return None
+
+
+def _code(value: Any) -> int | str | None:
+    """A business code: an integer (also when sent as ``34.0``) or a string, as sent."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -250,22 +268,26 @@ def error_from_response(
     *,
     token_request: bool = False,
 ) -> ApiError:
-    """Build the typed error for an error response (status >= 400)."""
-    parsed: _ErrorBody | None
+    """Build the typed error for an error response (status >= 400).
+
+    Every field is read on its own, so one of an unexpected type (a ``message`` sent as a list,
+    say) does not lose the others.
+    """
     body: Any
     try:
-        parsed = _error_decoder.decode(raw)
         body = _any_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        parsed = None
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested beyond reading
         body = raw[:2048].decode("utf-8", "replace")
-    message: str | None = None
-    code: int | str | None = None
-    reason: str | None = None
-    if parsed is not None:
-        message = (parsed.meta.message if parsed.meta else None) or parsed.message
-        message = message or parsed.error or parsed.detail
-        code, reason = parsed.code, parsed.reason
+    top: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+    meta = top.get("meta")
+    message = (
+        (_text(meta.get("message")) if isinstance(meta, Mapping) else None)
+        or _text(top.get("message"))
+        or _text(top.get("error"))
+        or _text(top.get("detail"))
+    )
+    code = _code(top.get("code"))
+    reason = _text(top.get("reason"))
     kw: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -293,10 +315,9 @@ def error_from_response(
     if code is not None:
         return BusinessError(summary, **kw)
     if status in (400, 422):
-        data = parsed.data if parsed is not None else None
-        fields = _fields(data)
-        if fields:
-            detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
-            return ValidationError(f"{summary} ({detail})", fields=fields, **kw)
+        field_map = _fields(top.get("data"))
+        if field_map:
+            detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in field_map.items())
+            return ValidationError(f"{summary} ({detail})", fields=field_map, **kw)
         return ValidationError(summary, fields={}, **kw)
     return ApiError(summary, **kw)

@@ -7,9 +7,16 @@ of the last ``count`` admission times, which also admits as much as that guarant
 ``count``-th previous admission leaves the window, the next one enters). A safety margin
 (default 2 % of the period) absorbs network jitter between our clock and the server's.
 
-After a 429 the limiter cools down (no admission until ``Retry-After`` has passed, for every
-caller), then runs at a reduced rate with minimum spacing (no bursts) and recovers additively:
-AIMD, with one decrease per cool-down however many 429s arrive during it.
+A 429 is charged to the limit that tripped it. When that is the shared limit (our window held
+nearly its count), the limiter cools down (no admission until ``Retry-After`` has passed, for
+every caller), then runs at a reduced rate with minimum spacing (no bursts) and recovers
+additively: AIMD, with one decrease per cool-down however many 429s arrive during it. A count
+learned from ``X-RateLimit-Limit`` recovers the same way. Otherwise only the key (one eSIM)
+cools down. A cool-down longer than callers are willing to wait is never slept through: a call
+that would wait for it raises :class:`~esim_async.errors.RateLimitedError` at once.
+
+Every admission is a :class:`Slot`: stamped with the real send time when the request goes out,
+or released (its budget given back) when nothing of it ever went out.
 
 Nothing here knows about HTTP; the transport calls :meth:`EndpointLimiter.acquire` once per
 attempt and :meth:`EndpointLimiter.penalize` on a 429.
@@ -19,15 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from . import _constants as C
 from .clock import Clock
-from .errors import TransportError
+from .errors import RateLimitedError, TransportError
 
 __all__ = [
     "EndpointLimiter",
@@ -35,9 +43,11 @@ __all__ = [
     "LimiterClosedError",
     "LimiterState",
     "Priority",
+    "QueueTicket",
     "Rate",
     "SharedLimiter",
     "WindowLog",
+    "cooldown_refusal",
 ]
 
 
@@ -77,6 +87,44 @@ class Priority(enum.IntEnum):
     BULK = 1
 
 
+class QueueTicket:
+    """The priority of one logical request while it waits for budget; it can be raised.
+
+    Bound to the running task with :meth:`bind`, it applies to every :class:`SharedLimiter`
+    wait of that task: a wait takes the better of its own priority and the ticket's, and
+    :meth:`raise_to` moves a wait already queued to the better lane (behind the waiters already
+    there). Single flight uses it when an interactive caller joins a sweep's queued request.
+    """
+
+    __slots__ = ("_waits", "priority")
+
+    def __init__(self, priority: Priority = Priority.INTERACTIVE) -> None:
+        self.priority = priority
+        self._waits: dict[asyncio.Future[Slot], SharedLimiter] = {}
+
+    def raise_to(self, priority: Priority) -> None:
+        """Give the request ``priority`` if it is better than its own (a ticket never drops)."""
+        if priority >= self.priority:
+            return
+        self.priority = priority
+        for fut, limiter in list(self._waits.items()):
+            limiter._promote(fut, priority)
+
+    @contextlib.contextmanager
+    def bind(self) -> Iterator[None]:
+        """Apply this ticket to the limiter waits of the current task while inside."""
+        token = _TICKET.set(self)
+        try:
+            yield
+        finally:
+            _TICKET.reset(token)
+
+
+_TICKET: contextvars.ContextVar[QueueTicket | None] = contextvars.ContextVar(
+    "esim_async_queue_ticket", default=None
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LimiterState:
     """A snapshot of one endpoint limiter (see ``client.rate_limit_state()``)."""
@@ -90,34 +138,66 @@ class LimiterState:
     waiters: int
     live_keys: int
     last_headers: dict[str, str] = field(default_factory=dict)
+    #: Keys (eSIMs) cooling down after a 429 charged to them alone.
+    key_cooldowns: int = 0
+    #: The count in force while one learned from ``X-RateLimit-Limit`` recovers (else None) ...
+    ceiling: int | None = None
+    #: ... and the seconds until the configured count is back.
+    ceiling_recovers_in: float = 0.0
 
 
 class Slot:
     """One admission. Its time is the admission time until :meth:`mark` stamps the real send
     time (the transport does so when the request goes out on its connection), so a request
-    held up by connection set-up cannot make a later window look emptier than it is."""
+    held up by a token or connection set-up cannot make a later window look emptier than it
+    is. A request of which nothing went out gives its admission back with :meth:`release`.
 
-    __slots__ = ("_owner", "sent", "time")
+    The slot covers the shared window and, when it has one, the key's window. ``sent`` is True
+    once nothing is left to settle (stamped, released, or counted at admission)."""
+
+    __slots__ = ("_key", "_keys", "_owner", "sent", "time")
 
     def __init__(self, time: float, owner: WindowLog | None = None) -> None:
         self.time = time
         self.sent = owner is None
         self._owner = owner
+        self._keys: KeyedWindows | None = None
+        self._key = ""
+
+    def _bind_key(self, keys: KeyedWindows, key: str) -> None:
+        """Settle ``key``'s pending admission in ``keys`` together with this slot."""
+        self._keys = keys
+        self._key = key
+        self.sent = False
 
     def mark(self, t: float) -> None:
-        """The request went out at ``t`` (or will not go out: then ``t`` is now)."""
+        """The request went out at ``t`` (or may have: then ``t`` is now, never too early)."""
         if self.sent:
             return
         self.sent = True
         if t > self.time:
             self.time = t
-        owner = self._owner
+        owner, keys = self._owner, self._keys
+        self._owner = self._keys = None
         if owner is not None:
             owner._pending -= 1
-            self._owner = None
+        if keys is not None:
+            keys.mark(self._key, self.time)
+
+    def release(self) -> None:
+        """Nothing of the request went out and nothing will: its budget is given back."""
+        if self.sent:
+            return
+        self.sent = True
+        owner, keys = self._owner, self._keys
+        self._owner = self._keys = None
+        if owner is not None:
+            owner._drop(self)
+        if keys is not None:
+            keys.release(self._key)
 
 
-#: A slot that needs no stamping (limits lifted, per-key windows, other backends).
+#: A slot that needs no stamping (no shared window, admissions counted when admitted).
 SENT = Slot(0.0)
 
 
@@ -134,6 +214,7 @@ class WindowLog:
 
     __slots__ = (
         "_ceiling",
+        "_ceiling_from",
         "_cooldown_until",
         "_decrease_guard",
         "_factor0",
@@ -176,7 +257,9 @@ class WindowLog:
         self._cooldown_until = -math.inf
         self._decrease_guard = -math.inf
         self._factor0 = 1.0
+        #: A count learned from ``X-RateLimit-Limit``, recovering from ``_ceiling_from`` on.
         self._ceiling = rate.count
+        self._ceiling_from = -math.inf
 
     @property
     def cooldown_until(self) -> float:
@@ -192,14 +275,64 @@ class WindowLog:
         f = self._factor0 + self.recovery_step * since / self.rate.period
         return 1.0 if f >= 1.0 else f
 
-    def effective_count(self) -> int:
-        return self._ceiling
+    def ceiling(self, now: float) -> int:
+        """The count in force at ``now``: the configured one, or a lower one learned from a
+        429's ``X-RateLimit-Limit``, which wins back ``recovery_step`` of the configured count
+        per period once its cool-down is over (it never stays lowered for good)."""
+        base = self._ceiling
+        count = self.rate.count
+        if base >= count:
+            return count
+        since = now - self._ceiling_from
+        if since <= 0:
+            return base
+        grown = base + int(count * self.recovery_step * since / self.rate.period)
+        return count if grown >= count else grown
+
+    def ceiling_recovers_in(self, now: float) -> float:
+        """Seconds from ``now`` until the configured count is in force again."""
+        count = self.rate.count
+        if self._ceiling >= count or self.recovery_step <= 0:
+            return 0.0 if self._ceiling >= count else math.inf
+        end = self._ceiling_from + (count - self._ceiling) * self.rate.period / (
+            count * self.recovery_step
+        )
+        return max(0.0, end - now)
+
+    def effective_count(self, now: float) -> int:
+        """The count in force at ``now`` (see :meth:`ceiling`)."""
+        return self.ceiling(now)
+
+    def recent(self, now: float) -> int:
+        """Requests in the window that ends at ``now``: those sent (or, unstamped, admitted)
+        within the last period, and those admitted but not sent yet."""
+        if self._slotted:
+            horizon = int(now // self._slot_width) - self.SLOTS
+            return sum(n for index, n in self._slots if index >= horizon)
+        edge = now - self._span
+        return sum(1 for slot in self._log if not slot.sent or slot.time > edge)
+
+    def nearly_full(self, now: float) -> bool:
+        """Whether the window that ends at ``now`` held nearly as many requests as the rate in
+        force allows: counting the request a 429 answered, more than ``SHARED_CHARGE_FILL`` of
+        that count (all of it for counts up to ten)."""
+        allowed = self.ceiling(now) * self.factor(now)
+        need = min(allowed, math.floor(allowed * C.SHARED_CHARGE_FILL) + 1)
+        return self.recent(now) >= need
+
+    def _drop(self, slot: Slot) -> None:
+        """A pending admission that will never be sent leaves the log: its budget is back."""
+        self._pending -= 1
+        with contextlib.suppress(ValueError):
+            self._log.remove(slot)
 
     def earliest(self, now: float) -> float:
         """The first time at or after ``now`` at which one more admission keeps the guarantee."""
         t = now if now >= self._cooldown_until else self._cooldown_until
         log = self._log
         n = self._ceiling
+        if n < self.rate.count:
+            n = self.ceiling(t)
         if self._slotted:
             slots = self._slots
             width = self._slot_width
@@ -273,7 +406,8 @@ class WindowLog:
         """Account for a 429 seen at ``now``.
 
         Cools down for ``retry_after`` seconds (one period when unknown), lowers the rate once
-        per cool-down, and takes ``limit`` (``X-RateLimit-Limit``) as a ceiling on ``count``.
+        per cool-down, and takes ``limit`` (``X-RateLimit-Limit``) as a ceiling on ``count``
+        that recovers after the cool-down (see :meth:`ceiling`).
         """
         wait = (
             retry_after
@@ -284,24 +418,28 @@ class WindowLog:
         until = now + wait
         if until > self._cooldown_until:
             self._cooldown_until = until
-        if limit is not None and 1 <= limit < self._ceiling:
+        if limit is not None and 1 <= limit < self.ceiling(now):
             self._ceiling = limit
+            self._ceiling_from = self._cooldown_until
         if now >= self._decrease_guard:
             self._factor0 = max(C.RATE_MIN_FACTOR, current * C.RATE_DECREASE_FACTOR)
             self._decrease_guard = self._cooldown_until
 
     def effective_per_second(self, now: float) -> float:
-        return self._ceiling / self.rate.period * self.factor(now)
+        return self.ceiling(now) / self.rate.period * self.factor(now)
 
 
 class KeyedWindows:
     """Per-key sliding windows (e.g. per ICCID) whose state is dropped once its window passed.
 
-    Live state is one float (or a short tuple of floats when ``count > 1``) per key in one dict
-    kept in order of last admission, so eviction pops expired keys from the front in O(1) each.
+    Live state is one float (or a short sorted tuple of floats when ``count > 1``) per key in
+    one dict kept in order of last admission, so eviction pops expired keys from the front in
+    O(1) each. An admission made ``pending`` is recorded when its request is sent
+    (:meth:`mark`, at the send time) or dropped (:meth:`release`); until then it counts as
+    going out at or after any time asked about.
     """
 
-    __slots__ = ("_admits", "_count", "_logs", "_spacing", "_span", "rate")
+    __slots__ = ("_admits", "_count", "_logs", "_pending", "_spacing", "_span", "rate")
 
     #: Per-key logs keep at most this many times; a larger ``count`` is kept by spacing a key's
     #: admissions period/count apart (one float per key), so a huge Rate costs no memory.
@@ -313,6 +451,8 @@ class KeyedWindows:
         self._spacing = self._span / rate.count if rate.count > self.MAX_PER_KEY else 0.0
         self._count = 1 if self._spacing else rate.count
         self._logs: dict[str, float | tuple[float, ...]] = {}
+        #: key -> admissions not sent yet.
+        self._pending: dict[str, int] = {}
         self._admits = 0
 
     def __len__(self) -> int:
@@ -320,29 +460,68 @@ class KeyedWindows:
 
     def earliest(self, key: str, now: float) -> float:
         entry = self._logs.get(key)
+        pending = self._pending.get(key, 0) if self._pending else 0
+        count = self._count
+        if pending:
+            if pending >= count:
+                # Every admission the key may have in a window is still on its way out: wait
+                # for one of them to be sent (or given back).
+                return now + min(0.01, self._span / 100)
+            need = count - pending  # the sends that must have left the window
+        else:
+            need = count
         if entry is None:
             return now
-        count = self._count
         if isinstance(entry, float):
-            if count > 1:
+            if need > 1:
                 return now
             edge = entry + (self._spacing or self._span)
         else:
-            if len(entry) < count:
+            if len(entry) < need:
                 return now
-            edge = entry[-count] + self._span
+            edge = entry[-need] + self._span
         return edge if edge > now else now
 
-    def admit(self, key: str, t: float) -> None:
+    def admit(self, key: str, t: float, *, pending: bool = False) -> bool:
+        """Record an admission of ``key`` at ``t``. With ``pending`` (and a per-key log) it is
+        recorded later by :meth:`mark` or dropped by :meth:`release`; returns whether so."""
+        if pending and not self._spacing:
+            self._pending[key] = self._pending.get(key, 0) + 1
+            return True
+        self._record(key, t)
+        return False
+
+    def mark(self, key: str, t: float) -> None:
+        """A pending admission of ``key`` was sent at ``t``."""
+        self._settle(key)
+        self._record(key, t)
+
+    def release(self, key: str) -> None:
+        """A pending admission of ``key`` will never be sent: it is forgotten."""
+        self._settle(key)
+
+    def _settle(self, key: str) -> None:
+        left = self._pending.get(key, 0) - 1
+        if left > 0:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)
+
+    def _record(self, key: str, t: float) -> None:
         logs = self._logs
         entry = logs.pop(key, None)
         count = self._count
-        if entry is None or count == 1:
+        if entry is None:
             logs[key] = t
         elif isinstance(entry, float):
-            logs[key] = (entry, t)
-        else:
+            if count == 1:
+                logs[key] = t if t > entry else entry
+            else:
+                logs[key] = (entry, t) if t >= entry else (t, entry)
+        elif t >= entry[-1]:
             logs[key] = (*entry[-(count - 1) :], t)
+        else:  # sends can go out in another order than they were admitted
+            logs[key] = tuple(sorted((*entry, t)))[-count:]
         self._admits += 1
         if self._admits & 63 == 0:  # amortised: expired keys go within 64 admissions
             self.evict(t)
@@ -388,10 +567,35 @@ class SharedLimiter:
         )
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
+        #: Until then a cool-down lasts longer than callers wait: they are refused instead.
+        self._refuse_until = -math.inf
 
     @property
     def rate(self) -> Rate | None:
         return self._window.rate if self._window is not None else None
+
+    def check(self, now: float) -> None:
+        """Raise :class:`RateLimitedError` while a cool-down lasts that callers do not wait
+        for (see :meth:`penalize`), with the seconds it has left as ``retry_after``."""
+        left = self._refuse_until - now
+        if left > 0.0:
+            raise cooldown_refusal(self.name, left)
+
+    def nearly_full(self, now: float) -> bool:
+        """Whether the window that ends at ``now`` held nearly its count (False unlimited)."""
+        return self._window is not None and self._window.nearly_full(now)
+
+    def ceiling(self, now: float) -> int | None:
+        """The count in force while a lower one learned from a header recovers, else None."""
+        window = self._window
+        if window is None:
+            return None
+        count = window.ceiling(now)
+        return count if count < window.rate.count else None
+
+    def ceiling_recovers_in(self, now: float) -> float:
+        """Seconds until the configured count is in force again (0.0 when it is)."""
+        return self._window.ceiling_recovers_in(now) if self._window is not None else 0.0
 
     def earliest(self, now: float) -> float:
         if self._window is not None:
@@ -419,15 +623,27 @@ class SharedLimiter:
 
     async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> Slot:
         """Wait until one request may be sent, and count it. Mark the returned slot when the
-        request goes out (it is marked for you if you are cancelled first)."""
+        request goes out, or release it if nothing goes out (it is released for you if you
+        are cancelled first).
+
+        Raises:
+            RateLimitedError: a cool-down callers do not wait for is on (see ``penalize``).
+            LimiterClosedError: the limiter was closed.
+        """
         if self._closed:
             raise LimiterClosedError(f"limiter {self.name!r} is closed")
         now = self._clock.now()
+        self.check(now)
         lanes = self._lanes
         if not lanes[0] and not lanes[1] and self.earliest(now) <= now:
             return self._admit(now)
+        ticket = _TICKET.get()
+        if ticket is not None and ticket.priority < priority:
+            priority = ticket.priority
         fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         lanes[priority].append(fut)
+        if ticket is not None and priority > Priority.INTERACTIVE:
+            ticket._waits[fut] = self  # it may be promoted while it waits
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name=f"esim_async limiter {self.name}"
@@ -435,9 +651,23 @@ class SharedLimiter:
         try:
             return await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                fut.result().mark(self._clock.now())  # admitted, but nothing will be sent
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                fut.result().release()  # admitted, but nothing will be sent
             raise
+        finally:
+            if ticket is not None:
+                ticket._waits.pop(fut, None)
+
+    def _promote(self, fut: asyncio.Future[Slot], priority: Priority) -> None:
+        """Move a queued wait to the lane of ``priority`` (a better one), behind its waiters."""
+        if fut.done():
+            return
+        lanes = self._lanes
+        for lane in lanes[priority + 1 :]:
+            if fut in lane:
+                lane.remove(fut)
+                lanes[priority].append(fut)
+                return
 
     def _head(self) -> asyncio.Future[Slot] | None:
         for lane in self._lanes:
@@ -469,12 +699,33 @@ class SharedLimiter:
         finally:
             self._dispatcher = None
 
-    def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
+    def penalize(
+        self, retry_after: float | None, limit: int | None = None, *, waitable: bool = True
+    ) -> None:
+        """A 429 charged to this limit: every caller cools down (see
+        :meth:`WindowLog.penalize`).
+
+        With ``waitable=False`` the cool-down lasts longer than callers wait: until it ends,
+        :meth:`acquire` raises :class:`RateLimitedError` at once instead of waiting, and the
+        callers already queued get that error now.
+        """
         now = self._clock.now()
         if self._window is not None:
             self._window.penalize(now, retry_after, limit)
         elif retry_after is not None:
             self._cooldown_until = max(self._cooldown_until, now + retry_after)
+        if waitable:
+            return
+        until = self.cooldown_until
+        if until > self._refuse_until:
+            self._refuse_until = until
+        left = self._refuse_until - now
+        if left > 0.0:
+            for lane in self._lanes:
+                while lane:
+                    fut = lane.popleft()
+                    if not fut.done():
+                        fut.set_exception(cooldown_refusal(self.name, left))
 
     def effective_per_second(self) -> float | None:
         if self._window is None:
@@ -499,8 +750,12 @@ class EndpointLimiter:
     """The limits of one endpoint: a shared limit (e.g. per company) and a per-key limit.
 
     ``acquire(key)`` waits for the key's window first (that wait spends no shared budget), then
-    for the shared limiter, and records the key's admission at the moment the shared limiter
-    admitted it, so both guarantees hold for the real send time.
+    for the shared limiter, and admits the key at the moment the shared limiter admitted it.
+    With ``stamp_sends`` both admissions are stamped with the real send time (or given back)
+    through the returned :class:`Slot`, so both guarantees hold for what the server sees.
+
+    A 429 is charged to the limit the evidence points to (see :meth:`penalize`): the shared
+    limit, or one key's own cool-down.
     """
 
     def __init__(
@@ -519,6 +774,10 @@ class EndpointLimiter:
             shared, clock=clock, margin=margin, name=name, stamp_sends=stamp_sends
         )
         self._keys = KeyedWindows(per_key, margin=margin) if per_key is not None else None
+        self._stamp = stamp_sends
+        #: key -> (end of its own cool-down, whether callers are refused rather than wait).
+        self._key_holds: dict[str, tuple[float, bool]] = {}
+        self._prune_holds_at = 64
         self._last_headers: Mapping[str, str] = {}
         #: Total seconds callers spent waiting here (for ``client.stats``).
         self.waited = 0.0
@@ -526,40 +785,141 @@ class EndpointLimiter:
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
     ) -> Slot:
-        """Wait for both limits; returns the shared slot, to be marked when the request goes
-        out (the transport does this)."""
+        """Wait for both limits; returns the slot, to be marked when the request goes out or
+        released if nothing of it does (the transport does this).
+
+        Raises:
+            RateLimitedError: the endpoint or this key cools down for longer than callers
+                wait (see :meth:`penalize`); ``retry_after`` says for how long still.
+            LimiterClosedError: the limiter was closed.
+        """
         clock = self._clock
-        keys = self._keys if key is not None else None
+        shared = self._shared
         start = clock.now()
+        if key is None:
+            slot = shared.try_acquire(start)
+            if slot is None:
+                slot = await shared.acquire(priority)
+                self.waited += clock.now() - start
+            return slot
         # Fast path (the common case): both budgets free now, nobody queued.
-        if keys is None or keys.earliest(key, start) <= start:  # type: ignore[arg-type]
-            slot = self._shared.try_acquire(start)
+        if self._key_ready(key, start) <= start:
+            slot = shared.try_acquire(start)
             if slot is not None:
-                if keys is not None:
-                    keys.admit(key, start)  # type: ignore[arg-type]
-                return slot
+                return self._bind(slot, key, start)
         while True:
-            if keys is not None:
-                now = clock.now()
-                t = keys.earliest(key, now)  # type: ignore[arg-type]
-                if t > now:
-                    await clock.sleep(t - now)
-                    continue
-            slot = await self._shared.acquire(priority)
-            if keys is None:
-                break
             now = clock.now()
-            if keys.earliest(key, now) <= now:  # type: ignore[arg-type]
-                keys.admit(key, now)  # type: ignore[arg-type]
+            t = self._key_ready(key, now)
+            if t > now:
+                shared.check(now)  # a cool-down nobody waits for is not waited for here either
+                await clock.sleep(t - now)
+                continue
+            slot = await shared.acquire(priority)
+            now = clock.now()
+            try:
+                ready = self._key_ready(key, now) <= now
+            except BaseException:
+                slot.release()
+                raise
+            if ready:
                 break
-            # Another request for this key slipped in while we waited: the shared permit is
-            # spent (never over the limit, only conservative); wait for the key again.
-            slot.mark(now)
+            # Another request for this key went first while we waited: nothing was sent, so
+            # the shared permit goes back; wait for the key again.
+            slot.release()
         self.waited += clock.now() - start
+        return self._bind(slot, key, now)
+
+    def _key_ready(self, key: str, now: float) -> float:
+        """When ``key`` may go: after its window and its own cool-down. Raises
+        :class:`RateLimitedError` while that cool-down lasts longer than callers wait."""
+        t = now
+        holds = self._key_holds
+        if holds:
+            hold = holds.get(key)
+            if hold is not None:
+                until, refused = hold
+                if until <= now:
+                    del holds[key]
+                elif refused:
+                    raise cooldown_refusal(self.name, until - now, key_limited=True)
+                else:
+                    t = until
+        keys = self._keys
+        if keys is not None:
+            edge = keys.earliest(key, now)
+            if edge > t:
+                t = edge
+        return t
+
+    def _bind(self, slot: Slot, key: str, t: float) -> Slot:
+        """Admit ``key`` at ``t`` along with ``slot``; a pending key admission is settled
+        (stamped or released) with the slot."""
+        keys = self._keys
+        if keys is not None and keys.admit(key, t, pending=self._stamp):
+            if slot is SENT:
+                slot = Slot(t)
+            slot._bind_key(keys, key)
         return slot
 
-    def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
-        self._shared.penalize(retry_after, limit)
+    def penalize(
+        self,
+        retry_after: float | None,
+        limit: int | None = None,
+        *,
+        key: str | None = None,
+        waitable: bool = True,
+    ) -> None:
+        """Account for a 429 (``retry_after``: its ``Retry-After``; ``limit``: its
+        ``X-RateLimit-Limit``) of a request for ``key``, charged to the limit that tripped it.
+
+        The shared limit is charged (every caller cools down, the rate drops, ``limit`` becomes
+        a ceiling that recovers) when no key is given, or when our window held nearly its count
+        and neither a ``Retry-After`` longer than the shared period nor a ``limit`` equal to
+        the per-key count points elsewhere. Otherwise only ``key`` cools down, whatever
+        ``limit`` says (another process may use the same key, or its real limit is lower).
+
+        With ``waitable=False`` (the cool-down is longer than callers wait), calls that would
+        wait for it raise :class:`RateLimitedError` at once until it ends.
+        """
+        now = self._clock.now()
+        if key is None or self._charges_shared(now, retry_after, limit):
+            self._shared.penalize(retry_after, limit, waitable=waitable)
+            return
+        if retry_after is None:
+            rate = self._keys.rate if self._keys is not None else self._shared.rate
+            retry_after = (rate.period if rate is not None else 1.0) * C.DEFAULT_COOLDOWN_PERIODS
+        until = now + retry_after
+        refused = not waitable
+        old = self._key_holds.pop(key, None)
+        if old is not None and old[0] > now:
+            until = max(until, old[0])
+            refused = refused or old[1]
+        self._key_holds[key] = (until, refused)
+        if len(self._key_holds) >= self._prune_holds_at:
+            self._prune_holds(now)
+            self._prune_holds_at = max(64, 2 * len(self._key_holds))
+
+    def _charges_shared(self, now: float, retry_after: float | None, limit: int | None) -> bool:
+        """Whether a 429 of a keyed request is the shared limit's (see :meth:`penalize`)."""
+        rate = self._shared.rate
+        if rate is None:
+            return False
+        if retry_after is not None and retry_after > max(1.0, math.ceil(rate.period)):
+            return False  # a window of the shared period never asks to wait that long
+        per_key = self._keys.rate if self._keys is not None else None
+        if (
+            limit is not None
+            and per_key is not None
+            and limit == per_key.count
+            and limit != rate.count
+        ):
+            return False
+        return self._shared.nearly_full(now)
+
+    def _prune_holds(self, now: float) -> None:
+        holds = self._key_holds
+        for key in [k for k, (until, _) in holds.items() if until <= now]:
+            del holds[key]
 
     def record_headers(self, headers: Mapping[str, str]) -> None:
         # Kept as given (no copy on the hot path); filtered when state() is read.
@@ -579,6 +939,7 @@ class EndpointLimiter:
         cd = self._shared.cooldown_until
         if self._keys is not None:
             self._keys.evict(now)
+        self._prune_holds(now)
         return LimiterState(
             name=self.name,
             configured=self._shared.rate,
@@ -589,7 +950,24 @@ class EndpointLimiter:
             waiters=self._shared.waiters(),
             live_keys=len(self._keys) if self._keys is not None else 0,
             last_headers=dict(self.last_headers),
+            key_cooldowns=len(self._key_holds),
+            ceiling=self._shared.ceiling(now),
+            ceiling_recovers_in=self._shared.ceiling_recovers_in(now),
         )
 
     async def aclose(self) -> None:
         await self._shared.aclose()
+
+
+def cooldown_refusal(name: str, left: float, *, key_limited: bool = False) -> RateLimitedError:
+    """The error a call gets, without a request, while the limit it would wait for (limiter
+    ``name``; one key's when ``key_limited``) cools down ``left`` more seconds after a 429 whose
+    ``Retry-After`` exceeded what callers wait."""
+    what = "this key" if key_limited else "the endpoint"
+    endpoint = name.rsplit(":", 1)[-1] or "limiter"
+    return RateLimitedError(
+        f"{endpoint}: {what} cools down for another {left:.3g} s after a 429, longer than "
+        "calls wait (retry_after_cap); no request was sent",
+        retry_after=left,
+        status=429,
+    )

@@ -1,10 +1,13 @@
 """The ``usage_many`` engine: sweep the usage of a whole fleet at the full allowed rate.
 
 A feeder streams the input (any iterable or async iterable; memory does not grow with what is
-still to come), answers invalid ICCIDs, cached values and duplicates of in-flight ICCIDs itself at
-memory speed, and hands the rest to a bounded pool of workers that wait in the limiter's bulk lane
-(interactive calls go first). A throttled ICCID goes back in the queue behind the shared
-cool-down instead of spending its retries. Every ICCID given yields exactly one result.
+still to come), answers invalid ICCIDs, cached values and duplicates itself at memory speed, and
+hands the rest to a bounded pool of workers that wait in the limiter's bulk lane (interactive calls
+go first). A duplicate shares the fetch of its first occurrence, whether it arrives while that
+fetch is in flight or after it finished, with or without ``refresh``. A throttled ICCID goes back
+in the queue behind the shared cool-down instead of spending its retries. Every ICCID given yields
+exactly one result, unless the progress hook raises: then the sweep stops and the hook's exception
+is raised to the consumer.
 """
 
 from __future__ import annotations
@@ -166,6 +169,16 @@ class UsageSweep:
 
     Leaving ``async with`` early (or cancelling the consuming task) cancels what is in flight.
     ``summary`` holds the counts once the sweep is done.
+
+    Duplicates: every occurrence of an ICCID is answered from one fetch, also with
+    ``refresh=True`` and also when the occurrence arrives after that fetch finished (an error is
+    repeated, not retried). To do so the sweep remembers the outcome of each ICCID it fetched, so
+    its memory grows with the requests it makes (which the rate limits bound), not with the input.
+
+    A ``progress`` hook that raises ends the sweep: the hook is not called again, what is in
+    flight is cancelled, and the consumer's next step (``__anext__``) raises the hook's own
+    exception, unchanged, instead of a further result. Results not yet taken when the hook
+    failed are not delivered.
     """
 
     def __init__(
@@ -203,6 +216,10 @@ class UsageSweep:
         self._emitted = 0
         self._input_done = False
         self._failure: BaseException | None = None
+        # What the progress hook raised; once set, the hook is not called again.
+        self._hook_error: BaseException | None = None
+        # The outcome of every ICCID fetched by this sweep, answering later duplicates.
+        self._answered: dict[str, CacheEntry[Usage] | EsimError] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._closed = False
@@ -219,6 +236,11 @@ class UsageSweep:
         if not self._started:
             self._start()
         while True:
+            if self._hook_error is not None and not self._closed:
+                # The sweep ends here: raise the hook's own exception, not a further result.
+                self._out.clear()
+                await self.aclose()
+                raise self._hook_error
             if self._out:
                 result = self._out.popleft()
                 self._window.release()
@@ -304,8 +326,12 @@ class UsageSweep:
         else:
             self._out.append(result)
         self._ready.set()
-        if self._progress_hook is not None:
-            self._progress_hook(p)
+        if self._progress_hook is not None and self._hook_error is None:
+            try:
+                self._progress_hook(p)
+            except (Exception, asyncio.CancelledError) as exc:
+                # A worker or the feeder must not die of it: the consumer raises it instead.
+                self._hook_error = exc
 
     def _emit_entry(
         self, iccid: str, indexes: list[int], entry: CacheEntry[Usage], from_cache: bool
@@ -365,6 +391,13 @@ class UsageSweep:
                             client.stats.cache_hits += 1
                         self._emit_entry(iccid, [index], entry, True)
                         continue
+                answered = self._answered.get(iccid)
+                if answered is not None:  # a duplicate of an ICCID this sweep already fetched
+                    if isinstance(answered, EsimError):
+                        self._emit(iccid, index, None, answered, False, None)
+                    else:
+                        self._emit_entry(iccid, [index], answered, True)
+                    continue
                 item = _Item(iccid, index)
                 self._pending[iccid] = item
                 self._work.put_nowait(item)
@@ -399,6 +432,7 @@ class UsageSweep:
             except NotFoundError:
                 del self._pending[item.iccid]
                 entry = CacheEntry(None, time.time(), 0.0, True)
+                self._answered[item.iccid] = entry
                 self._emit_entry(item.iccid, item.indexes, entry, False)
             except EsimError as exc:
                 self._finish_error(item, exc)
@@ -413,9 +447,11 @@ class UsageSweep:
                 self._finish_error(item, error)
             else:
                 del self._pending[item.iccid]
+                self._answered[item.iccid] = entry
                 self._emit_entry(item.iccid, item.indexes, entry, from_cache)
 
     def _finish_error(self, item: _Item, exc: EsimError) -> None:
         del self._pending[item.iccid]
+        self._answered[item.iccid] = exc
         for index in item.indexes:
             self._emit(item.iccid, index, None, exc, False, None)

@@ -13,7 +13,10 @@ retries only where they cannot spend money twice:
 
 Every attempt takes a rate-limit permit, and so does every re-send aiohttp makes on its own
 (it retries an idempotent request once when a pooled keep-alive connection drops): a client
-middleware counts each real send and takes another permit for a re-send.
+middleware counts each real send and takes another permit for a re-send. A permit is stamped
+with the moment its request goes out on a connection; an attempt of which nothing went out
+(its token could not be had, it could not connect, it was cancelled or the client closed
+before it was written) gives its permits back.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class Request(Generic[T]):
 
 
 class _Attempt:
-    __slots__ = ("key", "limiter", "priority", "sends", "slots")
+    __slots__ = ("connected", "key", "limiter", "priority", "sends", "slots")
 
     def __init__(
         self,
@@ -95,11 +98,23 @@ class _Attempt:
         self.sends = 0
         #: Rate-limit slots of this attempt: stamped with the send time when it goes out.
         self.slots = slots
+        #: Our connector handed this attempt its connection (the request is being written).
+        self.connected = False
 
     def mark(self, t: float) -> None:
         for slot in self.slots:
             if slot is not None:
                 slot.mark(t)
+
+    def release(self) -> None:
+        _release(self.slots)
+
+
+def _release(slots: tuple[Slot | None, ...]) -> None:
+    """Give back the permits of an attempt of which nothing went out."""
+    for slot in slots:
+        if slot is not None:
+            slot.release()
 
 
 class _StampingConnector(aiohttp.TCPConnector):
@@ -117,6 +132,7 @@ class _StampingConnector(aiohttp.TCPConnector):
         conn = await super().connect(req, traces, timeout)
         attempt = _ATTEMPT.get()
         if attempt is not None:
+            attempt.connected = True
             attempt.mark(self._stamp_clock.now())
         return conn
 
@@ -183,8 +199,14 @@ class Transport:
         self._rng = rng or random.Random()
         self._middlewares: tuple[Any, ...] = ()
         self._count_in_middleware = False
+        #: Our session's connector stamps each attempt when its connection is ready, so an
+        #: attempt it never connected sent nothing.
+        self._stamps_connections = False
         self._closed = False
         self.auth: TokenManager | None = None
+        #: A limit over every request of the account (sandbox mode), applied to each request
+        #: that does not name its own ``account_limiter``.
+        self.account_limiter: RateLimiter | None = None
 
     # ---------------------------------------------------------------- session lifecycle
 
@@ -222,6 +244,7 @@ class Transport:
                 self._middlewares = (self._count_sends,)
                 self._count_in_middleware = True
             self._session = session
+            self._stamps_connections = self._connector is None
         elif not self._owns_session and not self._count_in_middleware:
             # A caller's session keeps aiohttp's own re-send: a middleware (after the caller's
             # own middlewares) makes each re-send take a permit.
@@ -251,36 +274,35 @@ class Transport:
             raise TransportError("the client is closed")
         stats = self.stats
         stats.requests += 1
-        max_retries = self.max_retries if req.max_retries is None else req.max_retries
         attempt = 0
         refreshed_token = False
         limiter = req.limiter
+        account = req.account_limiter if req.account_limiter is not None else self.account_limiter
         clock = self._clock
         while True:
-            slot = account_slot = None
-            if limiter is not None:
-                before = clock.now()
-                slot = await limiter.acquire(req.key, req.priority)
-                account_slot = (
-                    await req.account_limiter.acquire(None, req.priority)
-                    if req.account_limiter is not None
-                    else None
-                )
-                stats.limit_wait += clock.now() - before
-            headers = dict(self._headers) if not self._owns_session else {}
-            token: str | None = None
-            if req.authenticated:
-                if self.auth is None:
-                    raise EsimError("no token manager configured")
-                token = await self.auth.get()
-                headers["Authorization"] = f"Bearer {token}"
-            if req.headers:
-                headers.update(req.headers)
+            slots = await self._permits(req, account)
+            try:
+                # Read per attempt: a caller joining a shared request may make it more patient.
+                max_retries = self.max_retries if req.max_retries is None else req.max_retries
+                headers = dict(self._headers) if not self._owns_session else {}
+                token: str | None = None
+                if req.authenticated:
+                    if self.auth is None:
+                        raise EsimError("no token manager configured")
+                    token = await self.auth.get()
+                    headers["Authorization"] = f"Bearer {token}"
+                if req.headers:
+                    headers.update(req.headers)
+            except BaseException:
+                # Nothing went out (the token fetch failed or was cancelled): the permits are
+                # given back, or the budget would shrink for good.
+                _release(slots)
+                raise
             stats.attempts += 1
             if attempt:
                 stats.retries += 1
             try:
-                status, raw, resp_headers = await self._send(req, headers, (slot, account_slot))
+                status, raw, resp_headers = await self._send(req, headers, slots)
             except _SendError as failure:
                 if attempt < max_retries and (req.idempotent or not failure.sent):
                     attempt += 1
@@ -304,7 +326,8 @@ class Transport:
                     return None  # type: ignore[return-value]
                 try:
                     return req.decoder.decode(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+                    # (RecursionError: a body nested deeper than any answer could be)
                     error = TransportError(
                         f"{req.method} {req.path}: undecodable HTTP {status} body ({exc})"
                     )
@@ -334,20 +357,19 @@ class Transport:
             if isinstance(api_error, RateLimitedError):
                 stats.rate_limited += 1
                 limit = _int_header(resp_headers.get("X-RateLimit-Limit"))
+                wait = api_error.retry_after
+                # Decided before anything waits: a Retry-After beyond the cap is slept through
+                # neither by this call nor (the limiter refuses them) by the calls after it.
+                beyond_cap = wait is not None and wait > self.retry_after_cap
                 if limiter is not None:
-                    limiter.penalize(api_error.retry_after, limit)
+                    limiter.penalize(wait, limit, key=req.key, waitable=not beyond_cap)
                 logger.warning(
                     "%s %s: 429 Too Many Attempts (Retry-After %s)",
                     req.method,
                     req.path,
-                    api_error.retry_after,
+                    wait,
                 )
-                wait = api_error.retry_after
-                if (
-                    not req.retry_rate_limited
-                    or attempt >= max_retries
-                    or (wait is not None and wait > self.retry_after_cap)
-                ):
+                if not req.retry_rate_limited or attempt >= max_retries or beyond_cap:
                     raise api_error
                 attempt += 1
                 if limiter is None:
@@ -378,10 +400,37 @@ class Transport:
                     ) from api_error
             raise api_error
 
+    async def _permits(
+        self, req: Request[Any], account: RateLimiter | None
+    ) -> tuple[Slot | None, ...]:
+        """The rate-limit permits of one attempt: the endpoint's, then the account's."""
+        limiter = req.limiter
+        if limiter is None and account is None:
+            return ()
+        clock = self._clock
+        before = clock.now()
+        slot = await limiter.acquire(req.key, req.priority) if limiter is not None else None
+        try:
+            account_slot = (
+                await account.acquire(None, req.priority) if account is not None else None
+            )
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        self.stats.limit_wait += clock.now() - before
+        return (slot, account_slot)
+
     async def _send(
         self, req: Request[Any], headers: dict[str, str], slots: tuple[Slot | None, ...] = ()
     ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
-        session = self._ensure_session()
+        """One HTTP exchange. Its ``slots`` are settled whatever happens: stamped with the send
+        time, or released when nothing went out."""
+        try:
+            session = self._ensure_session()
+        except BaseException:
+            _release(slots)
+            raise
         url = self._base_url + req.path
         extra: dict[str, Any] = {}
         counting = self._count_in_middleware
@@ -398,6 +447,7 @@ class Transport:
         if counting or any(slot is not None and not slot.sent for slot in slots):
             attempt = _Attempt(req.limiter, req.key, req.priority, slots)
             marker = _ATTEMPT.set(attempt)
+        answered = not_sent = False
         try:
             async with session.request(
                 req.method,
@@ -411,9 +461,11 @@ class Transport:
                 allow_redirects=False,
                 **extra,
             ) as resp:
+                answered = True
                 raw = await self._read(resp)
                 return resp.status, raw, resp.headers
         except _NOT_SENT as exc:
+            not_sent = True
             raise _SendError(
                 TransportError(f"{req.method} {req.path}: cannot connect: {_describe(exc)}"),
                 sent=False,
@@ -429,26 +481,43 @@ class Transport:
                 dropped=isinstance(exc, aiohttp.ServerDisconnectedError),
             ) from exc
         finally:
-            # Slots not stamped at connection time (a caller's connector, a failure before
-            # sending) count from now: later than the send, so never too early.
             if attempt is not None:
-                attempt.mark(self._clock.now())
+                if not answered and (
+                    not_sent or (self._stamps_connections and not attempt.connected)
+                ):
+                    # Nothing of this request went out (it could not connect, or it failed or
+                    # was cancelled before its connection was ready): the permits go back.
+                    attempt.release()
+                else:
+                    # Slots not stamped at connection time (a caller's connector or session)
+                    # count from now: later than the send, so never too early.
+                    attempt.mark(self._clock.now())
             if marker is not None:
                 _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The response body, decoded (gzip, deflate...), at most ``max_body_size`` bytes.
+
+        A declared ``Content-Length`` over the cap is refused before reading; otherwise the
+        body is read in pieces and the cap is enforced on the decoded bytes as they arrive, so
+        a small compressed body that inflates far beyond the cap is never held whole. Either
+        way the connection is closed (an unread body cannot be reused) and a
+        :class:`TransportError` names the cap.
+        """
         cap = self._max_body_size
         length = resp.content_length
         if length is not None and length > cap:
-            raise TransportError(f"response body of {length} bytes exceeds the {cap}-byte cap")
-        if length is not None:
-            return await resp.read()
+            resp.close()
+            raise TransportError(
+                f"response body of {length} bytes exceeds the {cap}-byte cap (max_body_size)"
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
             if size > cap:
-                raise TransportError(f"response body exceeds the {cap}-byte cap")
+                resp.close()
+                raise TransportError(f"response body exceeds the {cap}-byte cap (max_body_size)")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from esim_async import ManualClock
-from esim_async.cache import CacheEntry, SingleFlight, TTLStore
+from esim_async import ManualClock, TransportError
+from esim_async.cache import CacheEntry, CallScope, SingleFlight, TTLStore
 
 
 def entry(value: str | None, stored: float, long_lived: bool = False) -> CacheEntry[str]:
@@ -26,6 +26,21 @@ def test_entries_expire_after_their_ttl() -> None:
     assert store.get("n") is not None  # negative / recycled entries live 24 h
     clock.advance(86400)
     assert store.get("n") is None
+
+
+def test_an_entry_lives_its_ttl_from_its_own_stored_time() -> None:
+    # A copy of an entry fetched elsewhere 90 s ago arrives aged: it lives 10 s more, not 100.
+    clock = ManualClock(1000.0)
+    store: TTLStore[str, int] = TTLStore(ttl=100.0, long_ttl=500.0, clock=clock)
+    store.set("a", CacheEntry(1, 0.0, clock.now() - 90.0))
+    store.set("gone", CacheEntry(None, 0.0, clock.now() - 499.0, True))
+    assert store.get("a") is not None
+    assert store.get("gone") is not None
+    clock.advance(9.0)
+    assert store.get("a") is not None
+    assert store.get("gone") is None  # long-lived entries count from their stored time too
+    clock.advance(1.0)
+    assert store.get("a") is None
 
 
 def test_max_age_rejects_older_entries() -> None:
@@ -179,3 +194,105 @@ async def test_errors_reach_every_caller_and_are_not_kept() -> None:
     with pytest.raises(RuntimeError):
         await flight.run("k", work)
     assert attempts == 2  # a failure is not remembered
+
+
+class Options:
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def join(self, other: Options) -> None:
+        self.level = max(self.level, other.level)
+
+
+async def test_fresh_call_never_joins_and_later_callers_join_the_newest() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    gates = [asyncio.Event(), asyncio.Event()]
+    started = 0
+
+    async def work() -> int:
+        nonlocal started
+        started += 1
+        n = started
+        await gates[n - 1].wait()
+        return n
+
+    old = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    fresh = asyncio.create_task(flight.run("k", work, fresh=True))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(flight.run("k", work))
+    await asyncio.sleep(0)
+    for gate in gates:
+        gate.set()
+    assert await asyncio.gather(old, fresh, later) == [(1, False), (2, False), (2, True)]
+    assert started == 2
+    assert len(flight) == 0
+
+
+async def test_joiners_options_are_merged_into_the_shared_call() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    leader_options = Options(1)
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        await gate.wait()
+        return leader_options.level
+
+    first = asyncio.create_task(flight.run("k", work, options=leader_options))
+    await asyncio.sleep(0)
+    joiners = [
+        asyncio.create_task(flight.run("k", work, options=Options(level))) for level in (3, 2)
+    ]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == (3, False)
+    assert [await j for j in joiners] == [(3, True), (3, True)]
+
+
+async def test_closed_flight_answers_waiters_and_refuses_later_calls() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+
+    async def work() -> int:
+        await asyncio.sleep(3600)
+        return 1
+
+    waiting = [
+        asyncio.create_task(flight.run("k", work)),
+        asyncio.create_task(flight.run("k", work, fresh=True)),
+    ]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(flight.aclose(), 2)
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, TransportError) for r in results), results
+    with pytest.raises(TransportError):
+        await flight.run("k", work)
+
+
+async def test_call_scope_close_answers_callers_and_a_cancelled_caller_cancels_its_call() -> None:
+    scope = CallScope()
+    cancelled = asyncio.Event()
+
+    async def wait() -> int:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    leaving = asyncio.create_task(scope.run(wait()))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the call is waiting
+    leaving.cancel()
+    await asyncio.wait_for(cancelled.wait(), 2)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    staying = asyncio.create_task(scope.run(wait()))
+    await asyncio.sleep(0)
+    assert len(scope) == 1
+    await asyncio.wait_for(scope.aclose(), 2)
+    with pytest.raises(TransportError):
+        await staying
+    assert len(scope) == 0
+    with pytest.raises(TransportError):
+        await scope.run(wait())

@@ -18,6 +18,7 @@ from esim_async import (
     ServerError,
     ValidationError,
 )
+from esim_async._secrets import register_secret
 from esim_async.errors import error_from_response, parse_retry_after
 
 
@@ -150,3 +151,38 @@ def test_retry_after_never_raises_and_is_finite(value: str) -> None:
 def test_any_error_body_maps_to_an_api_error(status: int, raw: bytes) -> None:
     e = error_from_response(status, raw, {})
     assert isinstance(e, ApiError) and e.status == status
+
+
+ECHOED = "ECHOED-PROPERTY-SECRET-31d7"
+echo_values = st.recursive(
+    st.none()
+    | st.integers()
+    | st.text(max_size=10)
+    | st.tuples(st.text(max_size=5), st.text(max_size=5)).map(lambda p: p[0] + ECHOED + p[1]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.just(ECHOED), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.integers(min_value=400, max_value=599),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "data": echo_values,
+            "meta": st.fixed_dictionaries({"message": echo_values}),
+            "message": echo_values,
+            "reason": echo_values,
+            "code": st.integers() | st.just(ECHOED),
+        },
+    ),
+)
+def test_a_registered_secret_never_shows_in_an_error(status: int, body: dict[str, object]) -> None:
+    register_secret(ECHOED)
+    e = error_from_response(status, json.dumps(body).encode(), {"X-Echo": ECHOED})
+    shown = [str(e), repr(e), repr(e.body), repr(e.message), repr(e.reason), repr(e.code)]
+    shown += [repr(e.headers), repr(getattr(e, "fields", None))]
+    assert all(ECHOED not in text for text in shown)

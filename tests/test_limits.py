@@ -152,12 +152,22 @@ def test_cooldown_then_aimd_recovery_without_bursts() -> None:
     assert log.factor(4.5) == pytest.approx(0.55 * 0.5)
 
 
-def test_rate_limit_header_is_a_ceiling() -> None:
-    log = WindowLog(Rate(10, 1.0), margin=0.0)
-    log.penalize(0.0, 0.0, limit=3)
-    assert log.effective_count() == 3
-    log.penalize(5.0, 0.0, limit=50)  # never raises the configured count
-    assert log.effective_count() == 3
+def test_rate_limit_header_is_a_ceiling_that_recovers() -> None:
+    log = WindowLog(Rate(10, 1.0), margin=0.0, recovery_step=0.1)
+    log.penalize(0.0, 2.0, limit=3)
+    assert log.effective_count(1.0) == 3  # in force through the cool-down ...
+    assert log.ceiling_recovers_in(1.0) == pytest.approx(8.0)
+    log.penalize(2.5, 0.0, limit=50)  # (a larger header never raises the count)
+    assert log.effective_count(2.5) == 3
+    # ... then wins back 10 % of the configured count per period, like the rate.
+    assert log.effective_count(4.0) == 5
+    assert log.effective_count(9.0) == 10
+    assert log.ceiling_recovers_in(9.0) == 0.0
+    # A lower header while it recovers lowers it again, from where it stands.
+    log.penalize(5.0, 1.0, limit=2)
+    assert log.effective_count(5.5) == 2
+    assert log.effective_count(100.0) == 10
+    assert log.effective_per_second(100.0) == pytest.approx(10.0)
 
 
 def test_huge_rate_costs_no_memory_and_does_not_throttle() -> None:
@@ -421,3 +431,90 @@ def test_stamped_sends_never_exceed_the_window(
         slot.mark(when)  # type: ignore[attr-defined]
         sends.append(when)
     assert max_in_any_window(sorted(sends), rate.period) <= rate.count
+
+
+@given(
+    rate=rates,
+    events=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=2.0),
+            st.one_of(st.none(), st.floats(min_value=0.0, max_value=3.0)),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    keyed=st.booleans(),
+)
+def test_stamped_or_released_admissions_never_exceed_the_window(
+    rate: Rate, events: list[tuple[float, float | None]], keyed: bool
+) -> None:
+    """Admissions that go out after arbitrary lags (``mark``, in any order) or never go out
+    (``release``) keep at most ``count`` sends in any window, for the shared log and for one
+    key alike."""
+    log = WindowLog(rate, margin=0.0)
+    keys = KeyedWindows(rate, margin=0.0)
+    now = 0.0
+    sends: list[float] = []
+    pending: list[tuple[float, bool, object]] = []  # (when, sent?, slot)
+
+    def earliest(t: float) -> float:
+        return keys.earliest("k", t) if keyed else log.earliest(t)
+
+    def settle(upto: float) -> None:
+        nonlocal pending
+        for when, sent, slot in sorted(pending, key=lambda p: p[0]):
+            if when > upto:
+                continue
+            if sent:
+                sends.append(when)
+                if keyed:
+                    keys.mark("k", when)
+                else:
+                    slot.mark(when)  # type: ignore[attr-defined]
+            elif keyed:
+                keys.release("k")
+            else:
+                slot.release()  # type: ignore[attr-defined]
+        pending = [p for p in pending if p[0] > upto]
+
+    for gap, lag in events:
+        now += gap * rate.period
+        while True:
+            settle(now)
+            at = earliest(now)
+            if at <= now:
+                break
+            now = min([at, *[w for w, _, _ in pending]])
+        slot = None if keyed else log.admit(now, pending=True)
+        if keyed:
+            assert keys.admit("k", now, pending=True)
+        # lag None: the request fails before anything goes out, half a period later.
+        when = now + (0.5 if lag is None else lag) * rate.period
+        pending.append((when, lag is not None, slot))
+    settle(math.inf)
+    assert max_in_any_window(sorted(sends), rate.period) <= rate.count
+    if not keyed:
+        assert log.recent(math.inf) == 0  # nothing left pending
+
+
+async def test_released_admissions_give_the_budget_back() -> None:
+    clock = ManualClock()
+    lim = EndpointLimiter(
+        "usage",
+        shared=Rate(2, 10.0),
+        per_key=Rate(1, 60.0),
+        clock=clock,
+        margin=0.0,
+        stamp_sends=True,
+    )
+    first = await lim.acquire("a")
+    second = await lim.acquire("b")
+    first.release()  # neither window counts it
+    second.mark(3.0)
+    again = await lim.acquire("a")
+    assert clock.now() == 0.0  # a's window and the shared one both had room
+    again.mark(5.0)
+    # "a" went out at 5: its next request waits a full period from the send, not the admission.
+    await lim.acquire("a")
+    assert clock.now() == 65.0
+    await lim.aclose()

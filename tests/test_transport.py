@@ -185,20 +185,26 @@ async def test_429_cools_down_everyone_and_retries(
     mocked: aioresponses, client: AiraloClient
 ) -> None:
     mocked.post(TOKEN_URL, payload=token_body())
+    others = [f"89444654000002672{i:02d}" for i in range(4)]
+    for other in others:
+        mocked.get(f"{BASE}/v2/sims/{other}/usage", payload=USAGE_OK)
     mocked.get(
         USAGE_URL,
         status=429,
         payload={"message": "Too Many Attempts."},
-        headers={"Retry-After": "7", "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0"},
+        headers={"Retry-After": "1", "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0"},
     )
     mocked.get(USAGE_URL, payload=USAGE_OK)
     clock = client._clock
     assert isinstance(clock, ManualClock)
+    for other in others:
+        await client.sims.usage(other)
+    # The company window (5 per second) is full when the 429 comes: the company limit tripped.
     assert (await client.sims.usage(ICCID)).remaining == 512
     assert client.stats.rate_limited == 1
     state = client.rate_limit_state()["usage"]
-    assert state.cooldown_until == pytest.approx(7.0, abs=1.0)
-    assert clock.now() >= 7.0  # the retry waited for the cool-down
+    assert state.cooldown_until == pytest.approx(1.0, abs=0.5)
+    assert clock.now() >= 1.0  # the retry waited for the cool-down
     assert state.last_headers["X-RateLimit-Limit"] == "5"
     assert state.effective_per_second is not None and state.effective_per_second < 5
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..cache import CacheEntry
+from ..cache import CacheEntry, FlightOptions
 from ..clock import Clock
 from ..limits import LimiterState, Priority, Rate, Slot
 
@@ -26,11 +26,23 @@ class RateLimiter(Protocol):
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
     ) -> Slot | None:
         """Wait until one more request may be sent (for ``key``), and count it. A returned
-        slot is marked with the real send time when the request goes out."""
+        slot is marked with the real send time when the request goes out, or released when
+        nothing of it went out. Raises ``RateLimitedError`` at once while a cool-down lasts
+        that callers do not wait for (see ``penalize``)."""
         ...
 
-    def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
-        """A 429 arrived: cool down every caller and lower the rate."""
+    def penalize(
+        self,
+        retry_after: float | None,
+        limit: int | None = None,
+        *,
+        key: str | None = None,
+        waitable: bool = True,
+    ) -> None:
+        """A 429 arrived for a request for ``key``: charge the limit that tripped it (the
+        shared one: every caller cools down and the rate drops; or only ``key``'s). With
+        ``waitable=False`` the cool-down is longer than callers wait: they are refused with
+        ``RateLimitedError`` until it ends instead of sleeping through it."""
         ...
 
     def record_headers(self, headers: Mapping[str, str]) -> None:
@@ -72,11 +84,26 @@ class SharedCache(Protocol):
 class Flight(Protocol):
     """Single flight: concurrent calls for one key share one execution."""
 
-    async def run(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
-        """Run ``fn`` unless a call for ``key`` is in flight; return (result, joined)."""
+    async def run(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        fresh: bool = False,
+        options: FlightOptions | None = None,
+    ) -> tuple[Any, bool]:
+        """Run ``fn`` unless a call for ``key`` is in flight; return (result, joined).
+
+        With ``fresh`` the caller never joins a call already in flight (later callers join its
+        new one). A caller that joins passes its ``options`` to the shared call's
+        :meth:`~esim_async.cache.FlightOptions.join`. A call whose callers all left is
+        cancelled, and the next caller starts a new one.
+        """
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Cancel what is in flight: its callers get a ``TransportError``, as do later calls."""
+        ...
 
 
 @runtime_checkable

@@ -38,10 +38,18 @@ from typing import Any
 import msgspec
 
 from .. import _constants as C
-from ..cache import CacheEntry, SingleFlight, TTLStore
+from ..cache import CacheEntry, FlightOptions, SingleFlight, TTLStore
 from ..clock import Clock
 from ..errors import TransportError
-from ..limits import EndpointLimiter, LimiterClosedError, LimiterState, Priority, Rate, Slot
+from ..limits import (
+    EndpointLimiter,
+    LimiterClosedError,
+    LimiterState,
+    Priority,
+    Rate,
+    Slot,
+    cooldown_refusal,
+)
 
 try:
     import redis.asyncio as aioredis
@@ -89,6 +97,7 @@ if cd > t then t = cd end
 local count = tonumber(ARGV[2])
 local span = tonumber(ARGV[3])
 local ceiling = tonumber(redis.call('HGET', KEYS[3], 'ceiling') or '0')
+if now >= tonumber(redis.call('HGET', KEYS[3], 'ceiling_until') or '0') then ceiling = 0 end
 if ceiling > 0 and (count == 0 or ceiling < count) and count > 0 then count = ceiling end
 local shared_edge = t
 if count > 0 then
@@ -155,6 +164,10 @@ return {1, tostring(slot - now), binding, quarantined}
 _PENALIZE = (
     _NOW
     + """
+if ARGV[9] ~= nil and ARGV[9] ~= '' then
+  local held = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[10]), now)
+  if held < tonumber(ARGV[9]) then return '-1' end
+end
 local cd = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
 local f0 = tonumber(redis.call('HGET', KEYS[1], 'factor0') or '1')
 local guard = tonumber(redis.call('HGET', KEYS[1], 'decrease_guard') or '0')
@@ -173,7 +186,11 @@ end
 local limit = tonumber(ARGV[3])
 if limit > 0 then
   local c = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '0')
-  if c == 0 or limit < c then redis.call('HSET', KEYS[1], 'ceiling', limit) end
+  if now >= tonumber(redis.call('HGET', KEYS[1], 'ceiling_until') or '0') then c = 0 end
+  if c == 0 or limit < c then
+    redis.call('HSET', KEYS[1], 'ceiling', limit)
+    redis.call('HSET', KEYS[1], 'ceiling_until', cd + period / tonumber(ARGV[7]))
+  end
 end
 if now >= guard then
   redis.call('HSET', KEYS[1], 'factor0', math.max(tonumber(ARGV[6]), f * tonumber(ARGV[5])))
@@ -359,6 +376,10 @@ class RedisLimiter:
         self._local: EndpointLimiter | None = None  # fail-open fallback
         self._local_until = 0.0
         self._quarantine_until = 0.0
+        #: Until then the shared cool-down lasts longer than callers wait: they are refused.
+        self._refuse_until = 0.0
+        #: key -> (end of its own cool-down, refused): 429s charged to one key (this process).
+        self._key_holds: dict[str, tuple[float, bool]] = {}
         self.last_headers: Mapping[str, str] = {}
         self.waited = 0.0
         #: Admissions that found Redis' state lost and waited one period.
@@ -411,6 +432,10 @@ class RedisLimiter:
         start = self._clock.now()
         try:
             while True:
+                hold = self._held_until(key, self._clock.now())
+                if hold > 0.0:
+                    await self._clock.sleep(hold)  # this key's own cool-down
+                    continue
                 local = self._fallback()
                 if local is not None:
                     return await local.acquire(key, priority)
@@ -511,17 +536,97 @@ class RedisLimiter:
         )
         self._local_until = self._clock.now() + 5.0
 
-    def penalize(self, retry_after: float | None, limit: int | None = None) -> None:
-        period = (self._shared or self._per_key or Rate(1, 1.0)).period
+    def _held_until(self, key: str | None, now: float) -> float:
+        """Seconds to wait for a cool-down of this process's knowledge before asking Redis;
+        raises ``RateLimitedError`` while one lasts longer than callers wait."""
+        left = self._refuse_until - now
+        if left > 0.0:
+            raise cooldown_refusal(self.name, left)
+        if key is None or not self._key_holds:
+            return 0.0
+        hold = self._key_holds.get(key)
+        if hold is None:
+            return 0.0
+        until, refused = hold
+        if until <= now:
+            del self._key_holds[key]
+            return 0.0
+        if refused:
+            raise cooldown_refusal(self.name, until - now, key_limited=True)
+        return until - now
+
+    def _hold_shared(self, until: float, waitable: bool) -> None:
+        self._quarantine_until = max(self._quarantine_until, until)
+        if waitable:
+            return
+        self._refuse_until = max(self._refuse_until, until)
+        left = self._refuse_until - self._clock.now()
+        for lane in self._lanes:
+            while lane:
+                fut, _ = lane.popleft()
+                if not fut.done():
+                    fut.set_exception(cooldown_refusal(self.name, left))
+
+    def _hold_key(self, key: str, until: float, waitable: bool) -> None:
+        now = self._clock.now()
+        holds = self._key_holds
+        old = holds.pop(key, None)
+        refused = not waitable
+        if old is not None and old[0] > now:
+            until, refused = max(until, old[0]), refused or old[1]
+        holds[key] = (until, refused)
+        if len(holds) > 1024:
+            for k in [k for k, (u, _) in holds.items() if u <= now]:
+                del holds[k]
+
+    def penalize(
+        self,
+        retry_after: float | None,
+        limit: int | None = None,
+        *,
+        key: str | None = None,
+        waitable: bool = True,
+    ) -> None:
+        """Charge a 429 to the limit that tripped it (see ``EndpointLimiter.penalize``): the
+        shared cool-down lives in Redis for every process; a key's own cool-down, and whether
+        a cool-down is waited for, are this process's."""
+        shared, per_key = self._shared, self._per_key
+        period = (shared or per_key or Rate(1, 1.0)).period
         default = period * C.DEFAULT_COOLDOWN_PERIODS
         wait = retry_after if retry_after is not None else default
-        # Hold this process at once; share the cool-down with every other process.
-        self._quarantine_until = max(self._quarantine_until, self._clock.now() + wait)
+        now = self._clock.now()
+        may_be_shared = key is None or (
+            shared is not None
+            and (retry_after is None or retry_after <= max(1.0, math.ceil(shared.period)))
+            and not (
+                limit is not None
+                and per_key is not None
+                and limit == per_key.count
+                and limit != shared.count
+            )
+        )
+        need = ""
+        if key is not None:
+            key_wait = (
+                retry_after
+                if retry_after is not None
+                else (per_key or shared or Rate(1, period)).period
+            )
+            self._hold_key(key, now + key_wait, waitable)
+            if not may_be_shared:
+                return
+            # The shared limit only if its window (in Redis) held nearly its count.
+            assert shared is not None
+            need = str(min(shared.count, math.floor(shared.count * C.SHARED_CHARGE_FILL) + 1))
+        else:
+            # Hold this process at once; share the cool-down with every other process.
+            self._hold_shared(now + wait, waitable)
         backend = self._backend
-        backend.spawn(
-            backend.call(
+
+        async def charge() -> None:
+            left = await backend.call(
                 lambda: backend._penalize(
-                    keys=[backend.key(self.name, "state")],
+                    keys=[backend.key(self.name, "state"), backend.key(self.name, "log")],
                     args=[
                         "",
                         -1 if retry_after is None else retry_after,
@@ -531,10 +636,15 @@ class RedisLimiter:
                         C.RATE_MIN_FACTOR,
                         C.RATE_RECOVERY_STEP,
                         period,
+                        need,
+                        self._span,
                     ],
                 )
             )
-        )
+            if need and float(left) >= 0:
+                self._hold_shared(now + wait, waitable)
+
+        backend.spawn(charge())
 
     def record_headers(self, headers: Mapping[str, str]) -> None:
         self.last_headers = headers
@@ -542,6 +652,7 @@ class RedisLimiter:
     def state(self) -> LimiterState:
         now = self._clock.now()
         until = max(self._quarantine_until, 0.0)
+        key_cooldowns = sum(1 for u, _ in self._key_holds.values() if u > now)
         return LimiterState(
             name=self.name,
             configured=self._shared,
@@ -556,6 +667,7 @@ class RedisLimiter:
                 for k, v in self.last_headers.items()
                 if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
             },
+            key_cooldowns=key_cooldowns,
         )
 
     async def aclose(self) -> None:
@@ -588,9 +700,16 @@ class RedisCache:
     def _key(self, key: Hashable) -> str:
         return self._backend.key(self._name, "cache", str(key))
 
+    def _life_left(self, entry: CacheEntry[Any]) -> float:
+        """Seconds ``entry`` has left to live, counted from its ``fetched_at`` (POSIX time,
+        shared by every process; its ``stored`` time is on the writer's own clock)."""
+        ttl = self._long_ttl if entry.long_lived else self._ttl
+        return ttl - max(0.0, time.time() - entry.fetched_at)
+
     async def get(self, key: Hashable) -> CacheEntry[Any] | None:
-        """The shared entry, its ``stored`` time moved to this process's clock; ``None`` when
-        missing or when Redis cannot be read (the cache is an optimisation)."""
+        """The shared entry as its writer stored it (measure its age from ``fetched_at``);
+        ``None`` when missing, older than its TTL, or when Redis cannot be read (the cache is
+        an optimisation)."""
         try:
             raw = await self._backend.call(lambda: self._backend.redis.get(self._key(key)))
         except BackendUnavailableError:
@@ -601,17 +720,19 @@ class RedisCache:
             entry: CacheEntry[Any] = self._decoder.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
+        if self._life_left(entry) <= 0:
+            return None
         return entry
 
     async def set(self, key: Hashable, entry: CacheEntry[Any]) -> None:
-        ttl = self._long_ttl if entry.long_lived else self._ttl
-        if ttl <= 0:
+        """Share ``entry`` for the rest of its TTL (counted from its ``fetched_at``)."""
+        left = self._life_left(entry)
+        if left <= 0:
             return
         blob = self._encoder.encode(entry)
+        px = max(1, int(left * 1000))
         with contextlib.suppress(BackendUnavailableError):
-            await self._backend.call(
-                lambda: self._backend.redis.set(self._key(key), blob, px=int(ttl * 1000))
-            )
+            await self._backend.call(lambda: self._backend.redis.set(self._key(key), blob, px=px))
 
     async def invalidate(self, key: Hashable) -> None:
         with contextlib.suppress(BackendUnavailableError):
@@ -631,8 +752,17 @@ class RedisFlight:
     def __len__(self) -> int:
         return len(self._local)
 
-    async def run(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
-        return await self._local.run(key, lambda: self._locked(key, fn))
+    async def run(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[Any]],
+        *,
+        fresh: bool = False,
+        options: FlightOptions | None = None,
+    ) -> tuple[Any, bool]:
+        return await self._local.run(
+            key, lambda: self._locked(key, fn), fresh=fresh, options=options
+        )
 
     async def _locked(self, key: Hashable, fn: Callable[[], Awaitable[Any]]) -> Any:
         async with self.lock(key):

@@ -54,6 +54,10 @@ class Usage(Model, gc=False):
     numbers stay reachable as :attr:`raw_remaining` and :attr:`raw_total`.
 
     A recycled eSIM is a normal answer (``status == UsageStatus.RECYCLED``, counters 0).
+
+    An answer that says nothing (``{"data": {}}``: every figure, date and flag missing or null,
+    and no status or ``UNKNOWN``) is not a usage: decoding it fails with
+    ``msgspec.ValidationError``, and building such a ``Usage()`` raises ``ValueError``.
     """
 
     raw_remaining: int | None = msgspec.field(default=None, name="remaining")
@@ -69,9 +73,23 @@ class Usage(Model, gc=False):
     fetched_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        if self.status is UsageStatus.UNKNOWN and self._says_nothing():
+            raise ValueError("a usage answer without any figure, date, flag or status")
         if self.expired_at is not None:
             # The API sends naive "YYYY-MM-DD HH:MM:SS" in UTC; offsets are normalised to UTC.
             self.expired_at = utc(self.expired_at)
+
+    def _says_nothing(self) -> bool:
+        return (
+            self.raw_remaining is None
+            and self.raw_total is None
+            and self.expired_at is None
+            and self.is_unlimited is None
+            and self.remaining_voice is None
+            and self.remaining_text is None
+            and self.total_voice is None
+            and self.total_text is None
+        )
 
     @property
     def remaining(self) -> int | None:

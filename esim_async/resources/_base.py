@@ -101,7 +101,14 @@ class Resource:
             outcome_hint=outcome_hint,
             empty_ok=empty_ok,
         )
-        return await client._transport.request(request)
+        if not request.idempotent:
+            # A write is never cut short: the transport alone can tell whether it may have
+            # reached the provider (closing the client fails its waits and its connection).
+            return await client._transport.request(request)
+        # A read runs in the client's call scope: closing the client ends its waits at once.
+        return await client._calls.run(
+            client._transport.request(request), name=f"esim_async call {endpoint}"
+        )
 
     async def _page(
         self,

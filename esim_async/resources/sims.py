@@ -13,7 +13,7 @@ import msgspec
 
 from ..cache import CacheEntry
 from ..errors import NotFoundError
-from ..limits import Priority
+from ..limits import Priority, QueueTicket
 from ..models._base import Envelope
 from ..models.pagination import Page
 from ..models.sims import Esim, Instructions, InstructionsData, PackageHistoryEntry, TopupPackage
@@ -32,6 +32,33 @@ _SIM_INCLUDES = ("order", "order.status", "order.user", "share")
 _LANGUAGE_MAX = 16
 
 _usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
+
+
+class _UsagePolicy:
+    """How one shared usage request runs: the best priority and the most patient retries of
+    every caller waiting for it (a caller that joins improves them, also while the request
+    waits for budget or between its attempts)."""
+
+    __slots__ = ("max_retries", "request", "retry_rate_limited", "ticket")
+
+    def __init__(self, priority: Priority, max_retries: int, retry_rate_limited: bool) -> None:
+        self.ticket = QueueTicket(priority)
+        self.max_retries = max_retries
+        self.retry_rate_limited = retry_rate_limited
+        #: The request once it is built (the transport reads its policy when it needs it).
+        self.request: Request[Envelope[Usage]] | None = None
+
+    def join(self, other: _UsagePolicy) -> None:
+        self.ticket.raise_to(other.ticket.priority)
+        if other.max_retries > self.max_retries:
+            self.max_retries = other.max_retries
+        if other.retry_rate_limited:
+            self.retry_rate_limited = True
+        request = self.request
+        if request is not None:
+            request.priority = self.ticket.priority
+            request.max_retries = self.max_retries
+            request.retry_rate_limited = self.retry_rate_limited
 
 
 class SimsResource(Resource):
@@ -53,11 +80,13 @@ class SimsResource(Resource):
 
         Answers from the cache while the provider's own cache (20 minutes) would answer the
         same; concurrent calls for one ICCID share one request; requests wait for the per-ICCID
-        and per-company limits so no 429 is drawn.
+        and per-company limits so no 429 is drawn. A call that joins a sweep's request for the
+        same ICCID lifts it to the interactive lane and lends it its retries.
 
         Args:
             iccid: 18-22 ASCII digits (configurable with the client's ``iccid_length``).
-            refresh: skip a cached value (the new answer is stored).
+            refresh: skip a cached value (the new answer is stored); the call never joins a
+                request that was already in flight.
             max_age: accept a cached value only if it is at most this many seconds old.
             timeout: total seconds for each HTTP attempt of this call.
             max_retries: retries for this call (default: the client's).
@@ -133,14 +162,27 @@ class SimsResource(Resource):
         max_age: float | None = None,
     ) -> tuple[CacheEntry[Usage], bool]:
         """The answer for ``iccid`` from the shared cache or one request (shared with concurrent
-        callers), stored in the caches; and whether it came without a request."""
+        callers), stored in the caches; and whether it came without a request.
+
+        A caller that joins a request in flight lends it its priority and retry policy if they
+        are better; with ``refresh`` the caller never joins a request already in flight.
+        """
         client = self._client
         cache = client._usage_cache
         shared = client._usage_l2
         path_head, path_tail = client._usage_path_parts
         started = time.time()
+        policy = _UsagePolicy(
+            priority,
+            client._transport.max_retries if max_retries is None else max_retries,
+            retry_rate_limited,
+        )
 
         async def fetch() -> tuple[CacheEntry[Usage], bool]:
+            with policy.ticket.bind():
+                return await fetch_in_lane()
+
+        async def fetch_in_lane() -> tuple[CacheEntry[Usage], bool]:
             now = client._clock.now()
             if shared is not None:
                 found = await shared.get(iccid)
@@ -164,28 +206,36 @@ class SimsResource(Resource):
                 _usage_decoder,
                 limiter=client._usage_limiter,
                 key=iccid,
-                priority=priority,
+                priority=policy.ticket.priority,
                 timeout=timeout,
-                max_retries=max_retries,
-                retry_rate_limited=retry_rate_limited,
+                max_retries=policy.max_retries,
+                retry_rate_limited=policy.retry_rate_limited,
             )
+            policy.request = request
             try:
                 usage = (await client._transport.request(request)).data
             except NotFoundError:
-                negative: CacheEntry[Usage] = CacheEntry(None, time.time(), now, True)
+                negative: CacheEntry[Usage] = CacheEntry(
+                    None, time.time(), client._clock.now(), True
+                )
                 cache.set(iccid, negative)
                 if shared is not None:
                     await shared.set(iccid, negative)
                 raise
             stamp = time.time()
             usage.fetched_at = datetime.fromtimestamp(stamp, UTC)
-            entry = CacheEntry(usage, stamp, now, usage.status is UsageStatus.RECYCLED)
+            # Its age counts from the answer, not from the start of the wait for budget.
+            entry = CacheEntry(
+                usage, stamp, client._clock.now(), usage.status is UsageStatus.RECYCLED
+            )
             cache.set(iccid, entry)
             if shared is not None:
                 await shared.set(iccid, entry)
             return entry, True
 
-        (entry, requested), joined = await client._usage_flight.run(iccid, fetch)
+        (entry, requested), joined = await client._usage_flight.run(
+            iccid, fetch, fresh=refresh, options=policy
+        )
         if joined:
             client.stats.coalesced += 1
         elif not requested:
@@ -317,7 +367,8 @@ class SimsResource(Resource):
         """Every package and top-up this eSIM has had.
 
         Limited per eSIM (Airalo 10 per minute, PressOne 1 per 15 minutes) and cached for
-        15 minutes, as the providers ask; ``refresh=True`` skips the cache.
+        15 minutes, as the providers ask; ``refresh=True`` skips the cache and never joins a
+        request already in flight.
         """
         client = self._client
         client._validate_iccid(iccid)
@@ -329,7 +380,6 @@ class SimsResource(Resource):
                 return _unwrap(iccid, entry)
 
         async def fetch() -> CacheEntry[builtins.list[PackageHistoryEntry]]:
-            now = client._clock.now()
             try:
                 envelope: Envelope[builtins.list[PackageHistoryEntry]] = await self._call(
                     "package_history",
@@ -338,13 +388,13 @@ class SimsResource(Resource):
                     key=iccid,
                 )
             except NotFoundError:
-                cache.set(iccid, CacheEntry(None, time.time(), now, True))
+                cache.set(iccid, CacheEntry(None, time.time(), client._clock.now(), True))
                 raise
-            entry = CacheEntry(envelope.data, time.time(), now, False)
+            entry = CacheEntry(envelope.data, time.time(), client._clock.now(), False)
             cache.set(iccid, entry)
             return entry
 
-        entry, joined = await client._history_flight.run(iccid, fetch)
+        entry, joined = await client._history_flight.run(iccid, fetch, fresh=refresh)
         if joined:
             client.stats.coalesced += 1
         return _unwrap(iccid, entry)

@@ -12,13 +12,13 @@ import json
 import secrets
 import string
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .catalogue import catalogue_entries, find_package, topups_for
-from .fleet import Fleet, SimRecord
+from .fleet import INSTALL_WINDOW, Fleet, SimRecord, stamp
 
 if TYPE_CHECKING:
     from ..limits import Rate
@@ -49,7 +49,14 @@ _ALPHABET = string.ascii_letters + string.digits + "-_"
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return stamp(datetime.now(UTC))
+
+
+def _iso(when: str | None) -> str | None:
+    """A ``"YYYY-MM-DD HH:MM:SS"`` UTC stamp as ISO-8601 with offset (package history dates)."""
+    if when is None:
+        return None
+    return datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).isoformat()
 
 
 def _invalid(fields: dict[str, str]) -> web.Response:
@@ -169,7 +176,7 @@ class ApiRoutes:
     def _sim_json(self, sim: SimRecord) -> dict[str, Any]:
         return {
             "id": int(sim.iccid[-6:]),
-            "created_at": "2026-01-01 00:00:00",
+            "created_at": sim.created_at,
             "iccid": sim.iccid,
             "lpa": "lpa.emulator.test",
             "imsis": None,
@@ -186,7 +193,7 @@ class ApiRoutes:
             "order": None,
             "brand_settings_name": sim.brand_settings_name,
             "recycled": sim.status == "RECYCLED",
-            "recycled_at": "2026-06-01 00:00:00" if sim.status == "RECYCLED" else None,
+            "recycled_at": sim.recycled_at if sim.status == "RECYCLED" else None,
         }
 
     def _order_json(
@@ -200,7 +207,7 @@ class ApiRoutes:
         order_id = next(self._order_ids)
         order = {
             "id": order_id,
-            "code": f"20260101-{order_id:06d}",
+            "code": f"{datetime.now(UTC):%Y%m%d}-{order_id:06d}",
             "currency": "USD",
             "package_id": package["id"],
             "quantity": quantity,
@@ -228,16 +235,19 @@ class ApiRoutes:
 
     def _new_sims(self, package: dict[str, Any], quantity: int) -> list[SimRecord]:
         sims = []
+        now = datetime.now(UTC)
         for _ in range(quantity):
             iccid = Fleet.make_iccid(next(self._iccid_numbers))
+            # Not installed yet: it can be until the end of the install window.
             sim = SimRecord(
                 iccid,
                 "not_active",
                 package["amount"],
                 package["amount"],
                 "NOT_ACTIVE",
-                None,
+                stamp(now + INSTALL_WINDOW),
                 package["is_unlimited"],
+                created_at=stamp(now),
             )
             sim.package_id = package["id"]
             self.fleet.add(sim)
@@ -455,7 +465,11 @@ class ApiRoutes:
         sim.remaining += package["amount"]
         sim.total += package["amount"]
         if sim.status in ("FINISHED", "EXPIRED"):
+            # The top-up starts now and runs its own validity.
+            now = datetime.now(UTC)
             sim.status = "ACTIVE"
+            sim.activated_at = stamp(now)
+            sim.expired_at = stamp(now + timedelta(days=int(package["day"])))
         order = self._order_json(package, 1, [], body.get("description"), "topup")
         order["sims"] = []
         return web.json_response({"data": order, "meta": {"message": "success"}})
@@ -530,10 +544,10 @@ class ApiRoutes:
             entries.append(
                 {
                     "id": 700 + n,
-                    "status": "ACTIVE" if n == len(sim.topups) else "FINISHED",
+                    "status": sim.status if n == len(sim.topups) else "FINISHED",
                     "remaining": package["amount"] if n == len(sim.topups) else 0,
-                    "activated_at": "2026-01-01T00:00:00+00:00",
-                    "expired_at": "2026-02-01T00:00:00+00:00",
+                    "activated_at": _iso(sim.activated_at),
+                    "expired_at": _iso(sim.expired_at),
                     "finished_at": None,
                     "package": {
                         k: package[k]

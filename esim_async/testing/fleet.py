@@ -1,4 +1,9 @@
-"""A deterministic fleet of eSIMs with realistic usage figures, for the emulator."""
+"""A deterministic fleet of eSIMs with realistic usage figures, for the emulator.
+
+Dates are relative to a reference time (the wall clock when the fleet is generated, unless
+given) and fit each eSIM's status: active and not-yet-active eSIMs expire after it, expired ones
+before it, finished ones keep their package's expiry, recycled ones report none.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["Fleet", "SimRecord"]
+__all__ = ["INSTALL_WINDOW", "Fleet", "SimRecord", "stamp"]
 
 # Share of each kind in a generated fleet (the rest is ACTIVE with data left).
 _KINDS: tuple[tuple[str, float], ...] = (
@@ -41,6 +46,11 @@ class SimRecord:
     brand_settings_name: str | None = None
     #: Top-up package ids bought for this eSIM, oldest first.
     topups: list[str] = field(default_factory=list)
+    #: When the eSIM was ordered, activated (``None``: not yet) and recycled (``None``: not),
+    #: as ``"YYYY-MM-DD HH:MM:SS"`` in UTC like ``expired_at``.
+    created_at: str | None = None
+    activated_at: str | None = None
+    recycled_at: str | None = None
 
     def usage(self) -> dict[str, Any]:
         """The ``data`` object of ``GET /sims/{iccid}/usage``."""
@@ -73,23 +83,36 @@ def _luhn_digit(body: str) -> str:
 class Fleet:
     """A set of eSIMs keyed by ICCID.
 
-    ``Fleet.generate(300, seed=1)`` always yields the same 300 eSIMs: a mix of active,
-    unlimited, recycled, expired, finished, not-yet-active, low-data and voice+text eSIMs.
+    ``Fleet.generate(300, seed=1)`` yields 300 eSIMs: a mix of active, unlimited, recycled,
+    expired, finished, not-yet-active, low-data and voice+text eSIMs. The same seed and
+    reference time ``now`` always yield the same fleet; without ``now`` the dates are relative
+    to the time of generation, kept in ``generated_at``.
     """
 
     sims: dict[str, SimRecord] = field(default_factory=dict)
+    #: The reference time the fleet's dates were generated against (UTC).
+    generated_at: datetime | None = None
 
     @classmethod
     def generate(
         cls, size: int, *, seed: int = 0, now: datetime | None = None, prefix: str = "894400"
     ) -> Fleet:
+        """``size`` eSIMs drawn from ``seed``, dated relative to ``now`` (default: the current
+        UTC time; a naive ``now`` is read as UTC)."""
         rng = random.Random(seed)
-        base = now or datetime(2026, 1, 1, tzinfo=UTC)
-        fleet = cls()
+        # Times of day come from their own stream, so kinds and figures depend on the seed only.
+        clock_rng = random.Random(f"fleet-dates:{seed}")
+        if now is None:
+            base = datetime.now(UTC)
+        elif now.tzinfo is None:
+            base = now.replace(tzinfo=UTC)
+        else:
+            base = now.astimezone(UTC)
+        fleet = cls(generated_at=base)
         from .catalogue import CATALOGUE
 
         sim_packages = [
-            p["id"]
+            (p["id"], int(p["day"]))
             for entry in CATALOGUE
             for op in entry["operators"]
             for p in op["packages"]
@@ -98,8 +121,9 @@ class Fleet:
         for n in range(size):
             body = f"{prefix}{seed % 1000:03d}{n:09d}"[:18]
             iccid = body + _luhn_digit(body)
-            sim = _make(iccid, rng, base)
-            sim.package_id = sim_packages[n % len(sim_packages)]
+            package_id, validity = sim_packages[n % len(sim_packages)]
+            sim = _make(iccid, rng, clock_rng, base, validity)
+            sim.package_id = package_id
             fleet.add(sim)
         return fleet
 
@@ -128,11 +152,18 @@ class Fleet:
         return [s.iccid for s in self.sims.values() if s.kind == kind]
 
 
-def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+#: Days an ordered eSIM can wait before it is installed (the catalogue's ``install_window_days``).
+INSTALL_WINDOW = timedelta(days=180)
 
 
-def _make(iccid: str, rng: random.Random, base: datetime) -> SimRecord:
+def stamp(when: datetime) -> str:
+    """``when`` in the API's date format, ``"YYYY-MM-DD HH:MM:SS"`` (UTC)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _make(
+    iccid: str, rng: random.Random, clock_rng: random.Random, base: datetime, validity: int
+) -> SimRecord:
     roll = rng.random()
     kind = "active"
     acc = 0.0
@@ -142,33 +173,73 @@ def _make(iccid: str, rng: random.Random, base: datetime) -> SimRecord:
             kind = name
             break
     total = rng.choice([1024, 2048, 3072, 5120, 10240, 20480])
-    future = _stamp(base + timedelta(days=rng.randint(1, 30)))
-    past = _stamp(base - timedelta(days=rng.randint(1, 30)))
-    if kind == "unlimited":
-        return SimRecord(iccid, kind, 0, 0, "ACTIVE", future, True)
+    days_ahead = rng.randint(1, 30)
+    days_ago = rng.randint(1, 30)
+
+    def moment(days: int) -> timedelta:
+        # Whole days plus a time of day: at least a minute, less than a day.
+        return timedelta(days=days, seconds=clock_rng.randint(60, 86_399))
+
+    # The package runs ``validity`` days from activation; eSIMs in use are part-way through.
+    expires = base + moment((days_ahead - 1) % validity)
+    lapsed = base - moment(days_ago - 1)
+    ordered_lead = timedelta(seconds=clock_rng.randint(600, 3 * 86_400))
     if kind == "recycled":
-        return SimRecord(iccid, kind, 0, 0, "RECYCLED", None, None)
-    if kind == "expired":
-        return SimRecord(iccid, kind, rng.randint(0, total), total, "EXPIRED", past, False)
-    if kind == "finished":
-        return SimRecord(iccid, kind, 0, total, "FINISHED", future, False)
-    if kind == "not_active":
-        return SimRecord(iccid, kind, total, total, "NOT_ACTIVE", None, False)
-    if kind == "voice_text":
-        voice, text = rng.choice([(30, 50), (60, 100), (100, 100)])
+        recycled = lapsed
+        created = recycled - timedelta(days=180 + days_ahead)
         return SimRecord(
             iccid,
             kind,
-            rng.randint(0, total),
-            total,
-            "ACTIVE",
-            future,
-            False,
-            rng.randint(0, voice),
-            rng.randint(0, text),
-            voice,
-            text,
+            0,
+            0,
+            "RECYCLED",
+            None,
+            None,
+            created_at=stamp(created),
+            recycled_at=stamp(recycled),
         )
-    if kind == "low":
-        return SimRecord(iccid, kind, rng.randint(0, total // 20), total, "ACTIVE", future, False)
-    return SimRecord(iccid, kind, rng.randint(total // 5, total), total, "ACTIVE", future, False)
+    if kind == "not_active":
+        created = lapsed
+        return SimRecord(
+            iccid,
+            kind,
+            total,
+            total,
+            "NOT_ACTIVE",
+            stamp(created + INSTALL_WINDOW),
+            False,
+            created_at=stamp(created),
+        )
+    expiry = lapsed if kind == "expired" else expires
+    activated = expiry - timedelta(days=validity)
+    status, remaining, is_unlimited = "ACTIVE", 0, False
+    voice = text = remaining_voice = remaining_text = 0
+    if kind == "unlimited":
+        total, is_unlimited = 0, True
+    elif kind == "expired":
+        status, remaining = "EXPIRED", rng.randint(0, total)
+    elif kind == "finished":
+        status = "FINISHED"  # the data ran out before the package's validity did
+    elif kind == "voice_text":
+        voice, text = rng.choice([(30, 50), (60, 100), (100, 100)])
+        remaining = rng.randint(0, total)
+        remaining_voice, remaining_text = rng.randint(0, voice), rng.randint(0, text)
+    elif kind == "low":
+        remaining = rng.randint(0, total // 20)
+    else:
+        remaining = rng.randint(total // 5, total)
+    return SimRecord(
+        iccid,
+        kind,
+        remaining,
+        total,
+        status,
+        stamp(expiry),
+        is_unlimited,
+        remaining_voice,
+        remaining_text,
+        voice,
+        text,
+        created_at=stamp(activated - ordered_lead),
+        activated_at=stamp(activated),
+    )

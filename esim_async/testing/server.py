@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..clock import Clock, MonotonicClock
 from ..limits import Rate
@@ -123,8 +124,25 @@ class EmulatorStats:
         return sum(self.usage_by_iccid.values())
 
 
+def _wait_until(deadline: float, now: float) -> float:
+    """Seconds from ``now`` to ``deadline``, rounded up so that ``now + wait >= deadline``."""
+    wait = deadline - now
+    while now + wait < deadline:
+        wait = math.nextafter(wait, math.inf)
+    return wait
+
+
 class _Window:
-    """Server-side limit for one key: sliding log or Laravel fixed window."""
+    """Server-side limit for one key: sliding log or Laravel fixed window.
+
+    ``sliding``: an arrival is admitted iff fewer than ``count`` admissions lie in
+    ``(now - period, now]``, so no half-open window ``[t, t + period)`` ever holds more than
+    ``count``. ``fixed`` (Laravel's limiter): the first admitted hit opens a window
+    ``[start, start + period)`` that admits ``count`` hits; the first hit at or after its end
+    opens the next one (so up to ``2 * count - 1`` can fall inside one period across a
+    boundary). Refused arrivals count in neither. The wait returned with a refusal is exact:
+    an arrival at ``now + wait`` is admitted.
+    """
 
     __slots__ = ("algorithm", "hits", "rate", "start")
 
@@ -142,14 +160,15 @@ class _Window:
                 self.start = now
                 self.hits.clear()
             if len(self.hits) >= rate.count:
-                return self.start + rate.period - now
+                return _wait_until(self.start + rate.period, now)
             self.hits.append(now)
             return None
         hits = self.hits
-        while hits and hits[0] <= now - rate.period:
+        # (compared as ``hit + period <= now``, the same sum the announced wait is built from)
+        while hits and hits[0] + rate.period <= now:
             hits.popleft()
         if len(hits) >= rate.count:
-            return hits[0] + rate.period - now
+            return _wait_until(hits[0] + rate.period, now)
         hits.append(now)
         return None
 
@@ -177,6 +196,7 @@ class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
         clock: Clock | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        middlewares: Iterable[Middleware] = (),
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the emulator binds to loopback only")
@@ -191,6 +211,9 @@ class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
         self.stats = EmulatorStats()
         self._host = host
         self._port = port
+        #: aiohttp middlewares around every handler, outermost first (an independent request
+        #: log, say); they see each request before the emulator counts or limits it.
+        self.middlewares: list[Middleware] = list(middlewares)
         self._rng = random.Random(self.faults.seed)
         self._tokens: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
@@ -232,7 +255,7 @@ class Emulator(ApiRoutes, MoreApiRoutes, WebhookSender):
 
     def app(self) -> web.Application:
         """The aiohttp application (mount it or run it yourself)."""
-        app = web.Application()
+        app = web.Application(middlewares=self.middlewares)
         for prefix in (_AIRALO, _PRESSONE):
             app.router.add_post(prefix + "/token", self._token)
         for prefix in (_AIRALO, _PRESSONE, _PRESSONE_TYPO):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -14,11 +15,23 @@ from esim_async import (
     ValidationError,
 )
 from esim_async.testing import Emulator, Fleet, ServerLimits
+from esim_async.testing.catalogue import CATALOGUE
+
+from ..arrivals import ArrivalLog
+
+HISTORY = re.compile(r"/sims/(?P<key>[^/]+)/packages$")
 
 
 @pytest.fixture
-async def emu() -> Emulator:
-    async with Emulator(fleet=Fleet.generate(30, seed=12)) as emulator:
+def log() -> ArrivalLog:
+    return ArrivalLog()
+
+
+@pytest.fixture
+async def emu(log: ArrivalLog) -> Emulator:
+    async with Emulator(
+        fleet=Fleet.generate(30, seed=12), middlewares=[log.middleware]
+    ) as emulator:
         yield emulator  # type: ignore[misc]
 
 
@@ -27,6 +40,7 @@ async def test_airalo_catalogue(emu: Emulator) -> None:
     async with AiraloClient("id", "secret", base_url=emu.url) as client:
         everything = [c async for c in client.packages.list(page_size=3)]
         assert len(everything) == 8  # three pages, the later ones keyed by index
+        assert [c.slug for c in everything] == [e["slug"] for e in CATALOGUE]
         assert emu.stats.arrivals["packages"] == 3
         assert all(p.type == "sim" for c in everything for p in c.packages())
         with_topups = [c async for c in client.packages.list(include_topup=True)]
@@ -96,7 +110,7 @@ async def test_airalo_order_errors(emu: Emulator) -> None:
             await client.orders.topup("change-7days-1gb-topup", recycled)
 
 
-async def test_airalo_sims(emu: Emulator) -> None:
+async def test_airalo_sims(emu: Emulator, log: ArrivalLog) -> None:
     async with AiraloClient("id", "secret", base_url=emu.url) as client:
         sims = [s async for s in client.sims.list(page_size=7)]
         assert len(sims) == len(emu.fleet)
@@ -115,6 +129,8 @@ async def test_airalo_sims(emu: Emulator) -> None:
         many = await asyncio.gather(*(client.sims.package_history(s.iccid) for s in sims[:12]))
         assert len(many) == 12
         assert emu.stats.rate_limited == 0
+    assert log.count(HISTORY) == 12
+    assert log.violations(per_key=emu.limits.package_history, pattern=HISTORY) == []
 
 
 async def test_pressone_has_its_data_api() -> None:

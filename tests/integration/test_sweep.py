@@ -17,6 +17,7 @@ from esim_async import (
     InvalidIccidError,
     NotFoundError,
     Rate,
+    RateLimitedError,
     SweepProgress,
     UsageResult,
 )
@@ -93,15 +94,26 @@ async def test_invalid_iccids_spend_nothing() -> None:
 
 
 async def test_ordered_keeps_input_order() -> None:
-    fleet = Fleet.generate(60, seed=4)
+    fleet = Fleet.generate(30, seed=4)
     given = list(reversed(fleet.iccids()))
-    async with (
-        Emulator(fleet=fleet, limits=STRICT) as emu,
-        client_for(emu) as client,
-        client.sims.usage_many(given, ordered=True, concurrency=7) as results,
-    ):
-        got = [r.iccid async for r in results]
-    assert got == given
+    orders: dict[bool, list[UsageResult]] = {}
+    async with Emulator(
+        fleet=fleet, limits=ServerLimits.unlimited(), faults=Faults(slow_seconds=0.5)
+    ) as emu:
+        for ordered in (False, True):
+            emu.inject("usage", "slow")  # the first request of each sweep is answered late
+            async with (
+                client_for(emu, iccid_rate=None, company_rate=None) as client,
+                client.sims.usage_many(given, ordered=ordered, concurrency=7) as results,
+            ):
+                orders[ordered] = [r async for r in results]
+        assert emu.stats.faults["slow"] == 2
+    # Completion order is not input order: the late answer comes after later ICCIDs...
+    assert [r.iccid for r in orders[False]] != given
+    assert Counter(r.iccid for r in orders[False]) == Counter(given)
+    # ...yet ordered=True holds those back and yields the input order.
+    assert [r.iccid for r in orders[True]] == given
+    assert [r.index for r in orders[True]] == list(range(len(given)))
 
 
 async def test_input_is_streamed_not_read_ahead() -> None:
@@ -194,9 +206,12 @@ async def test_throttled_iccids_go_back_in_the_queue() -> None:
         async with client.sims.usage_many(fleet.iccids()) as results:
             got = [r async for r in results]
         assert emu.stats.rate_limited >= 1
-        # max_retries=0: a 429 would be final for a single call; in a sweep it is re-queued.
+        # max_retries=0: a 429 is final for a single call; in a sweep it is re-queued.
         assert all(r.ok for r in got), Counter(type(r.error).__name__ for r in got)
         assert len(got) == 24
+        emu.inject("usage", "429")
+        with pytest.raises(RateLimitedError):
+            await client.sims.usage(fleet.iccids()[0], refresh=True)
 
 
 async def test_interactive_calls_jump_the_sweep_queue() -> None:

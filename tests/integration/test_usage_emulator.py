@@ -24,6 +24,8 @@ from esim_async.backends.memory import MemoryBackend
 from esim_async.limits import EndpointLimiter
 from esim_async.testing import Emulator, Fleet, ServerLimits
 
+from ..arrivals import ArrivalLog
+
 FAST = ServerLimits(usage_iccid=Rate(3, 2.0), usage_company=Rate(8, 0.5), token=Rate(3, 5.0))
 
 
@@ -42,7 +44,8 @@ def fast_client(emu: Emulator, **kw: object) -> AiraloClient:
 
 
 async def test_airalo_and_pressone_dialects() -> None:
-    async with Emulator(fleet=Fleet.generate(10, seed=3)) as emu:
+    log = ArrivalLog()
+    async with Emulator(fleet=Fleet.generate(10, seed=3), middlewares=[log.middleware]) as emu:
         iccid = emu.fleet.iccids()[0]
         expected = emu.fleet.sims[iccid]
         async with AiraloClient("id", "secret", base_url=emu.url) as airalo:
@@ -56,6 +59,8 @@ async def test_airalo_and_pressone_dialects() -> None:
             assert p.raw_remaining == expected.remaining
         assert emu.stats.arrivals["token"] == 3
         assert emu.stats.rate_limited == 0
+    assert log.count() == 3
+    log.assert_usage_within(company=emu.limits.usage_company, iccid=emu.limits.usage_iccid)
 
 
 async def test_fleet_kinds_decode() -> None:
@@ -81,7 +86,11 @@ async def test_fleet_kinds_decode() -> None:
 
 async def test_burst_over_many_iccids_draws_zero_429s() -> None:
     fleet = Fleet.generate(60, seed=5)
-    async with Emulator(fleet=fleet, limits=FAST) as emu, fast_client(emu) as client:
+    log = ArrivalLog()
+    async with (
+        Emulator(fleet=fleet, limits=FAST, middlewares=[log.middleware]) as emu,
+        fast_client(emu) as client,
+    ):
         iccids = fleet.iccids()
         # Every ICCID asked four times concurrently: single flight + cache + limits.
         results = await asyncio.gather(*(client.sims.usage(i) for i in iccids * 4))
@@ -95,6 +104,9 @@ async def test_burst_over_many_iccids_draws_zero_429s() -> None:
             await asyncio.gather(*(client.sims.usage(i, refresh=True) for i in iccids[:10]))
         assert emu.stats.rate_limited == 0
         assert emu.stats.usage_requests == 90
+    # What reached the server, counted outside the emulator: every window kept both limits.
+    assert log.count() == 90
+    log.assert_usage_within(company=FAST.usage_company, iccid=FAST.usage_iccid)
 
 
 async def test_fixed_window_server_also_draws_zero_429s() -> None:
@@ -102,10 +114,38 @@ async def test_fixed_window_server_also_draws_zero_429s() -> None:
         usage_iccid=Rate(3, 2.0), usage_company=Rate(8, 0.5), token=Rate(3, 5.0), algorithm="fixed"
     )
     fleet = Fleet.generate(40, seed=6)
-    async with Emulator(fleet=fleet, limits=limits) as emu, fast_client(emu) as client:
+    log = ArrivalLog()
+    async with (
+        Emulator(fleet=fleet, limits=limits, middlewares=[log.middleware]) as emu,
+        fast_client(emu) as client,
+    ):
         await asyncio.gather(*(client.sims.usage(i) for i in fleet.iccids()))
         assert emu.stats.rate_limited == 0
         assert emu.stats.usage_requests == 40
+    assert log.count() == 40
+    # The client keeps the strict reading (any window), which no fixed window can refuse.
+    log.assert_usage_within(company=limits.usage_company, iccid=limits.usage_iccid)
+
+
+async def test_arrival_log_does_not_trust_the_server() -> None:
+    """A server that limits nothing answers no 429 to a client running over the limits; the
+    independent arrival log still sees every window that held too many."""
+    fleet = Fleet.generate(20, seed=7)
+    log = ArrivalLog()
+    async with (
+        Emulator(fleet=fleet, limits=ServerLimits.unlimited(), middlewares=[log.middleware]) as emu,
+        fast_client(emu, company_rate=Rate(20, 0.5), iccid_rate=None) as client,
+    ):
+        await asyncio.gather(*(client.sims.usage(i) for i in fleet.iccids()))
+        await asyncio.gather(*(client.sims.usage(i, refresh=True) for i in fleet.iccids()[:4]))
+        await asyncio.gather(*(client.sims.usage(i, refresh=True) for i in fleet.iccids()[:4]))
+        assert emu.stats.rate_limited == 0
+    assert log.count() == 28
+    problems = log.violations(company=FAST.usage_company, per_key=Rate(2, 60.0))
+    assert any(p.startswith("company-wide: ") for p in problems)
+    assert sum(p.startswith("key ") for p in problems) == 4
+    with pytest.raises(AssertionError, match="rate limits broken at arrival"):
+        log.assert_usage_within(company=FAST.usage_company)
 
 
 async def test_429_storm_adapts_and_every_call_succeeds() -> None:

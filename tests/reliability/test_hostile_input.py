@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from esim_async import AiraloClient, ApiError, InvalidIccidError, ManualClock, TransportError
-from esim_async.models import Envelope, Usage
+from esim_async.models import Envelope, Usage, UsageStatus
 from esim_async.transport import Request
 
 json_values = st.recursive(
@@ -94,7 +94,12 @@ def test_any_response_is_a_model_or_a_typed_error(
     except (TransportError, ApiError):
         return
     assert isinstance(result, Envelope)
-    assert isinstance(result.data, Usage)
+    usage = result.data
+    assert isinstance(usage, Usage)
+    # An answer that says nothing is an error, never an all-None usage.
+    figures = (usage.raw_remaining, usage.raw_total, usage.expired_at, usage.is_unlimited)
+    figures += (usage.remaining_voice, usage.remaining_text, usage.total_voice, usage.total_text)
+    assert usage.status is not UsageStatus.UNKNOWN or any(f is not None for f in figures)
 
 
 @settings(max_examples=300)

@@ -1,0 +1,106 @@
+"""The Redis limiter charges a 429 like the memory one: per key or shared, ceilings that do not
+stay lowered for good, long cool-downs refused instead of slept through. Needs redis-server
+(skipped without one, unless ESIM_REQUIRE_REDIS=1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from esim_async import MonotonicClock, Rate, RateLimitedError
+from esim_async.backends.redis import RedisBackend, RedisLimiter
+
+from ..conftest import RedisServer
+
+
+def backend(server: RedisServer) -> RedisBackend:
+    return RedisBackend.from_url(server.url, prefix="f")
+
+
+async def test_a_per_esim_429_cools_that_esim_only(redis_server: RedisServer) -> None:
+    b = backend(redis_server)
+    limiter = b.limiter(
+        "acct:usage",
+        shared=Rate(5, 1.0),
+        per_key=Rate(10, 60.0),
+        margin=0.0,
+        clock=MonotonicClock(),
+    )
+    await limiter.acquire("a")
+    limiter.penalize(30.0, 10, key="a")  # a 1 s company window never asks for 30 s
+    limiter.penalize(3600.0, 10, key="b", waitable=False)
+    await asyncio.sleep(0.1)
+    state = await b.redis.hgetall("f:acct:usage:state")
+    assert b"cooldown_until" not in state  # the company budget is untouched
+    assert limiter.state().key_cooldowns == 2
+    assert limiter.state().cooldown_remaining == 0
+    async with asyncio.timeout(5):  # a hang guard only
+        await limiter.acquire("c")  # another eSIM goes
+    with pytest.raises(RateLimitedError) as info:
+        await limiter.acquire("b")  # refused at once, not slept through
+    assert info.value.retry_after is not None and 3000 < info.value.retry_after <= 3600
+    await limiter.aclose()
+    await b.aclose()
+
+
+async def test_a_shared_cool_down_beyond_the_cap_is_refused(redis_server: RedisServer) -> None:
+    b = backend(redis_server)
+    limiter = b.limiter(
+        "acct:packages", shared=Rate(80, 60.0), per_key=None, margin=0.0, clock=MonotonicClock()
+    )
+    limiter.penalize(3600.0, None, waitable=False)
+    with pytest.raises(RateLimitedError):
+        await limiter.acquire()
+    await asyncio.sleep(0.1)  # the shared cool-down is written in the background
+    state = await b.redis.hgetall("f:acct:packages:state")
+    assert float(state[b"cooldown_until"]) > 0  # other processes cool down too
+    await limiter.aclose()
+    await b.aclose()
+
+
+async def test_a_ceiling_learned_from_a_header_expires(redis_server: RedisServer) -> None:
+    b = backend(redis_server)
+    limiter = b.limiter(
+        "acct:token", shared=Rate(10, 1.0), per_key=None, margin=0.0, clock=MonotonicClock()
+    )
+    limiter.lookahead = 0.0
+    limiter.penalize(1.0, 2)
+    await asyncio.sleep(0.1)
+    state = await b.redis.hgetall("f:acct:token:state")
+    assert int(state[b"ceiling"]) == 2
+    seconds, micros = await b.redis.time()
+    later = seconds + micros / 1e6 + 100.0  # long after the cool-down
+    admitted = 0
+    for _ in range(10):
+        ok, _delay, _binding = await limiter.reserve(None, now=later)
+        admitted += ok
+    assert admitted == 10  # the configured count is back
+    await limiter.aclose()
+    await b.aclose()
+
+
+async def test_an_ambiguous_429_is_the_companys_only_when_its_window_was_full(
+    redis_server: RedisServer,
+) -> None:
+    b = backend(redis_server)
+    clock = MonotonicClock()
+
+    def limiter(name: str) -> RedisLimiter:
+        lim = b.limiter(name, shared=Rate(5, 1.0), per_key=Rate(10, 60.0), margin=0.0, clock=clock)
+        lim.lookahead = 0.0
+        return lim
+
+    quiet = limiter("acct:quiet")
+    await quiet.acquire("a")
+    quiet.penalize(1.0, 3, key="a")
+    busy = limiter("acct:busy")
+    for key in "bcdef":
+        await busy.acquire(key)
+    busy.penalize(1.0, 3, key="f")
+    await asyncio.sleep(0.1)
+    assert b"cooldown_until" not in await b.redis.hgetall("f:acct:quiet:state")
+    assert b"cooldown_until" in await b.redis.hgetall("f:acct:busy:state")
+    assert busy.state().cooldown_remaining > 0
+    assert quiet.state().cooldown_remaining == 0
+    await b.aclose()
