@@ -9,6 +9,7 @@ single flight for duplicate calls, and fleet-wide usage sweeps.
 from ._version import __version__
 from .client import AiraloClient, BaseClient, ClientOptions, PressOneClient
 from .clock import Clock, LoopClock, ManualClock, MonotonicClock
+from .config import ClientConfig
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -41,7 +42,7 @@ from .models import (
     Usage,
     UsageStatus,
 )
-from .providers import AIRALO, PRESSONE, ProviderProfile
+from .providers import AIRALO, PRESSONE, EndpointLimit, ProviderProfile
 from .stats import ClientStats
 from .sweep import SweepProgress, SweepSummary, UsageResult, UsageSweep
 
@@ -54,10 +55,12 @@ __all__ = [
     "AuthenticationError",
     "BaseClient",
     "BusinessError",
+    "ClientConfig",
     "ClientOptions",
     "ClientStats",
     "Clock",
     "Country",
+    "EndpointLimit",
     "Esim",
     "EsimError",
     "Instructions",

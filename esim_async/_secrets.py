@@ -10,11 +10,13 @@ secrets the process registers.
 
 from __future__ import annotations
 
+import json
 import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "REDACTED",
@@ -51,12 +53,20 @@ _holders: weakref.WeakSet[SecretHolder] = weakref.WeakSet()
 logger = logging.getLogger("esim_async")
 
 
+def _variants(value: str) -> set[str]:
+    """``value`` and the forms a server may echo it in: percent-encoded (form bodies, query
+    strings) and JSON-escaped."""
+    return {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+
+
 def register_secret(value: str | None) -> None:
-    """Never show ``value`` in a log message again (values shorter than 4 chars are ignored)."""
+    """Never show ``value`` in a log message again (values shorter than 4 chars are ignored),
+    nor its percent-encoded or JSON-escaped forms."""
     if not value or len(value) < _MIN_LENGTH:
         return
-    _secrets[value] = None
-    _secrets.move_to_end(value)
+    for form in _variants(value):
+        _secrets[form] = None
+        _secrets.move_to_end(form)
     while len(_secrets) > _MAX_SECRETS:
         _secrets.popitem(last=False)
 
@@ -73,9 +83,9 @@ def _found_in(text: str) -> list[str]:
         return []
     found = {secret for secret in _secrets if secret in text}
     for holder in list(_holders):
-        for secret in holder.current_secrets():
-            if len(secret) >= _MIN_LENGTH and secret in text:
-                found.add(secret)
+        for held in holder.current_secrets():
+            if len(held) >= _MIN_LENGTH:
+                found.update(form for form in _variants(held) if form in text)
     return sorted(found, key=len, reverse=True)  # longest first: no partial leaks
 
 

@@ -10,24 +10,22 @@ from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
-from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
 
-from . import _constants as C
-from ._secrets import register_secret
+from ._secrets import register_holder, register_secret
 from .auth import TokenManager
 from .backends.base import Backend, Cache, Flight, RateLimiter, SharedCache
-from .backends.memory import MemoryBackend
 from .cache import CallScope
-from .clock import Clock, MonotonicClock
+from .clock import Clock
+from .config import UNSET, ClientConfig, ClientOptions
 from .errors import InvalidRequestError, TransportError
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
 from .models.usage import Usage
-from .providers import AIRALO, KEYED_LIMITS, PRESSONE, ProviderProfile
+from .providers import AIRALO, PRESSONE
 from .resources.account import AccountResource, AiraloAccountResource, DevicesResource
 from .resources.future_orders import FutureOrdersResource
 from .resources.notifications import NotificationsResource
@@ -47,52 +45,38 @@ if TYPE_CHECKING:
 __all__ = ["AiraloClient", "BaseClient", "ClientOptions", "PressOneClient"]
 
 _token_decoder = msgspec.json.Decoder(Envelope[Token], strict=False)
-_UNSET: Any = object()
 
 
-class ClientOptions(TypedDict, total=False):
-    """Options every client accepts (see :class:`AiraloClient` for what each means)."""
-
-    prefix: str | None
-    negative_cache_ttl: float
-    cache_maxsize: int
-    rate_margin: float
-    usage_path: str | None
+class _TransportOptions(TypedDict):
+    clock: Clock
     timeout: float
     connect_timeout: float
     max_retries: int
     retry_after_cap: float
     max_body_size: int
     connection_limit: int
-    iccid_length: tuple[int, int]
     session: aiohttp.ClientSession | None
     connector: aiohttp.BaseConnector | None
     proxy: str | None
     ssl: ssl_module.SSLContext | None
-    backend: Backend | None
-    clock: Clock | None
-    limits: Mapping[str, Rate | None] | None
 
 
-def _check_base_url(base_url: object) -> str:
-    if not isinstance(base_url, str) or not base_url:
-        raise InvalidRequestError("base_url must be a non-empty str", field="base_url")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequestError(
-            f"base_url must be http(s)://host[:port], got {base_url!r}", field="base_url"
-        )
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise InvalidRequestError(
-            "base_url must not carry credentials, a query or a fragment", field="base_url"
-        )
-    if parts.path not in ("", "/"):
-        raise InvalidRequestError(
-            f"base_url is scheme + host only, got path {parts.path!r}: the version prefix "
-            "belongs to the provider profile (pass prefix=... to change it)",
-            field="base_url",
-        )
-    return f"{parts.scheme}://{parts.netloc}"
+def _transport_options(config: ClientConfig) -> _TransportOptions:
+    """What every transport of a client takes from its configuration (the data API's and
+    PressOne's voice API's alike)."""
+    return _TransportOptions(
+        clock=config.clock,
+        timeout=config.timeout,
+        connect_timeout=config.connect_timeout,
+        max_retries=config.max_retries,
+        retry_after_cap=config.retry_after_cap,
+        max_body_size=config.max_body_size,
+        connection_limit=config.connection_limit,
+        session=config.session,
+        connector=config.connector,
+        proxy=config.proxy,
+        ssl=config.ssl,
+    )
 
 
 def _check_credential(name: str, value: object) -> str:
@@ -107,113 +91,54 @@ class BaseClient:
 
     Use it as an async context manager (or call :meth:`aclose`): the aiohttp session is created
     inside the running loop on first use and closed on exit.
+
+    Args:
+        client_id, client_secret: the API credentials (the secret is never logged or shown).
+        config: every other setting (built by the provider clients from their keywords).
     """
 
-    def __init__(
-        self,
-        client_id: str,
-        client_secret: str,
-        *,
-        profile: ProviderProfile,
-        base_url: str,
-        prefix: str | None = None,
-        iccid_rate: Rate | None,
-        company_rate: Rate | None,
-        token_rate: Rate | None,
-        cache_ttl: float,
-        negative_cache_ttl: float = C.DEFAULT_NEGATIVE_CACHE_TTL,
-        cache_maxsize: int = C.DEFAULT_CACHE_MAXSIZE,
-        rate_margin: float = C.DEFAULT_RATE_MARGIN,
-        usage_path: str | None = None,
-        timeout: float = C.DEFAULT_TIMEOUT,
-        connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
-        max_retries: int = C.DEFAULT_MAX_RETRIES,
-        retry_after_cap: float = C.DEFAULT_RETRY_AFTER_CAP,
-        max_body_size: int = C.DEFAULT_MAX_BODY_SIZE,
-        connection_limit: int = C.DEFAULT_CONNECTION_LIMIT,
-        iccid_length: tuple[int, int] = (C.ICCID_MIN_LENGTH, C.ICCID_MAX_LENGTH),
-        session: aiohttp.ClientSession | None = None,
-        connector: aiohttp.BaseConnector | None = None,
-        proxy: str | None = None,
-        ssl: ssl_module.SSLContext | None = None,
-        backend: Backend | None = None,
-        clock: Clock | None = None,
-        limits: Mapping[str, Rate | None] | None = None,
-        account_rate: Rate | None = None,
-    ) -> None:
+    def __init__(self, client_id: str, client_secret: str, config: ClientConfig) -> None:
         self._client_id = _check_credential("client_id", client_id)
         self.__secret = _check_credential("client_secret", client_secret)
         register_secret(self.__secret)
-        if prefix is not None:
-            if not prefix.startswith("/") or prefix.endswith("/"):
-                raise InvalidRequestError(
-                    "prefix must start with '/' and not end with '/'", field="prefix"
-                )
-            from dataclasses import replace
-
-            profile = replace(profile, prefix=prefix)
-        if usage_path is not None:
-            if "{iccid}" not in usage_path or not usage_path.startswith("/"):
-                raise InvalidRequestError(
-                    "usage_path must be an absolute path template containing '{iccid}'",
-                    field="usage_path",
-                )
-            profile = profile.with_paths(usage="/" + usage_path)
-        if cache_ttl < 0 or negative_cache_ttl < 0:
-            raise InvalidRequestError("cache TTLs must be >= 0", field="cache_ttl")
-        lo, hi = iccid_length
-        if not (1 <= lo <= hi <= 64):
-            raise InvalidRequestError(
-                "iccid_length must be (min, max) with 1 <= min <= max <= 64", field="iccid_length"
-            )
+        # Held for the client's lifetime: never pushed out of the registry by later tokens.
+        register_holder(self)
+        self.__config = config
+        profile = config.profile
         self.profile = profile
-        self._iccid_length = (lo, hi)
-        self._clock: Clock = clock if clock is not None else MonotonicClock()
+        self._clock: Clock = config.clock
         self.stats = ClientStats()
-        self._backend: Backend = backend if backend is not None else MemoryBackend()
-        self._transport = Transport(
-            _check_base_url(base_url),
-            clock=self._clock,
-            stats=self.stats,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            retry_after_cap=retry_after_cap,
-            max_body_size=max_body_size,
-            connection_limit=connection_limit,
-            session=session,
-            connector=connector,
-            proxy=proxy,
-            ssl=ssl,
-        )
-        ns = f"{profile.name}:{self._client_id}"
+        self._backend: Backend = config.backend
+        # One account on one host: a sandbox and production never share limits or a token.
+        ns = f"{profile.name}:{self._client_id}@{config.base_url}"
         self._namespace = ns
         self._limiters: dict[str, RateLimiter] = {}
-        self._token_limiter = self._limiter(
-            "token", shared=token_rate, per_key=None, margin=rate_margin
-        )
-        self._usage_limiter = self._limiter(
-            "usage", shared=company_rate, per_key=iccid_rate, margin=rate_margin
-        )
+        self._token_limiter = self._endpoint_limiter("token")
+        self._usage_limiter = self._endpoint_limiter("usage")
         token_store = getattr(self._backend, "token_store", None)
         self._auth = TokenManager(
             self._fetch_token,
             clock=self._clock,
             store=token_store(ns) if token_store is not None else None,
         )
-        self._transport.auth = self._auth
         self._usage_cache: Cache = self._backend.cache(
             f"{ns}:usage",
-            ttl=cache_ttl,
-            long_ttl=negative_cache_ttl,
-            maxsize=cache_maxsize,
+            ttl=config.cache_ttl,
+            long_ttl=config.negative_cache_ttl,
+            maxsize=config.cache_maxsize,
             clock=self._clock,
         )
         self._usage_flight: Flight = self._backend.flight(f"{ns}:usage")
         shared_cache = getattr(self._backend, "shared_cache", None)
         #: The second-level cache shared across processes (Redis backend), or None.
         self._usage_l2: SharedCache | None = (
-            shared_cache(f"{ns}:usage", Usage, ttl=cache_ttl, long_ttl=negative_cache_ttl)
+            shared_cache(
+                f"{ns}:usage",
+                Usage,
+                ttl=config.cache_ttl,
+                long_ttl=config.negative_cache_ttl,
+                clock=config.clock,
+            )
             if shared_cache is not None
             else None
         )
@@ -221,26 +146,25 @@ class BaseClient:
         head, _, tail = self._usage_path.partition("{iccid}")
         self._usage_path_parts = (head, tail)
         self._token_path = profile.path("token")
-        unknown = set(limits or ()) - set(profile.paths)
-        if unknown:
-            raise InvalidRequestError(
-                f"limits for unknown endpoints: {', '.join(sorted(unknown))}", field="limits"
-            )
-        self._endpoint_rates: dict[str, Rate | None] = {**profile.limits, **(limits or {})}
-        self._rate_margin = rate_margin
         #: Sandbox mode: one more limit over every endpoint of the account.
         self._account_limiter = (
-            self._limiter("account", shared=account_rate, per_key=None, margin=rate_margin)
-            if account_rate is not None
+            self._limiter("account", shared=config.account_rate, per_key=None)
+            if config.account_rate is not None
             else None
         )
         # ... applied by the transport to every request (usage included).
-        self._transport.account_limiter = self._account_limiter
+        self._transport = Transport(
+            config.base_url,
+            stats=self.stats,
+            auth=self._auth,
+            account_limiter=self._account_limiter,
+            **_transport_options(config),
+        )
         self._history_cache: Cache = self._backend.cache(
             f"{ns}:package_history",
             ttl=profile.package_history_ttl,
-            long_ttl=negative_cache_ttl,
-            maxsize=cache_maxsize,
+            long_ttl=config.negative_cache_ttl,
+            maxsize=config.cache_maxsize,
             clock=self._clock,
         )
         self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
@@ -266,28 +190,20 @@ class BaseClient:
         """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""
         limiter = self._limiters.get(endpoint)
         if limiter is None:
-            rate = self._endpoint_rates.get(endpoint)
-            keyed = endpoint in KEYED_LIMITS
-            limiter = self._limiter(
-                endpoint,
-                shared=None if keyed else rate,
-                per_key=rate if keyed else None,
-                margin=self._rate_margin,
-            )
+            limit = self.__config.limit(endpoint)
+            limiter = self._limiter(endpoint, shared=limit.shared, per_key=limit.per_key)
         return limiter
 
     def _path(self, endpoint: str, **params: str) -> str:
         template = self.profile.path(endpoint)
         return template.format(**params) if params else template
 
-    def _limiter(
-        self, endpoint: str, *, shared: Rate | None, per_key: Rate | None, margin: float
-    ) -> RateLimiter:
+    def _limiter(self, endpoint: str, *, shared: Rate | None, per_key: Rate | None) -> RateLimiter:
         limiter = self._backend.limiter(
             f"{self._namespace}:{endpoint}",
             shared=shared,
             per_key=per_key,
-            margin=margin,
+            margin=self.__config.rate_margin,
             clock=self._clock,
         )
         self._limiters[endpoint] = limiter
@@ -316,14 +232,20 @@ class BaseClient:
         return (await self._transport.request(request)).data
 
     def _utcnow(self) -> datetime:
-        """The current UTC time (for date rules such as a future order's due date)."""
-        return datetime.now(UTC)
+        """The clock's current UTC time (for date rules such as a future order's due date)."""
+        return datetime.fromtimestamp(self._clock.wall(), UTC)
 
     def _validate_iccid(self, iccid: object) -> str:
-        lo, hi = self._iccid_length
+        lo, hi = self.__config.iccid_length
         return validate_iccid(iccid, min_length=lo, max_length=hi)
 
     # ------------------------------------------------------------------ public surface
+
+    @property
+    def config(self) -> ClientConfig:
+        """Every setting of this client, frozen (limits, cache TTLs, timeouts...); no
+        credentials."""
+        return self.__config
 
     @property
     def base_url(self) -> str:
@@ -363,8 +285,8 @@ class BaseClient:
     def rate_limit_state(self) -> dict[str, LimiterState]:
         """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
         headers, per endpoint."""
-        for endpoint, rate in self._endpoint_rates.items():
-            if rate is not None:
+        for endpoint, limit in self.__config.limits.items():
+            if limit.limited:
                 self._endpoint_limiter(endpoint)
         return {name: lim.state() for name, lim in self._limiters.items()}
 
@@ -404,6 +326,12 @@ class BaseClient:
         await self._transport.aclose()
         await self._backend.aclose()
 
+    def current_secrets(self) -> tuple[str, ...]:
+        """The secrets this client uses (its client secret, PressOne's voice key): kept
+        redacted in logs and errors for as long as the client lives."""
+        voice_key = getattr(self, "_voice_api_key", None)
+        return (self.__secret, voice_key) if voice_key else (self.__secret,)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(client_id={self._client_id!r}, "
@@ -432,7 +360,12 @@ class AiraloClient(BaseClient):
         negative_cache_ttl: seconds a 404 or a recycled eSIM is remembered (24 h).
         cache_maxsize: usage entries kept (100,000).
         rate_margin: safety margin added to each limit's period, as a fraction (0.02).
-        sandbox: Airalo Sandbox mode: usage cached 60 minutes by default.
+        sandbox: Airalo Sandbox mode: usage cached 60 minutes by default, and every request
+            within ``sandbox_rate`` (default 50 per minute for the account).
+        limits: limits of other endpoints over the provider's defaults: endpoint name ->
+            :class:`~esim_async.EndpointLimit` (over all requests and/or per key), ``None`` (no
+            limit), or a bare :class:`~esim_async.Rate` (per key where the provider counts per
+            key: ``product_information`` per package, ``package_history`` per eSIM).
         timeout, connect_timeout: seconds per HTTP attempt, and to connect.
         max_retries: retries of idempotent requests (2).
         retry_after_cap: the longest ``Retry-After`` a call waits through (60 s).
@@ -440,7 +373,9 @@ class AiraloClient(BaseClient):
         session, connector: your own aiohttp session or connector (not closed by the client).
         proxy, ssl: an HTTP proxy URL and an SSL context (certificates are always verified).
         backend: where limiter state lives (in memory by default).
-        clock: time source (tests inject one).
+        clock: time source, monotonic and wall time alike (tests inject one).
+
+    Every setting ends up in :attr:`config`, a frozen :class:`~esim_async.ClientConfig`.
     """
 
     def __init__(
@@ -449,32 +384,31 @@ class AiraloClient(BaseClient):
         client_secret: str,
         *,
         base_url: str = AIRALO.base_url,  # type: ignore[assignment]
-        iccid_rate: Rate | None = _UNSET,
-        company_rate: Rate | None = _UNSET,
-        token_rate: Rate | None = _UNSET,
+        iccid_rate: Rate | None = UNSET,
+        company_rate: Rate | None = UNSET,
+        token_rate: Rate | None = UNSET,
         cache_ttl: float | None = None,
         sandbox: bool = False,
-        sandbox_rate: Rate | None = _UNSET,
+        sandbox_rate: Rate | None = UNSET,
         **options: Unpack[ClientOptions],
     ) -> None:
-        profile = AIRALO
-        super().__init__(
-            client_id,
-            client_secret,
-            profile=profile,
+        config = ClientConfig.for_provider(
+            AIRALO,
             base_url=base_url,
-            iccid_rate=profile.iccid_rate if iccid_rate is _UNSET else iccid_rate,
-            company_rate=profile.company_rate if company_rate is _UNSET else company_rate,
-            token_rate=profile.token_rate if token_rate is _UNSET else token_rate,
-            cache_ttl=cache_ttl
-            if cache_ttl is not None
-            else (C.SANDBOX_CACHE_TTL if sandbox else profile.cache_ttl),
-            account_rate=(sandbox_rate if sandbox_rate is not _UNSET else profile.sandbox_rate)
-            if sandbox
-            else None,
+            iccid_rate=iccid_rate,
+            company_rate=company_rate,
+            token_rate=token_rate,
+            cache_ttl=cache_ttl,
+            sandbox=sandbox,
+            sandbox_rate=sandbox_rate,
             **options,
         )
-        self.sandbox = sandbox
+        super().__init__(client_id, client_secret, config)
+
+    @property
+    def sandbox(self) -> bool:
+        """Airalo Sandbox mode."""
+        return self.config.sandbox
 
     @cached_property
     def sims(self) -> AiraloSimsResource:
@@ -529,7 +463,10 @@ class PressOneClient(BaseClient):
             usage = await client.sims.usage("8944465400000267221")
 
     Defaults: ``iccid_rate=Rate(100, 60.0)``, no company limit, usage cached 20 minutes. The
-    other options are those of :class:`AiraloClient`.
+    other options are those of :class:`AiraloClient`. ``client.voice``, PressOne's voice API on
+    ``voice_base_url`` with ``voice_api_key``, runs with the same options (session, connector,
+    proxy, timeouts, retries, ``retry_after_cap``, ``max_body_size``, clock); its limit is
+    ``limits={"voice": ...}`` (none by default).
     """
 
     def __init__(
@@ -538,39 +475,32 @@ class PressOneClient(BaseClient):
         client_secret: str,
         *,
         base_url: str,
-        iccid_rate: Rate | None = _UNSET,
-        company_rate: Rate | None = _UNSET,
-        token_rate: Rate | None = _UNSET,
+        iccid_rate: Rate | None = UNSET,
+        company_rate: Rate | None = UNSET,
+        token_rate: Rate | None = UNSET,
         cache_ttl: float | None = None,
         voice_base_url: str = "https://api.pressone.co",
         voice_api_key: str | None = None,
         voice_paths: Mapping[str, tuple[str, str]] | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        profile = PRESSONE
-        super().__init__(
-            client_id,
-            client_secret,
-            profile=profile,
+        config = ClientConfig.for_provider(
+            PRESSONE,
             base_url=base_url,
-            iccid_rate=profile.iccid_rate if iccid_rate is _UNSET else iccid_rate,
-            company_rate=profile.company_rate if company_rate is _UNSET else company_rate,
-            token_rate=profile.token_rate if token_rate is _UNSET else token_rate,
-            cache_ttl=cache_ttl if cache_ttl is not None else profile.cache_ttl,
+            iccid_rate=iccid_rate,
+            company_rate=company_rate,
+            token_rate=token_rate,
+            cache_ttl=cache_ttl,
+            voice_base_url=voice_base_url,
+            voice_paths=voice_paths,
             **options,
         )
+        super().__init__(client_id, client_secret, config)
         register_secret(voice_api_key)
         self._voice_api_key = voice_api_key
-        self._voice_paths = dict(voice_paths or {})
+        assert config.voice_base_url is not None
         self._voice_transport = Transport(
-            _check_base_url(voice_base_url),
-            clock=self._clock,
-            stats=self.stats,
-            timeout=options.get("timeout", C.DEFAULT_TIMEOUT),
-            connect_timeout=options.get("connect_timeout", C.DEFAULT_CONNECT_TIMEOUT),
-            max_retries=options.get("max_retries", C.DEFAULT_MAX_RETRIES),
-            proxy=options.get("proxy"),
-            ssl=options.get("ssl"),
+            config.voice_base_url, stats=self.stats, **_transport_options(config)
         )
 
     @cached_property
@@ -581,7 +511,7 @@ class PressOneClient(BaseClient):
             self._voice_transport,
             self._endpoint_limiter("voice"),
             self._voice_api_key,
-            self._voice_paths,
+            self.config.voice_paths,
         )
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ._secrets import redact_deep
+from .clock import MonotonicClock
 
 __all__ = [
     "ApiError",
@@ -224,7 +225,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """Parse a ``Retry-After`` header: delta-seconds or an HTTP date.
 
     Returns seconds (>= 0) or ``None`` when the value is missing or unusable (negative, NaN,
-    infinite, garbage). ``now`` is a POSIX timestamp for HTTP dates (default: the current time).
+    infinite, garbage). ``now`` is the wall time (POSIX seconds) an HTTP date is measured from
+    (default: the system's, through :class:`~esim_async.clock.MonotonicClock`).
     """
     if value is None:
         return None
@@ -240,9 +242,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         if when is None or when.tzinfo is None:
             return None
-        import time
-
-        reference = time.time() if now is None else now
+        reference = MonotonicClock().wall() if now is None else now
         seconds = when.timestamp() - reference
         return max(0.0, seconds)
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
@@ -267,8 +267,12 @@ def error_from_response(
     headers: Mapping[str, str],
     *,
     token_request: bool = False,
+    now: float | None = None,
 ) -> ApiError:
     """Build the typed error for an error response (status >= 400).
+
+    ``now`` is the wall time (POSIX seconds) a ``Retry-After`` HTTP date is measured from: the
+    client's clock's (see :func:`parse_retry_after`).
 
     Every field is read on its own, so one of an unexpected type (a ``message`` sent as a list,
     say) does not lose the others.
@@ -308,7 +312,7 @@ def error_from_response(
     if status == 404:
         return NotFoundError(summary, **kw)
     if status == 429:
-        retry_after = parse_retry_after(headers.get("Retry-After"))
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
         return RateLimitedError(summary, retry_after=retry_after, **kw)
     if status >= 500:
         return ServerError(summary, **kw)

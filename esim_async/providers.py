@@ -5,13 +5,39 @@ The providers differ only here; every endpoint runs through the same pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from . import _constants as C
 from .limits import Rate
 
-__all__ = ["AIRALO", "PRESSONE", "ProviderProfile"]
+__all__ = ["AIRALO", "PRESSONE", "EndpointLimit", "ProviderProfile"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimit:
+    """The limit of one endpoint: over all its requests, per key, or both.
+
+    Attributes:
+        shared: at most this many requests of the endpoint per window, whatever they ask for
+            (per company, per token or per IP, as the provider counts them).
+        per_key: at most this many per window for each key (an ICCID, a package), when the
+            endpoint's requests carry one.
+
+    ``EndpointLimit()`` is no limit at all. The usage endpoint of Airalo, for instance::
+
+        EndpointLimit(shared=Rate(5, 1.0), per_key=Rate(10, 60.0))
+    """
+
+    shared: Rate | None = None
+    per_key: Rate | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether any limit applies."""
+        return self.shared is not None or self.per_key is not None
+
 
 #: Endpoint name -> path template relative to the prefix.
 DEFAULT_PATHS: dict[str, str] = {
@@ -44,9 +70,6 @@ DEFAULT_PATHS: dict[str, str] = {
     "voice": "/",
 }
 
-#: Endpoints whose limit counts per key (per ICCID, per package) rather than per account.
-KEYED_LIMITS = frozenset({"product_information", "package_history"})
-
 
 @dataclass(frozen=True, slots=True)
 class ProviderProfile:
@@ -58,8 +81,7 @@ class ProviderProfile:
         prefix: the version prefix every path starts with (``/v2``, ``/customer/v2``).
         paths: endpoint name -> path template relative to ``prefix``; a template starting with
             ``//`` is taken as an absolute path (e.g. ``//cusomter/v2/sims/{iccid}/usage``).
-        iccid_rate, company_rate, token_rate: default usage and token limits (``None``: none).
-        limits: default limits of other endpoints (per key for those in ``KEYED_LIMITS``).
+        limits: endpoint name -> its default limit (an endpoint not listed has none).
         cache_ttl: how long the server caches usage, mirrored by the client.
         package_history_ttl: how long package history is cached.
         write_format: how order and top-up bodies are sent (``json`` or ``form``).
@@ -69,10 +91,7 @@ class ProviderProfile:
     name: str
     base_url: str | None
     prefix: str
-    iccid_rate: Rate | None
-    company_rate: Rate | None
-    token_rate: Rate | None
-    limits: dict[str, Rate | None] = field(default_factory=dict)
+    limits: Mapping[str, EndpointLimit] = field(default_factory=dict)
     cache_ttl: float = C.DEFAULT_CACHE_TTL
     package_history_ttl: float = 900.0
     write_format: Literal["json", "form"] = "json"
@@ -95,16 +114,15 @@ AIRALO = ProviderProfile(
     name="airalo",
     base_url="https://partners-api.airalo.com",
     prefix="/v2",
-    iccid_rate=Rate(10, 60.0),
-    company_rate=Rate(5, 1.0),
-    token_rate=Rate(3, 60.0),
     limits={
-        "packages": Rate(80, 60.0),  # per token
-        "product_information": Rate(60, 60.0),  # per package
-        "package_history": Rate(10, 60.0),  # per ICCID
+        "usage": EndpointLimit(shared=Rate(5, 1.0), per_key=Rate(10, 60.0)),  # company, ICCID
+        "token": EndpointLimit(shared=Rate(3, 60.0)),
+        "packages": EndpointLimit(shared=Rate(80, 60.0)),  # per token
+        "product_information": EndpointLimit(per_key=Rate(60, 60.0)),  # per package
+        "package_history": EndpointLimit(per_key=Rate(10, 60.0)),  # per ICCID
         # The rate-limits page's stricter figures (the endpoint pages say 5 per minute).
-        "refund": Rate(1, 300.0),  # per IP
-        "simulator": Rate(1, 900.0),  # per IP
+        "refund": EndpointLimit(shared=Rate(1, 300.0)),  # per IP
+        "simulator": EndpointLimit(shared=Rate(1, 900.0)),  # per IP
     },
     sandbox_rate=Rate(50, 60.0),
 )
@@ -114,9 +132,10 @@ PRESSONE = ProviderProfile(
     name="pressone",
     base_url=None,
     prefix="/customer/v2",
-    iccid_rate=Rate(100, 60.0),
-    company_rate=None,
-    token_rate=Rate(3, 60.0),
-    limits={"package_history": Rate(1, 900.0)},  # 1 per 15 minutes per eSIM
+    limits={
+        "usage": EndpointLimit(per_key=Rate(100, 60.0)),  # no company limit published
+        "token": EndpointLimit(shared=Rate(3, 60.0)),
+        "package_history": EndpointLimit(per_key=Rate(1, 900.0)),  # 1 per 15 minutes per eSIM
+    },
     write_format="form",
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .cache import CacheEntry
+from .clock import Clock
 from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
 from .limits import Priority
 from .models.usage import Usage
@@ -177,7 +177,9 @@ class UsageSweep:
 
     A ``progress`` hook that raises ends the sweep: the hook is not called again, what is in
     flight is cancelled, and the consumer's next step (``__anext__``) raises the hook's own
-    exception, unchanged, instead of a further result. Results not yet taken when the hook
+    exception, unchanged, instead of a further result (``StopIteration`` and
+    ``StopAsyncIteration``, which would end the iteration silently, come as a ``RuntimeError``
+    whose ``__cause__`` is the hook's exception). Results not yet taken when the hook
     failed are not delivered.
     """
 
@@ -193,10 +195,12 @@ class UsageSweep:
         progress: Callable[[SweepProgress], None] | None,
         low_data_fraction: float,
         per_second: float | None,
+        clock: Clock,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._sims = sims
+        self._clock = clock
         self._input = iccids
         self._refresh = refresh
         self._max_age = max_age
@@ -240,7 +244,14 @@ class UsageSweep:
                 # The sweep ends here: raise the hook's own exception, not a further result.
                 self._out.clear()
                 await self.aclose()
-                raise self._hook_error
+                error = self._hook_error
+                if isinstance(error, StopIteration | StopAsyncIteration):
+                    # Raised as they are, these would end the iteration silently (or turn into
+                    # a bare RuntimeError): the consumer gets a RuntimeError that names them.
+                    raise RuntimeError(
+                        f"the progress hook raised {type(error).__name__}"
+                    ) from error
+                raise error
             if self._out:
                 result = self._out.popleft()
                 self._window.release()
@@ -289,11 +300,11 @@ class UsageSweep:
     # ----------------------------------------------------------------- engine
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._t0
+        return self._clock.now() - self._t0
 
     def _start(self) -> None:
         self._started = True
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock.now()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._feed(), name="esim_async sweep feeder"))
         for n in range(self._concurrency):
@@ -431,7 +442,7 @@ class UsageSweep:
                 self._finish_error(item, exc)
             except NotFoundError:
                 del self._pending[item.iccid]
-                entry = CacheEntry(None, time.time(), 0.0, True)
+                entry = CacheEntry(None, self._clock.wall(), 0.0, True)
                 self._answered[item.iccid] = entry
                 self._emit_entry(item.iccid, item.indexes, entry, False)
             except EsimError as exc:

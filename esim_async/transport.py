@@ -11,22 +11,29 @@ retries only where they cannot spend money twice:
 * a 429 cools down the endpoint's limiter for every caller and is retried after ``Retry-After``
   unless that exceeds ``retry_after_cap``.
 
+:meth:`Transport.request` is a short loop over small decisions, each a function of this module:
+:func:`classify` names what an attempt came to (an :class:`Outcome`), :func:`may_retry` and
+:func:`retry_delay` say whether and when to try again, and :func:`final_error` picks the error
+to raise (:func:`outcome_unknown` for a write that may have taken effect).
+
 Every attempt takes a rate-limit permit, and so does every re-send aiohttp makes on its own
 (it retries an idempotent request once when a pooled keep-alive connection drops): a client
 middleware counts each real send and takes another permit for a re-send. A permit is stamped
 with the moment its request goes out on a connection; an attempt of which nothing went out
 (its token could not be had, it could not connect, it was cancelled or the client closed
-before it was written) gives its permits back.
+before it was written) gives its permits back (see :class:`Permits`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import enum
 import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import msgspec
@@ -34,7 +41,6 @@ from multidict import CIMultiDictProxy
 
 from . import _constants as C
 from ._secrets import logger, redact
-from .auth import TokenManager
 from .backends.base import RateLimiter
 from .clock import Clock
 from .errors import (
@@ -48,7 +54,7 @@ from .errors import (
 from .limits import Priority, Slot
 from .stats import ClientStats
 
-__all__ = ["Request", "Transport"]
+__all__ = ["Request", "TokenSource", "Transport"]
 
 T = TypeVar("T")
 
@@ -80,6 +86,250 @@ class Request(Generic[T]):
     outcome_hint: str = ""
     #: A 2xx without a body (204 No Content) is the answer, decoded as ``None``.
     empty_ok: bool = False
+
+
+class TokenSource(Protocol):
+    """Where a transport gets the bearer token of its authenticated requests
+    (:class:`~esim_async.auth.TokenManager` is one)."""
+
+    async def get(self) -> str:
+        """A valid token, fetched if needed."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """The server refused ``token`` (HTTP 401): do not hand it out again."""
+        ...
+
+
+# ------------------------------------------------------------------ what an attempt came to
+
+
+class Kind(enum.Enum):
+    """What one attempt came to."""
+
+    #: A 2xx, decoded: the answer.
+    ANSWER = "answer"
+    #: A 2xx whose body could not be decoded.
+    UNDECODABLE = "undecodable"
+    #: A 401: the token (if one was sent) was refused before the request did anything.
+    UNAUTHORIZED = "unauthorized"
+    #: A 429.
+    RATE_LIMITED = "rate limited"
+    #: A 5xx.
+    SERVER_ERROR = "server error"
+    #: Any other error answer (400, 403, 404, 422...): final.
+    REFUSED = "refused"
+    #: Nothing of the request went out (it could not connect).
+    NOT_SENT = "not sent"
+    #: The request may have reached the server, but no answer came back.
+    NO_ANSWER = "no answer"
+
+
+#: Outcomes after which a write may or may not have taken effect.
+_UNKNOWN_FOR_WRITES = frozenset({Kind.NO_ANSWER, Kind.UNDECODABLE, Kind.SERVER_ERROR})
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one attempt came to: the decoded answer, or the error to raise if it is final."""
+
+    kind: Kind
+    #: The decoded answer (``ANSWER``).
+    value: Any = None
+    #: The error to raise when this outcome is not retried (every kind but ``ANSWER``).
+    error: EsimError | None = None
+    #: The HTTP status and headers, when an answer came.
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    #: The server closed the connection without answering (typically a pooled keep-alive
+    #: connection it had already dropped): worth one immediate retry.
+    dropped: bool = False
+
+    @property
+    def retry_after(self) -> float | None:
+        """The ``Retry-After`` of a 429, in seconds (``None`` when absent or unusable)."""
+        error = self.error
+        return error.retry_after if isinstance(error, RateLimitedError) else None
+
+
+def classify(
+    req: Request[Any],
+    status: int,
+    raw: bytes,
+    headers: Mapping[str, str],
+    now: float | None = None,
+) -> Outcome:
+    """Name what an HTTP answer to ``req`` came to, decoding a 2xx body. ``now`` is the wall
+    time (POSIX seconds) an HTTP-date ``Retry-After`` is read against."""
+    if 200 <= status < 300:
+        if req.empty_ok and (status == 204 or not raw.strip()):
+            return Outcome(Kind.ANSWER)
+        try:
+            return Outcome(Kind.ANSWER, req.decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            # (RecursionError: a body nested deeper than any answer could be)
+            undecodable = TransportError(
+                f"{req.method} {req.path}: undecodable HTTP {status} body ({exc})"
+            )
+            undecodable.__cause__ = exc
+            return Outcome(Kind.UNDECODABLE, error=undecodable, status=status, headers=headers)
+    error = error_from_response(status, raw, headers, token_request=req.token_request, now=now)
+    if status == 401:
+        kind = Kind.UNAUTHORIZED
+    elif isinstance(error, RateLimitedError):
+        kind = Kind.RATE_LIMITED
+    elif isinstance(error, ServerError):
+        kind = Kind.SERVER_ERROR
+    else:
+        kind = Kind.REFUSED
+    return Outcome(kind, error=error, status=status, headers=headers)
+
+
+def beyond_cap(outcome: Outcome, retry_after_cap: float) -> bool:
+    """A 429 asks for a wait longer than callers wait through (``retry_after_cap``)."""
+    wait = outcome.retry_after
+    return wait is not None and wait > retry_after_cap
+
+
+def may_retry(
+    outcome: Outcome,
+    req: Request[Any],
+    attempt: int,
+    max_retries: int,
+    retry_after_cap: float,
+) -> bool:
+    """Whether ``req`` is tried again after ``outcome`` (``attempt`` retries made so far).
+
+    Idempotent requests are retried after anything but a final answer; a write only when it
+    certainly did not reach the server (it could not connect, or a 429). A refused token is
+    not retried here: the loop refreshes it once.
+    """
+    if attempt >= max_retries:
+        return False
+    kind = outcome.kind
+    if kind is Kind.NOT_SENT:
+        return True
+    if kind is Kind.RATE_LIMITED:
+        return req.retry_rate_limited and not beyond_cap(outcome, retry_after_cap)
+    if kind in (Kind.NO_ANSWER, Kind.UNDECODABLE, Kind.SERVER_ERROR):
+        return req.idempotent
+    return False
+
+
+class Backoff:
+    """Jittered exponential backoff: retry ``n`` waits a random time between ``c / 2`` and
+    ``c``, where ``c = min(cap, base * 2 ** (n - 1))``."""
+
+    __slots__ = ("base", "cap", "rng")
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.rng = rng or random.Random()
+
+    def __call__(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1 for the first retry)."""
+        ceiling = min(self.cap, self.base * (2 ** (attempt - 1)))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def jitter(self) -> float:
+        """A short random pause (under a second) that spreads retries waking together."""
+        return self.rng.uniform(0, min(1.0, self(1)))
+
+
+def retry_delay(
+    outcome: Outcome, req: Request[Any], attempt: int, backoff: Backoff
+) -> float | None:
+    """How long to wait before retry number ``attempt`` after ``outcome``; ``None``: at once.
+
+    A dropped connection is retried at once the first time (a pooled connection the server had
+    already closed). After a 429 the limiter holds every caller back until ``Retry-After`` has
+    passed, so only a little jitter is added; without a limiter the call sleeps through
+    ``Retry-After`` itself. Everything else backs off.
+    """
+    if outcome.dropped and attempt == 1:
+        return None
+    if outcome.kind is Kind.RATE_LIMITED:
+        if req.limiter is not None:
+            return backoff.jitter()
+        wait = outcome.retry_after
+        return wait if wait is not None else backoff(attempt)
+    return backoff(attempt)
+
+
+def outcome_unknown(req: Request[Any], outcome: Outcome) -> OutcomeUnknownError:
+    """The error for a write that may have taken effect (it is never retried), chained to what
+    happened."""
+    where = f"{req.method} {req.path}"
+    if outcome.kind is Kind.UNDECODABLE:
+        message = (
+            f"{where}: the provider answered HTTP {outcome.status} but the body could not be "
+            "read; the write probably took effect. Check before trying again."
+        )
+    elif outcome.kind is Kind.SERVER_ERROR:
+        message = (
+            f"{where}: the provider answered HTTP {outcome.status}; the write may or may not "
+            "have taken effect and was not retried. Check before trying again."
+        )
+    else:
+        message = (
+            f"{where}: the request may have reached the provider but no answer came back "
+            f"({outcome.error}); it was not retried because it is not idempotent. Check "
+            "whether it took effect before trying again."
+        )
+    error = OutcomeUnknownError(message + req.outcome_hint)
+    error.__cause__ = outcome.error
+    return error
+
+
+def final_error(req: Request[Any], outcome: Outcome) -> EsimError:
+    """The error a call ends with when ``outcome`` is not retried."""
+    if not req.idempotent and outcome.kind in _UNKNOWN_FOR_WRITES:
+        return outcome_unknown(req, outcome)
+    assert outcome.error is not None, "an answer is not an error"
+    return outcome.error
+
+
+# ------------------------------------------------------------------ rate-limit permits
+
+
+class Permits:
+    """The rate-limit permits of one attempt: the endpoint's, then the account's.
+
+    Sending settles them: each is stamped with the moment its request went out, or given back
+    when nothing of it went out. Used as a context manager around everything between acquiring
+    them and sending, it gives back whatever is still unsent when the block is left by an
+    exception (the token could not be had, the call was cancelled, the client closed), or the
+    budget would shrink for good.
+    """
+
+    __slots__ = ("slots",)
+
+    def __init__(self, slots: tuple[Slot | None, ...] = ()) -> None:
+        self.slots = slots
+
+    def release(self) -> None:
+        """Give back every permit not sent yet."""
+        _release(self.slots)
+
+    def __enter__(self) -> Permits:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            _release(self.slots)
+
+
+#: The permits of a request without limits.
+_NO_PERMITS = Permits()
+
+
+# ------------------------------------------------------------------ sending
 
 
 class _Attempt:
@@ -117,6 +367,14 @@ def _release(slots: tuple[Slot | None, ...]) -> None:
             slot.release()
 
 
+def _unsent(slots: tuple[Slot | None, ...]) -> bool:
+    """Some of ``slots`` are still to be stamped with the send time (or given back)."""
+    for slot in slots:  # noqa: SIM110 - a plain loop costs a third of any() over a generator
+        if slot is not None and not slot.sent:
+            return True
+    return False
+
+
 class _StampingConnector(aiohttp.TCPConnector):
     """Stamps the attempt's rate-limit slots when its connection is ready, right before the
     request is written: a request held up by connection set-up (TCP, TLS) is counted when it
@@ -152,9 +410,19 @@ class _SendError(Exception):
         #: connection it had already dropped): worth one immediate retry.
         self.dropped = dropped
 
+    def outcome(self) -> Outcome:
+        """What the attempt came to."""
+        kind = Kind.NO_ANSWER if self.sent else Kind.NOT_SENT
+        return Outcome(kind, error=self.error, dropped=self.dropped)
+
 
 class Transport:
-    """Owns the aiohttp session and runs every request of one client."""
+    """Owns the aiohttp session and runs every request of one client.
+
+    ``auth`` gives the bearer token of authenticated requests (``None`` for a transport whose
+    requests carry their own credentials); ``account_limiter`` is a limit over every request
+    of the account (sandbox mode), applied to each request that does not name its own.
+    """
 
     def __init__(
         self,
@@ -162,6 +430,8 @@ class Transport:
         *,
         clock: Clock,
         stats: ClientStats,
+        auth: TokenSource | None = None,
+        account_limiter: RateLimiter | None = None,
         timeout: float = C.DEFAULT_TIMEOUT,
         connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT,
         max_retries: int = C.DEFAULT_MAX_RETRIES,
@@ -182,6 +452,11 @@ class Transport:
         self._base_url = base_url.rstrip("/")
         self._clock = clock
         self.stats = stats
+        #: Where authenticated requests get their token (``None``: none of them may be sent).
+        self.auth = auth
+        #: A limit over every request of the account (sandbox mode), applied to each request
+        #: that does not name its own ``account_limiter``.
+        self.account_limiter = account_limiter
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self.max_retries = max_retries
@@ -194,19 +469,13 @@ class Transport:
         self._proxy = proxy
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._rng = rng or random.Random()
+        self._backoff = Backoff(backoff_base, backoff_cap, rng)
         self._middlewares: tuple[Any, ...] = ()
         self._count_in_middleware = False
         #: Our session's connector stamps each attempt when its connection is ready, so an
         #: attempt it never connected sent nothing.
         self._stamps_connections = False
         self._closed = False
-        self.auth: TokenManager | None = None
-        #: A limit over every request of the account (sandbox mode), applied to each request
-        #: that does not name its own ``account_limiter``.
-        self.account_limiter: RateLimiter | None = None
 
     # ---------------------------------------------------------------- session lifecycle
 
@@ -264,149 +533,51 @@ class Transport:
 
     # ---------------------------------------------------------------- the request loop
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * (2 ** (attempt - 1)))
-        return self._rng.uniform(ceiling / 2, ceiling)
-
     async def request(self, req: Request[T]) -> T:
         """Run ``req`` through limits, auth, HTTP and decoding; return the decoded value."""
         if self._closed:
             raise TransportError("the client is closed")
         stats = self.stats
         stats.requests += 1
-        attempt = 0
-        refreshed_token = False
-        limiter = req.limiter
         account = req.account_limiter if req.account_limiter is not None else self.account_limiter
-        clock = self._clock
+        attempt = 0
+        refreshed = False
         while True:
-            slots = await self._permits(req, account)
-            try:
-                # Read per attempt: a caller joining a shared request may make it more patient.
+            with await self._acquire_permits(req, account) as permits:
+                # Read after the limiter wait: a caller joining a shared request may have made
+                # it more patient meanwhile.
                 max_retries = self.max_retries if req.max_retries is None else req.max_retries
-                headers = dict(self._headers) if not self._owns_session else {}
-                token: str | None = None
-                if req.authenticated:
-                    if self.auth is None:
-                        raise EsimError("no token manager configured")
-                    token = await self.auth.get()
-                    headers["Authorization"] = f"Bearer {token}"
-                if req.headers:
-                    headers.update(req.headers)
-            except BaseException:
-                # Nothing went out (the token fetch failed or was cancelled): the permits are
-                # given back, or the budget would shrink for good.
-                _release(slots)
-                raise
-            stats.attempts += 1
-            if attempt:
-                stats.retries += 1
-            try:
-                status, raw, resp_headers = await self._send(req, headers, slots)
-            except _SendError as failure:
-                if attempt < max_retries and (req.idempotent or not failure.sent):
-                    attempt += 1
-                    if not (failure.dropped and attempt == 1):
-                        await clock.sleep(self._backoff(attempt))
-                    continue
-                if req.idempotent or not failure.sent:
-                    raise failure.error from failure.error.__cause__
-                raise OutcomeUnknownError(
-                    f"{req.method} {req.path}: the request may have reached the provider but "
-                    f"no answer came back ({failure.error}); it was not retried because it is "
-                    "not idempotent. Check whether it took effect before trying again."
-                    + req.outcome_hint
-                ) from failure.error
-
-            if limiter is not None and "X-RateLimit-Limit" in resp_headers:
-                limiter.record_headers(resp_headers)
-
-            if 200 <= status < 300:
-                if req.empty_ok and (status == 204 or not raw.strip()):
-                    return None  # type: ignore[return-value]
+                token, headers = await self._authorize(req)
+                stats.attempts += 1
+                if attempt:
+                    stats.retries += 1
                 try:
-                    return req.decoder.decode(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-                    # (RecursionError: a body nested deeper than any answer could be)
-                    error = TransportError(
-                        f"{req.method} {req.path}: undecodable HTTP {status} body ({exc})"
-                    )
-                    if req.idempotent and attempt < max_retries:
-                        attempt += 1
-                        await clock.sleep(self._backoff(attempt))
-                        continue
-                    if req.idempotent:
-                        raise error from exc
-                    raise OutcomeUnknownError(
-                        f"{req.method} {req.path}: the provider answered HTTP {status} but the "
-                        "body could not be read; the write probably took effect. Check before "
-                        "trying again." + req.outcome_hint
-                    ) from error
-
-            api_error = error_from_response(
-                status, raw, resp_headers, token_request=req.token_request
-            )
-            if status == 401 and token is not None and not refreshed_token:
-                # The token was refused (expired, revoked): refresh once and retry once. The
-                # request was rejected before it did anything, so this is safe for writes too.
-                refreshed_token = True
-                assert self.auth is not None
-                self.auth.invalidate(token)
-                logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
-                continue
-            if isinstance(api_error, RateLimitedError):
-                stats.rate_limited += 1
-                limit = _int_header(resp_headers.get("X-RateLimit-Limit"))
-                wait = api_error.retry_after
-                # Decided before anything waits: a Retry-After beyond the cap is slept through
-                # neither by this call nor (the limiter refuses them) by the calls after it.
-                beyond_cap = wait is not None and wait > self.retry_after_cap
-                if limiter is not None:
-                    limiter.penalize(wait, limit, key=req.key, waitable=not beyond_cap)
-                logger.warning(
-                    "%s %s: 429 Too Many Attempts (Retry-After %s)",
-                    req.method,
-                    req.path,
-                    wait,
-                )
-                if not req.retry_rate_limited or attempt >= max_retries or beyond_cap:
-                    raise api_error
-                attempt += 1
-                if limiter is None:
-                    await clock.sleep(wait if wait is not None else self._backoff(attempt))
+                    status, raw, resp_headers = await self._send(req, headers, permits.slots)
+                except _SendError as failure:
+                    outcome = failure.outcome()
                 else:
-                    # The limiter now holds every caller back until Retry-After has passed;
-                    # a little jitter spreads the retries that wake together.
-                    await clock.sleep(self._rng.uniform(0, min(1.0, self._backoff(1))))
+                    outcome = self._answered(req, status, raw, resp_headers)
+            if outcome.kind is Kind.ANSWER:
+                return outcome.value  # type: ignore[no-any-return]
+            if outcome.kind is Kind.UNAUTHORIZED and token is not None and not refreshed:
+                refreshed = True
+                self._refresh_token(req, token)
                 continue
-            if isinstance(api_error, ServerError):
-                if req.idempotent and attempt < max_retries:
-                    attempt += 1
-                    logger.info(
-                        "%s %s: HTTP %d, retrying (%d/%d)",
-                        req.method,
-                        req.path,
-                        status,
-                        attempt,
-                        max_retries,
-                    )
-                    await clock.sleep(self._backoff(attempt))
-                    continue
-                if not req.idempotent:
-                    raise OutcomeUnknownError(
-                        f"{req.method} {req.path}: the provider answered HTTP {status}; the "
-                        "write may or may not have taken effect and was not retried. Check "
-                        "before trying again." + req.outcome_hint
-                    ) from api_error
-            raise api_error
+            if outcome.kind is Kind.RATE_LIMITED:
+                self._charge_rate_limit(req, outcome)
+            if not may_retry(outcome, req, attempt, max_retries, self.retry_after_cap):
+                raise final_error(req, outcome)
+            attempt += 1
+            self._log_retry(req, outcome, attempt, max_retries)
+            delay = retry_delay(outcome, req, attempt, self._backoff)
+            if delay is not None:
+                await self._clock.sleep(delay)
 
-    async def _permits(
-        self, req: Request[Any], account: RateLimiter | None
-    ) -> tuple[Slot | None, ...]:
+    async def _acquire_permits(self, req: Request[Any], account: RateLimiter | None) -> Permits:
         """The rate-limit permits of one attempt: the endpoint's, then the account's."""
         limiter = req.limiter
         if limiter is None and account is None:
-            return ()
+            return _NO_PERMITS
         clock = self._clock
         before = clock.now()
         slot = await limiter.acquire(req.key, req.priority) if limiter is not None else None
@@ -419,7 +590,63 @@ class Transport:
                 slot.release()
             raise
         self.stats.limit_wait += clock.now() - before
-        return (slot, account_slot)
+        return Permits((slot, account_slot))
+
+    async def _authorize(self, req: Request[Any]) -> tuple[str | None, dict[str, str]]:
+        """The token ``req`` is sent with (``None`` if it needs none), and its headers."""
+        headers = dict(self._headers) if not self._owns_session else {}
+        token: str | None = None
+        if req.authenticated:
+            if self.auth is None:
+                raise EsimError("no token manager configured")
+            token = await self.auth.get()
+            headers["Authorization"] = f"Bearer {token}"
+        if req.headers:
+            headers.update(req.headers)
+        return token, headers
+
+    def _answered(
+        self, req: Request[Any], status: int, raw: bytes, headers: CIMultiDictProxy[str]
+    ) -> Outcome:
+        """An answer came: its rate-limit headers are noted, and what it came to is named."""
+        limiter = req.limiter
+        if limiter is not None and "X-RateLimit-Limit" in headers:
+            limiter.record_headers(headers)
+        return classify(req, status, raw, headers, self._clock.wall())
+
+    def _refresh_token(self, req: Request[Any], token: str) -> None:
+        """The token was refused (expired, revoked): drop it, so the retry gets a new one. The
+        request was rejected before it did anything, so this is safe for writes too."""
+        assert self.auth is not None, "a token was sent"
+        self.auth.invalidate(token)
+        logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
+
+    def _charge_rate_limit(self, req: Request[Any], outcome: Outcome) -> None:
+        """A 429: cool the endpoint's limiter down for every caller (or only for ``req.key``,
+        when the evidence points there). A ``Retry-After`` beyond ``retry_after_cap`` is
+        decided here, before anything waits: it is slept through neither by this call nor
+        (the limiter refuses them) by the calls after it."""
+        self.stats.rate_limited += 1
+        wait = outcome.retry_after
+        limiter = req.limiter
+        if limiter is not None:
+            headers = outcome.headers or {}
+            limit = _int_header(headers.get("X-RateLimit-Limit"))
+            waitable = not beyond_cap(outcome, self.retry_after_cap)
+            limiter.penalize(wait, limit, key=req.key, waitable=waitable)
+        logger.warning("%s %s: 429 Too Many Attempts (Retry-After %s)", req.method, req.path, wait)
+
+    @staticmethod
+    def _log_retry(req: Request[Any], outcome: Outcome, attempt: int, max_retries: int) -> None:
+        if outcome.kind is Kind.SERVER_ERROR:
+            logger.info(
+                "%s %s: HTTP %d, retrying (%d/%d)",
+                req.method,
+                req.path,
+                outcome.status,
+                attempt,
+                max_retries,
+            )
 
     async def _send(
         self, req: Request[Any], headers: dict[str, str], slots: tuple[Slot | None, ...] = ()
@@ -444,7 +671,7 @@ class Transport:
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
         marker = None
-        if counting or any(slot is not None and not slot.sent for slot in slots):
+        if counting or _unsent(slots):
             attempt = _Attempt(req.limiter, req.key, req.priority, slots)
             marker = _ATTEMPT.set(attempt)
         answered = not_sent = False
@@ -513,7 +740,8 @@ class Transport:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(65536):
+        read = resp.content.read
+        while chunk := await read(65536):
             size += len(chunk)
             if size > cap:
                 resp.close()

@@ -34,32 +34,40 @@ async def test_concurrent_callers_share_one_token_request() -> None:
     assert endpoint.calls == 1
 
 
-async def test_refreshed_before_expiry_with_a_margin() -> None:
+@pytest.mark.parametrize(
+    ("expires_in", "renewed_at"),
+    [(3600, 3600 - 300), (1000, 1000 - 100)],  # margin: min(300 s, 10 % of life)
+    ids=["300-s-margin", "10-percent-margin"],
+)
+async def test_refreshed_before_expiry_with_a_margin(expires_in: int, renewed_at: int) -> None:
     clock = ManualClock()
-    endpoint = FakeTokenEndpoint(expires_in=3600)
+    endpoint = FakeTokenEndpoint(expires_in=expires_in)
     auth = TokenManager(endpoint, clock=clock)
     assert await auth.get() == "token-0001"
-    clock.advance(3600 - 300 - 1)  # margin: min(300 s, 10 % of life)
+    clock.advance(renewed_at - 1)
     assert await auth.get() == "token-0001"
-    clock.advance(2)
+    clock.advance(1)
     assert await auth.get() == "token-0002"
+    assert endpoint.calls == 2
 
 
-async def test_never_trusted_longer_than_24_hours() -> None:
+@pytest.mark.parametrize(
+    "expires_in",
+    [31622400, None],  # the docs' example (366 days), and no expires_in at all
+    ids=["a-year", "missing"],
+)
+async def test_trusted_for_24_hours_at_most(expires_in: float | None) -> None:
+    """Used until 5 minutes before 24 hours have passed, then replaced."""
     clock = ManualClock()
-    endpoint = FakeTokenEndpoint(expires_in=31622400)  # the docs' example: 366 days
+    endpoint = FakeTokenEndpoint(expires_in=expires_in)
     auth = TokenManager(endpoint, clock=clock)
-    await auth.get()
-    assert auth.valid_until == pytest.approx(86400 - 300)
-    clock.advance(86400)
+    assert await auth.get() == "token-0001"
+    clock.advance(86400 - 300 - 1)
+    assert await auth.get() == "token-0001"
+    assert endpoint.calls == 1
+    clock.advance(1)
     assert await auth.get() == "token-0002"
-
-
-async def test_missing_expires_in_means_24_hours() -> None:
-    clock = ManualClock()
-    auth = TokenManager(FakeTokenEndpoint(expires_in=None), clock=clock)
-    await auth.get()
-    assert auth.valid_until == pytest.approx(86400 - 300)
+    assert endpoint.calls == 2
 
 
 async def test_invalidate_only_drops_the_refused_token() -> None:

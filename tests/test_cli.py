@@ -175,13 +175,57 @@ def test_secret_never_echoed_on_failure() -> None:
 
 
 def test_emulator_command_serves_and_stops(tmp_path: Path) -> None:
+    """A client reads an eSIM of the served fleet while it runs; then the command ends and
+    the port is closed."""
+    import socket
+    import time
+
+    from esim_async import AiraloClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     ids = tmp_path / "ids.txt"
-    code, out, _ = run(
-        "emulator", "--port", "0", "--fleet", "7", "--iccids-out", str(ids), "--duration", "0.2"
-    )
-    assert code == 0
-    assert "emulator listening on http://127.0.0.1:" in out
-    assert len(ids.read_text().split()) == 7
+    result: dict[str, object] = {}
+
+    def serve() -> None:
+        code, out, _ = run(
+            "emulator",
+            "--port",
+            str(port),
+            "--fleet",
+            "7",
+            "--iccids-out",
+            str(ids),
+            "--duration",
+            "2",
+        )
+        result["code"], result["out"] = code, out
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    iccids = ids.read_text().split()
+    assert len(iccids) == 7
+
+    async def read_usage() -> str:
+        async with AiraloClient("any-id", "any-secret", base_url=f"http://127.0.0.1:{port}") as c:
+            return str((await c.sims.usage(iccids[0])).status)
+
+    status = asyncio.run(read_usage())
+    thread.join(15)
+    assert not thread.is_alive()
+    assert result["code"] == 0
+    assert f"emulator listening on http://127.0.0.1:{port}" in str(result["out"])
+    assert status == Fleet.generate(7, seed=2026).sims[iccids[0]].status  # the default seed
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        pass  # stopped: nothing listens any more
 
 
 def test_webhooks_serve_prints_verified_events() -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from aioresponses import aioresponses
+from yarl import URL
 
 from esim_async import (
     AiraloClient,
@@ -16,6 +20,9 @@ from esim_async import (
     TransportError,
 )
 from esim_async._secrets import register_secret
+
+from .arrivals import max_in_any_window
+from .landed import Landed, assert_held_back, assert_not_held
 
 
 def test_pressone_requires_base_url() -> None:
@@ -48,30 +55,174 @@ def test_missing_credentials(cid: str, secret: str | None, field: str) -> None:
         AiraloClient(cid, secret)  # type: ignore[arg-type]
 
 
-def test_profiles_and_defaults() -> None:
-    a = AiraloClient("id", "secret")
-    assert a.base_url == "https://partners-api.airalo.com"
-    assert a._usage_path == "/v2/sims/{iccid}/usage"
-    state = a.rate_limit_state()
-    assert state["usage"].configured == Rate(5, 1.0)
-    assert state["usage"].per_key == Rate(10, 60.0)
-    assert state["token"].configured == Rate(3, 60.0)
-    assert a._usage_cache.ttl == 1200.0
-    assert AiraloClient("id", "secret", sandbox=True)._usage_cache.ttl == 3600.0
-    p = PressOneClient("id", "secret", base_url="http://127.0.0.1:9")
-    assert p._usage_path == "/customer/v2/sims/{iccid}/usage"
-    assert p._token_path == "/customer/v2/token"
-    pstate = p.rate_limit_state()["usage"]
-    assert pstate.configured is None and pstate.per_key == Rate(100, 60.0)
-    typo = PressOneClient(
-        "id", "secret", base_url="http://127.0.0.1:9", usage_path="/cusomter/v2/sims/{iccid}/usage"
+AIRALO = "https://partners-api.airalo.com"
+PRESSONE = "https://esim.pressone.test"
+USAGE_OK = {"data": {"remaining": 512, "total": 1024, "status": "ACTIVE"}, "meta": {}}
+
+
+def iccids(n: int) -> list[str]:
+    return [f"89444654000002672{i:02d}" for i in range(n)]
+
+
+def token_ok(expires_in: float = 86400) -> dict[str, object]:
+    return {"data": {"access_token": "tok-1", "expires_in": expires_in}, "meta": {}}
+
+
+@pytest.fixture
+def mocked() -> Iterator[aioresponses]:
+    with aioresponses() as m:
+        yield m
+
+
+def serve_usage(
+    mocked: aioresponses, landed: Landed, *, base: str = AIRALO, path: str = "/v2/sims/{}/usage"
+) -> None:
+    """Answer usage at ``base + path`` only (any other path fails the call)."""
+    pattern = re.compile("^" + re.escape(base + path).replace(r"\{\}", r"(\d+)") + "$")
+    mocked.get(pattern, payload=USAGE_OK, repeat=True, callback=landed.record("usage"))
+
+
+async def test_airalo_holds_the_sixth_esim_of_a_second_back(mocked: aioresponses) -> None:
+    """The default company limit is 5 per second: five eSIMs go at once, the sixth waits."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{AIRALO}/v2/token", payload=token_ok(), repeat=True)
+    serve_usage(mocked, landed)
+    async with AiraloClient("id", "secret", clock=clock) as client:
+        assert client.base_url == AIRALO
+        for iccid in iccids(6):
+            await client.sims.usage(iccid)
+    assert_held_back(landed.times["usage"], Rate(5, 1.0))
+
+
+async def test_airalo_holds_the_eleventh_read_of_one_esim_for_a_minute(
+    mocked: aioresponses,
+) -> None:
+    """The default per-eSIM limit is 10 per minute (the company limit spaces them meanwhile)."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{AIRALO}/v2/token", payload=token_ok(), repeat=True)
+    (iccid,) = iccids(1)
+    other = "8944465400000267299"
+    for name in (iccid, other):
+        mocked.get(
+            f"{AIRALO}/v2/sims/{name}/usage",
+            payload=USAGE_OK,
+            repeat=True,
+            callback=landed.record(name),
+        )
+    async with AiraloClient("id", "secret", clock=clock) as client:
+        for _ in range(10):
+            await client.sims.usage(iccid, refresh=True)
+        await client.sims.usage(other)  # another eSIM is not held by this one's window
+        await client.sims.usage(iccid, refresh=True)
+    times = landed.times[iccid]
+    assert len(times) == 11
+    assert max_in_any_window(times, 60.0) == 10
+    assert times[10] >= 60.0
+    assert max_in_any_window(times[:10], 1.0) == 5  # five a second meanwhile
+    # The other eSIM waited for the company limit only, not for this one's minute.
+    assert len(landed.times[other]) == 1 and landed.times[other][0] < 60.0
+
+
+async def test_airalo_holds_the_fourth_token_request_of_a_minute_back(
+    mocked: aioresponses,
+) -> None:
+    """Tokens that run out every ten seconds: the default 3 per minute holds the fourth."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(
+        f"{AIRALO}/v2/token", payload=token_ok(10), repeat=True, callback=landed.record("token")
     )
-    assert typo._usage_path == "/cusomter/v2/sims/{iccid}/usage"
+    serve_usage(mocked, landed)
+    async with AiraloClient("id", "secret", clock=clock) as client:
+        for iccid in iccids(4):
+            await client.sims.usage(iccid)
+            clock.advance(10)  # the token is stale by the next call
+    assert landed.times["token"][:3] == [0.0, 10.0, 20.0]
+    assert len(landed.times["token"]) == 4
+    assert landed.times["token"][3] >= 60.0
+    assert max_in_any_window(landed.times["token"], 60.0) == 3
+    assert landed.times["usage"][3] >= landed.times["token"][3]  # it waited for its token
+
+
+@pytest.mark.parametrize(("sandbox", "ttl"), [(False, 1200.0), (True, 3600.0)])
+async def test_usage_cache_lives_as_long_as_the_servers(
+    mocked: aioresponses, sandbox: bool, ttl: float
+) -> None:
+    """Usage is answered from the cache for 20 minutes (60 in sandbox), then asked again."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{AIRALO}/v2/token", payload=token_ok(), repeat=True)
+    serve_usage(mocked, landed)
+    (iccid,) = iccids(1)
+    async with AiraloClient("id", "secret", sandbox=sandbox, clock=clock) as client:
+        await client.sims.usage(iccid)
+        clock.advance(ttl - 1)
+        await client.sims.usage(iccid)
+        assert len(landed.times["usage"]) == 1  # still the server's cached answer
+        clock.advance(1)
+        await client.sims.usage(iccid)
+    assert landed.times["usage"] == [0.0, ttl]
+
+
+async def test_pressone_defaults_paths_and_limits(mocked: aioresponses) -> None:
+    """PressOne: ``/customer/v2`` paths, no company limit, 100 reads per minute per eSIM."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(
+        f"{PRESSONE}/customer/v2/token",
+        payload=token_ok(),
+        repeat=True,
+        callback=landed.record("token"),
+    )
+    serve_usage(mocked, landed, base=PRESSONE, path="/customer/v2/sims/{}/usage")
+    async with PressOneClient("id", "secret", base_url=PRESSONE, clock=clock) as client:
+        for iccid in iccids(12):  # more than any company limit of Airalo's
+            await client.sims.usage(iccid)
+        assert_not_held(landed.times["usage"])
+        del landed.times["usage"]
+        for _ in range(101):
+            await client.sims.usage("8944465400000267299", refresh=True)
+    assert landed.times["token"] == [0.0]
+    assert_held_back(landed.times["usage"], Rate(100, 60.0))
+
+
+async def test_usage_path_is_where_usage_requests_go(mocked: aioresponses) -> None:
+    """The docs' misspelt path can be configured; a template without ``{iccid}`` cannot."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{PRESSONE}/customer/v2/token", payload=token_ok(), repeat=True)
+    serve_usage(mocked, landed, base=PRESSONE, path="/cusomter/v2/sims/{}/usage")
+    (iccid,) = iccids(1)
+    async with PressOneClient(
+        "id",
+        "secret",
+        base_url=PRESSONE,
+        usage_path="/cusomter/v2/sims/{iccid}/usage",
+        clock=clock,
+    ) as typo:
+        await typo.sims.usage(iccid)
+    assert landed.urls["usage"] == [URL(f"{PRESSONE}/cusomter/v2/sims/{iccid}/usage")]
     with pytest.raises(InvalidRequestError, match="iccid"):
         PressOneClient("id", "secret", base_url="http://h", usage_path="/x/usage")
-    custom = AiraloClient("id", "secret", prefix="/v3", iccid_rate=None, company_rate=Rate(50, 1))
-    assert custom._usage_path == "/v3/sims/{iccid}/usage"
-    assert custom.rate_limit_state()["usage"].per_key is None
+
+
+async def test_prefix_and_rates_given_are_the_ones_kept(mocked: aioresponses) -> None:
+    """``prefix="/v3"``, no per-eSIM limit and 50 per second: one eSIM read 50 times at once
+    under ``/v3``, the 51st a second later."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{AIRALO}/v3/token", payload=token_ok(), repeat=True)
+    serve_usage(mocked, landed, path="/v3/sims/{}/usage")
+    (iccid,) = iccids(1)
+    async with AiraloClient(
+        "id", "secret", prefix="/v3", iccid_rate=None, company_rate=Rate(50, 1), clock=clock
+    ) as custom:
+        for _ in range(51):
+            await custom.sims.usage(iccid, refresh=True)
+    assert_held_back(landed.times["usage"], Rate(50, 1.0))
+    assert set(landed.urls["usage"]) == {URL(f"{AIRALO}/v3/sims/{iccid}/usage")}
 
 
 def test_repr_shows_no_secret() -> None:

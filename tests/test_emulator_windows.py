@@ -16,12 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esim_async import Rate
-from esim_async.testing.server import _Window
+from esim_async.testing.limits import Window
 
 from .arrivals import max_in_any_window
 
 
-def run(window: _Window, times: list[float]) -> list[float | None]:
+def run(window: Window, times: list[float]) -> list[float | None]:
     """The window's answer to each arrival: ``None`` (admitted) or the wait it announced."""
     return [window.hit(t) for t in times]
 
@@ -64,7 +64,7 @@ def fixed_reference(rate: Rate, times: list[float]) -> list[float | None]:
 
 
 def test_sliding_admits_count_per_window_and_not_one_more() -> None:
-    w = _Window(Rate(3, 10.0), "sliding")
+    w = Window(Rate(3, 10.0), "sliding")
     assert run(w, [0.0, 1.0, 2.0]) == [None, None, None]
     # The fourth inside the window is refused until the oldest admission leaves it.
     assert w.hit(3.0) == 7.0
@@ -73,7 +73,7 @@ def test_sliding_admits_count_per_window_and_not_one_more() -> None:
 
 
 def test_sliding_boundary_is_half_open() -> None:
-    w = _Window(Rate(3, 10.0), "sliding")
+    w = Window(Rate(3, 10.0), "sliding")
     run(w, [0.0, 1.0, 2.0])
     # Exactly one period after an admission it has left the window: [t, t + period).
     assert w.hit(10.0) is None
@@ -84,7 +84,7 @@ def test_sliding_boundary_is_half_open() -> None:
 
 
 def test_sliding_refusals_do_not_count() -> None:
-    w = _Window(Rate(2, 4.0), "sliding")
+    w = Window(Rate(2, 4.0), "sliding")
     assert run(w, [0.0, 0.0]) == [None, None]
     assert run(w, [1.0, 2.0, 3.0, 3.5]) == [3.0, 2.0, 1.0, 0.5]
     # The refused arrivals above did not renew the window.
@@ -95,7 +95,7 @@ def test_sliding_refusals_do_not_count() -> None:
 def test_sliding_admits_at_the_instant_it_announced(first: float, period: float) -> None:
     """A client that waits exactly the announced time is admitted, whatever float rounding
     does to ``first + period - period``."""
-    w = _Window(Rate(1, period), "sliding")
+    w = Window(Rate(1, period), "sliding")
     assert w.hit(first) is None
     wait = w.hit(first)
     assert wait is not None and abs(wait - period) < 1e-12
@@ -110,7 +110,7 @@ def test_sliding_admits_at_the_instant_it_announced(first: float, period: float)
 def test_any_window_admits_at_the_instant_it_announced(
     first: float, period: float, algorithm: str
 ) -> None:
-    w = _Window(Rate(1, period), algorithm)  # type: ignore[arg-type]
+    w = Window(Rate(1, period), algorithm)  # type: ignore[arg-type]
     assert w.hit(first) is None
     wait = w.hit(first)
     assert wait is not None and wait > 0
@@ -132,7 +132,7 @@ def test_sliding_matches_the_reference(gaps: list[int], count: int, period8: int
     for g in gaps:
         t += g
         times.append(t / 8)
-    answers = run(_Window(rate, "sliding"), times)
+    answers = run(Window(rate, "sliding"), times)
     assert answers == sliding_reference(rate, times)
     assert max_in_any_window(admitted(times, answers), rate.period) <= rate.count
 
@@ -141,7 +141,7 @@ def test_sliding_matches_the_reference(gaps: list[int], count: int, period8: int
 
 
 def test_fixed_window_is_opened_by_the_first_hit() -> None:
-    w = _Window(Rate(3, 10.0), "fixed")
+    w = Window(Rate(3, 10.0), "fixed")
     # Not aligned to a clock grid: the first hit at 5 opens [5, 15).
     assert run(w, [5.0, 6.0, 14.5]) == [None, None, None]
     assert w.hit(14.875) == 0.125
@@ -155,7 +155,7 @@ def test_fixed_window_is_opened_by_the_first_hit() -> None:
 
 
 def test_fixed_window_refusals_do_not_count_or_reopen() -> None:
-    w = _Window(Rate(1, 2.0), "fixed")
+    w = Window(Rate(1, 2.0), "fixed")
     assert w.hit(0.0) is None
     assert run(w, [0.5, 1.0, 1.5]) == [1.5, 1.0, 0.5]
     assert w.hit(2.0) is None  # the window the first hit opened ended at 2
@@ -167,7 +167,7 @@ def test_fixed_window_admits_a_double_burst_across_its_boundary() -> None:
     opened it) and ``count`` more at the start of the next: ``2 x count - 1`` inside one
     period. Clients must not rely on it."""
     rate = Rate(3, 10.0)
-    w = _Window(rate, "fixed")
+    w = Window(rate, "fixed")
     times = [0.0, 9.5, 9.75, 10.0, 10.25, 10.5, 10.75]
     answers = run(w, times)
     assert answers == [None, None, None, None, None, None, 9.25]
@@ -186,7 +186,7 @@ def test_fixed_matches_the_reference(gaps: list[int], count: int, period8: int) 
     for g in gaps:
         t += g
         times.append(t / 8)
-    answers = run(_Window(rate, "fixed"), times)
+    answers = run(Window(rate, "fixed"), times)
     assert answers == fixed_reference(rate, times)
     # Never more than 2 x count - 1 in any window of one period (see the double burst above).
     assert max_in_any_window(admitted(times, answers), rate.period) <= 2 * rate.count - 1
@@ -197,7 +197,7 @@ def test_a_waiting_client_is_never_refused(algorithm: str) -> None:
     """Arrivals that each wait what the window announced are all admitted on that retry, and a
     dense stream then admits exactly ``count`` per ``period`` on average."""
     rate = Rate(4, 1.0)
-    w = _Window(rate, algorithm)  # type: ignore[arg-type]
+    w = Window(rate, algorithm)  # type: ignore[arg-type]
     rng = random.Random(5)
     now, done = 0.0, []
     for _ in range(200):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,9 +25,12 @@ from esim_async import (
     ValidationError,
 )
 
+from .landed import Landed, assert_held_back, assert_not_held
+
 BASE = "https://partners-api.airalo.com"
 ICCID = "8944465400000267221"
 TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {"message": "success"}}
+Payload = Callable[[str], bytes]
 
 
 @pytest.fixture
@@ -37,8 +41,13 @@ def mocked() -> Any:
 
 
 @pytest.fixture
-async def client() -> Any:
-    async with AiraloClient("id", "secret", clock=ManualClock(), max_retries=0) as c:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def client(clock: ManualClock) -> Any:
+    async with AiraloClient("id", "secret", clock=clock, max_retries=0) as c:
         yield c
 
 
@@ -124,18 +133,30 @@ async def test_packages_422_and_local_validation(mocked, client, payload) -> Non
     assert "filter.type" in info.value.fields
 
 
-async def test_product_information(mocked, client, payload) -> None:
-    mocked.get(
-        f"{BASE}/v2/packages/change-in-3days-unlimited/product-information",
-        body=payload("airalo/product_information_200.json"),
-    )
-    pib = await client.packages.product_information("change-in-3days-unlimited")
+async def test_product_information(
+    mocked: aioresponses, client: AiraloClient, clock: ManualClock, payload: Payload
+) -> None:
+    landed = Landed(clock)
+    slug, other = "change-in-3days-unlimited", "change-in-7days-1gb"
+    for name in (slug, other):
+        mocked.get(
+            f"{BASE}/v2/packages/{name}/product-information",
+            body=payload("airalo/product_information_200.json"),
+            repeat=True,
+            callback=landed.record(name),
+        )
+    pib = await client.packages.product_information(slug)
     assert pib.is_unlimited and pib.data_allowance_mb == "Unbegrenzt"
     assert pib.pib_version_date is not None and pib.pib_version_date.tzinfo is not None
     with pytest.raises(InvalidRequestError, match="slug"):
         await client.packages.product_information("../token")
-    state = client.rate_limit_state()["product_information"]
-    assert state.per_key == Rate(60, 60.0)
+    # 60 per minute per package: the 61st for one package waits, another package does not.
+    for _ in range(59):
+        await client.packages.product_information(slug)
+    await client.packages.product_information(other)
+    await client.packages.product_information(slug)
+    assert_held_back(landed.times[slug], Rate(60, 60.0))
+    assert landed.times[other] == [0.0]
 
 
 # ------------------------------------------------------------------ orders
@@ -321,17 +342,39 @@ async def test_topup_packages_are_never_cached(mocked, client, payload) -> None:
     assert len(sent(mocked, "GET", url)) == 2
 
 
-async def test_package_history_is_cached_and_limited_per_iccid(mocked, client, payload) -> None:
-    url = f"{BASE}/v2/sims/{ICCID}/packages"
-    mocked.get(url, body=payload("airalo/sim_package_history_200.json"), repeat=True)
+async def test_package_history_is_cached_and_limited_per_iccid(
+    mocked: aioresponses, client: AiraloClient, clock: ManualClock, payload: Payload
+) -> None:
+    landed = Landed(clock)
+    other = "8944465400000267222"
+    for iccid in (ICCID, other):
+        mocked.get(
+            f"{BASE}/v2/sims/{iccid}/packages",
+            body=payload("airalo/sim_package_history_200.json"),
+            repeat=True,
+            callback=landed.record(iccid),
+        )
     history = await client.sims.package_history(ICCID)
     assert history[0].package is not None and history[0].package.id
     assert history[0].activated_at is not None and history[0].activated_at.tzinfo is not None
     assert await client.sims.package_history(ICCID) == history
-    assert len(sent(mocked, "GET", url)) == 1
+    assert len(landed.times[ICCID]) == 1
     await client.sims.package_history(ICCID, refresh=True)
-    assert len(sent(mocked, "GET", url)) == 2
-    assert client.rate_limit_state()["package_history"].per_key == Rate(10, 60.0)
+    assert len(landed.times[ICCID]) == 2
+    # 10 per minute per eSIM: the 11th read of this one waits, another eSIM does not.
+    for _ in range(8):
+        await client.sims.package_history(ICCID, refresh=True)
+    await client.sims.package_history(other)
+    await client.sims.package_history(ICCID, refresh=True)
+    assert_held_back(landed.times[ICCID], Rate(10, 60.0))
+    assert landed.times[other] == [0.0]
+    # Cached for 15 minutes from the last answer.
+    clock.advance(899)
+    await client.sims.package_history(ICCID)
+    assert len(landed.times[ICCID]) == 11
+    clock.advance(1)
+    await client.sims.package_history(ICCID)
+    assert len(landed.times[ICCID]) == 12
 
 
 async def test_package_history_errors(mocked, client, payload) -> None:
@@ -383,9 +426,6 @@ async def test_pressone_sends_forms_under_its_prefix(mocked) -> None:
     async with PressOneClient("id", "secret", base_url=base, clock=ManualClock()) as client:
         order = await client.orders.topup("change-7days-1gb-topup", ICCID)
         assert order.type == "topup"
-        state = client.rate_limit_state()
-        assert state["package_history"].per_key == Rate(1, 900.0)  # 1 per 15 min per eSIM
-        assert "packages" not in state  # no published limit
     (call,) = sent(mocked, "POST", f"{base}/customer/v2/orders/topups")
     assert call.kwargs["data"] == [("package_id", "change-7days-1gb-topup"), ("iccid", ICCID)]
     assert not hasattr(client.orders, "create_async")
@@ -393,12 +433,89 @@ async def test_pressone_sends_forms_under_its_prefix(mocked) -> None:
     assert not hasattr(client.packages, "product_information")
 
 
-async def test_sandbox_adds_an_account_wide_limit(mocked) -> None:
-    async with AiraloClient("id", "secret", sandbox=True, clock=ManualClock()) as client:
-        state = client.rate_limit_state()
-        assert state["account"].configured == Rate(50, 60.0)
-        assert client._usage_cache.ttl == 3600.0  # type: ignore[attr-defined]
+async def test_pressone_package_history_is_one_per_15_minutes_per_esim(
+    mocked: aioresponses, payload: Payload
+) -> None:
+    base = "https://esim.pressone.test"
+    clock = ManualClock()
+    landed = Landed(clock)
+    other = "8944465400000267222"
+    mocked.post(f"{base}/customer/v2/token", payload=TOKEN)
+    for iccid in (ICCID, other):
+        mocked.get(
+            f"{base}/customer/v2/sims/{iccid}/packages",
+            body=payload("airalo/sim_package_history_200.json"),
+            repeat=True,
+            callback=landed.record(iccid),
+        )
+    async with PressOneClient("id", "secret", base_url=base, clock=clock) as client:
+        await client.sims.package_history(ICCID)
+        await client.sims.package_history(other)
+        await client.sims.package_history(ICCID, refresh=True)
+    assert_held_back(landed.times[ICCID], Rate(1, 900.0))
+    assert landed.times[other] == [0.0]
+
+
+async def test_pressone_catalogue_is_not_held_back(mocked: aioresponses, payload: Payload) -> None:
+    """PressOne publishes no catalogue limit: more pages at once than Airalo's 80 a minute."""
+    base = "https://esim.pressone.test"
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.post(f"{base}/customer/v2/token", payload=TOKEN)
+    mocked.get(
+        re.compile(rf"^{re.escape(base)}/customer/v2/packages(\?.*)?$"),
+        body=payload("airalo/packages_200.json"),
+        repeat=True,
+        callback=landed.record("packages"),
+    )
+    async with PressOneClient("id", "secret", base_url=base, clock=clock) as client:
+        for _ in range(81):
+            await client.packages.page()
+    assert len(landed.times["packages"]) == 81
+    assert_not_held(landed.times["packages"])
+
+
+async def test_sandbox_adds_an_account_wide_limit(payload: Payload) -> None:
+    """Sandbox: 50 requests a minute over the whole account, token and usage included."""
+    clock = ManualClock()
+    landed = Landed(clock)
+    with aioresponses() as mocked:  # its own mock: the token's arrival is counted too
+        mocked.post(f"{BASE}/v2/token", payload=TOKEN, repeat=True, callback=landed.record("all"))
+        mocked.get(
+            f"{BASE}/v2/balance",
+            body=payload("airalo/balance_200.SCHEMA_DERIVED.json"),
+            repeat=True,
+            callback=landed.record("all"),
+        )
+        mocked.get(
+            f"{BASE}/v2/sims/{ICCID}/usage",
+            payload={"data": {"remaining": 1, "total": 2, "status": "ACTIVE"}, "meta": {}},
+            callback=landed.record("all"),
+        )
+        async with AiraloClient("id", "secret", sandbox=True, clock=clock) as client:
+            for _ in range(49):
+                await client.account.balance()  # 49 and the token: 50
+            await client.sims.usage(ICCID)  # the 51st, on an endpoint of its own
+        assert len(mocked.requests[("POST", URL(f"{BASE}/v2/token"))]) == 1
+    assert_held_back(landed.times["all"], Rate(50, 60.0))
+
+
+async def test_limits_option_sets_an_endpoints_limit(
+    mocked: aioresponses, payload: Payload
+) -> None:
+    clock = ManualClock()
+    landed = Landed(clock)
+    mocked.get(
+        re.compile(r"^https://partners-api\.airalo\.com/v2/packages(\?.*)?$"),
+        body=payload("airalo/packages_200.json"),
+        repeat=True,
+        callback=landed.record("packages"),
+    )
     with pytest.raises(InvalidRequestError, match="unknown endpoints"):
         AiraloClient("id", "secret", limits={"nope": Rate(1, 1)})
-    custom = AiraloClient("id", "secret", limits={"packages": Rate(40, 60.0)})
-    assert custom._endpoint_limiter("packages").state().configured == Rate(40, 60.0)
+    async with AiraloClient(
+        "id", "secret", limits={"packages": Rate(40, 60.0)}, clock=clock
+    ) as custom:
+        for _ in range(41):
+            await custom.packages.page()
+    assert_held_back(landed.times["packages"], Rate(40, 60.0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from esim_async import (
     ValidationError,
 )
 
+from .landed import Landed, assert_held_back
+
 BASE = "https://partners-api.airalo.com"
 ICCID = "8944465400000267221"
 TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {"message": "success"}}
@@ -34,8 +37,13 @@ def mocked() -> Any:
 
 
 @pytest.fixture
-async def client() -> Any:
-    async with AiraloClient("id", "secret", clock=ManualClock(), max_retries=0) as c:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def client(clock: ManualClock) -> Any:
+    async with AiraloClient("id", "secret", clock=clock, max_retries=0) as c:
         c._utcnow = lambda: NOW  # type: ignore[method-assign]
         yield c
 
@@ -143,8 +151,17 @@ async def test_vouchers(mocked, client, payload) -> None:
     assert "vouchers.0.package_id" in info.value.fields
 
 
-async def test_refunds(mocked, client, payload) -> None:
-    mocked.post(f"{BASE}/v2/refund", status=202, body=payload("airalo/refund_202.json"))
+async def test_refunds(
+    mocked: aioresponses, client: AiraloClient, clock: ManualClock, payload: Callable[[str], bytes]
+) -> None:
+    landed = Landed(clock)
+    for _ in range(2):
+        mocked.post(
+            f"{BASE}/v2/refund",
+            status=202,
+            body=payload("airalo/refund_202.json"),
+            callback=landed.record("refund"),
+        )
     refund = await client.refunds.create([ICCID], "OTHERS", notes="wrong country")
     assert refund.refund_id == "12345"
     (call,) = calls(mocked, "POST", f"{BASE}/v2/refund")
@@ -153,7 +170,9 @@ async def test_refunds(mocked, client, payload) -> None:
         ("reason", "OTHERS"),
         ("notes", "wrong country"),
     ]
-    assert client.rate_limit_state()["refund"].configured == Rate(1, 300.0)
+    # One refund request per 5 minutes: the second waits for the first one's window.
+    await client.refunds.create([ICCID], "NO_COVERAGE")
+    assert_held_back(landed.times["refund"], Rate(1, 300.0))
     with pytest.raises(InvalidRequestError, match="notes"):
         await client.refunds.create([ICCID], "OTHERS")
     with pytest.raises(InvalidRequestError, match="reason"):
@@ -260,13 +279,20 @@ async def test_pressone_voice_needs_a_key_and_keeps_raw_json() -> None:
     async with PressOneClient("id", "secret", base_url="https://p1.test") as keyless:
         with pytest.raises(InvalidRequestError, match="voice_api_key"):
             await keyless.voice.renew_number("a@b.co")
-    custom = PressOneClient(
+    async with PressOneClient(
         "id",
         "secret",
         base_url="https://p1.test",
+        voice_base_url=base,
         voice_api_key="pk_x",
-        voice_paths={"claim_number": ("POST", "/v9/claim")},
-    )
-    assert custom.voice._paths["claim_number"] == ("POST", "/v9/claim")
-    assert not hasattr(custom, "future_orders") and not hasattr(custom, "refunds")
+        voice_paths={"claim_number": ("PUT", "/v9/claim")},
+        clock=ManualClock(),
+    ) as custom:
+        with aioresponses() as m:  # anything but PUT /v9/claim fails the call
+            m.put(f"{base}/v9/claim", payload={"success": True, "message": "claimed"})
+            await custom.voice.claim_number("a@b.co")
+            ((method, url),) = m.requests
+            assert (method, url) == ("PUT", URL(f"{base}/v9/claim"))
+            assert m.requests[(method, url)][0].kwargs["json"] == {"email": "a@b.co"}
+        assert not hasattr(custom, "future_orders") and not hasattr(custom, "refunds")
     assert not hasattr(AiraloClient("id", "secret"), "voice")

@@ -194,6 +194,33 @@ async def test_a_hook_failure_is_raised_at_the_consumers_next_step() -> None:
         assert sweep_tasks() == []
 
 
+@pytest.mark.parametrize("kind", [StopIteration, StopAsyncIteration])
+async def test_a_hook_raising_a_stop_exception_ends_the_sweep_loudly(
+    kind: type[Exception],
+) -> None:
+    # Raised as they are, these would end `async for` silently or become a bare RuntimeError.
+    fleet = Fleet.generate(6, seed=35)
+    stop = kind("hook")
+
+    def hook(p: SweepProgress) -> None:
+        if p.done == 3:
+            raise stop
+
+    async with fast_emulator(fleet) as emu, fast_client(emu) as client:
+        got: list[UsageResult] = []
+
+        async def consume() -> None:
+            async with client.sims.usage_many(fleet.iccids(), progress=hook) as results:
+                async for r in results:
+                    got.append(r)
+
+        error = await outcome(consume())
+        assert isinstance(error, RuntimeError)
+        assert error.__cause__ is stop
+        assert len(got) < len(fleet)
+        assert sweep_tasks() == []
+
+
 # ----------------------------------------------------------------- duplicates under refresh
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from aioresponses import aioresponses
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
-from esim_async import InvalidIccidError, InvalidRequestError
+from esim_async import AiraloClient, InvalidIccidError, InvalidRequestError, ManualClock
 from esim_async.validation import validate_iccid
+
+BASE = "https://partners-api.airalo.com"
+TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {}}
 
 
 @pytest.mark.parametrize("iccid", ["894446540000026722", "8944465400000267221", "8" * 22])
@@ -47,6 +52,28 @@ def test_configurable_length_for_sandbox() -> None:
     assert validate_iccid("8910000000000091", min_length=16) == "8910000000000091"
     with pytest.raises(InvalidIccidError):
         validate_iccid("8910000000000091")
+
+
+async def test_client_iccid_length_lets_shorter_sandbox_iccids_through() -> None:
+    """A 16-digit sandbox ICCID: refused without a request by default, sent with
+    ``iccid_length=(16, 22)``."""
+    short = "8910000000000091"
+    usage_url = f"{BASE}/v2/sims/{short}/usage"
+    with aioresponses() as mocked:
+        mocked.post(f"{BASE}/v2/token", payload=TOKEN, repeat=True)
+        mocked.get(usage_url, payload={"data": {"status": "ACTIVE"}, "meta": {}}, repeat=True)
+        async with AiraloClient("id", "secret", clock=ManualClock()) as strict:
+            with pytest.raises(InvalidIccidError, match="18-22 digits"):
+                await strict.sims.usage(short)
+        assert not mocked.requests
+        async with AiraloClient(
+            "id", "secret", iccid_length=(16, 22), clock=ManualClock()
+        ) as sandbox:
+            usage = await sandbox.sims.usage(short)
+            with pytest.raises(InvalidIccidError, match="16-22 digits"):
+                await sandbox.sims.usage(short[:-1])
+        assert usage.status == "ACTIVE"
+        assert len(mocked.requests[("GET", URL(usage_url))]) == 1
 
 
 def test_long_values_are_truncated_in_the_message() -> None:

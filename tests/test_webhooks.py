@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aioresponses import aioresponses
+from yarl import URL
 
-from esim_async import ManualClock
+from esim_async import AiraloClient, ManualClock
 from esim_async.webhooks import (
     RECEIVER,
     AsyncOrderEvent,
@@ -24,6 +26,9 @@ from esim_async.webhooks import (
 )
 
 SECRET = "test_secret"
+SECRET_ID = "test_client_id"
+AIRALO = "https://partners-api.airalo.com"
+TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {"message": "success"}}
 VECTOR = (
     "dbcda7872bdfde3ec60c0fc59c4a448280cfa5f84f31e61728c9157a4b13651a"
     "e7b7d294e046095567c67bcdc9ff738110ff69b93402208d9ace15eb9bf137b9"
@@ -130,15 +135,28 @@ async def test_receiver_verifies_dedupes_and_dispatches() -> None:
 
 
 async def test_rearm_after_topup() -> None:
+    """A top-up bought through the client re-arms that eSIM's notifications (the same
+    low-data body is passed on again); a top-up of another eSIM does not."""
+    iccid, other = "8944465400000267221", "8944465400000267222"
+    low = {**LOW, "iccid": iccid}
     recorder = Recorder()
-    app = webhook_app(SECRET, on_event=recorder)
-    async with TestClient(TestServer(app)) as client:
-        await post(client, LOW)
-        await post(client, LOW)
-        app[RECEIVER].rearm("8944001")
-        await post(client, LOW)
-        await asyncio.sleep(0.05)
-        assert len(recorder.events) == 2
+    topup = {"data": {"id": 1, "type": "topup"}, "meta": {"message": "success"}}
+    with aioresponses(passthrough=["http://127.0.0.1"]) as mocked:
+        mocked.post(f"{AIRALO}/v2/token", payload=TOKEN, repeat=True)
+        mocked.post(f"{AIRALO}/v2/orders/topups", payload=topup, repeat=True)
+        async with AiraloClient(SECRET_ID, SECRET, clock=ManualClock()) as esims:
+            app = webhook_app(SECRET, on_event=recorder, client=esims)
+            async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+                await post(client, low)
+                assert (await post(client, low)).status == 200  # a duplicate, dropped
+                await esims.orders.topup("change-7days-1gb-topup", other)
+                await post(client, low)  # still a duplicate
+                await esims.orders.topup("change-7days-1gb-topup", iccid)
+                await post(client, low)  # re-armed: passed on
+                await asyncio.sleep(0.05)
+                assert len(recorder.events) == 2
+                assert app[RECEIVER].stats["duplicates"] == 2
+    assert len(mocked.requests[("POST", URL(f"{AIRALO}/v2/orders/topups"))]) == 2
 
 
 async def test_a_raising_handler_does_not_break_the_receiver(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Literal, TypeVar
@@ -75,6 +74,7 @@ class SimsResource(Resource):
         max_age: float | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        priority: Priority = Priority.INTERACTIVE,
     ) -> Usage:
         """Data, voice and text usage of one eSIM.
 
@@ -90,6 +90,8 @@ class SimsResource(Resource):
             max_age: accept a cached value only if it is at most this many seconds old.
             timeout: total seconds for each HTTP attempt of this call.
             max_retries: retries for this call (default: the client's).
+            priority: the limiter lane the request waits in: ``Priority.BULK`` lets
+                interactive calls go first (as sweeps and the fleet monitor do).
 
         Raises:
             InvalidIccidError: malformed ICCID (no request is made).
@@ -106,7 +108,7 @@ class SimsResource(Resource):
             iccid,
             timeout,
             max_retries,
-            Priority.INTERACTIVE,
+            priority,
             True,
             refresh=refresh,
             max_age=max_age,
@@ -168,10 +170,11 @@ class SimsResource(Resource):
         are better; with ``refresh`` the caller never joins a request already in flight.
         """
         client = self._client
+        wall = client.config.clock.wall
         cache = client._usage_cache
         shared = client._usage_l2
         path_head, path_tail = client._usage_path_parts
-        started = time.time()
+        started = wall()
         policy = _UsagePolicy(
             priority,
             client._transport.max_retries if max_retries is None else max_retries,
@@ -195,7 +198,7 @@ class SimsResource(Resource):
                     local = CacheEntry(
                         found.value,
                         found.fetched_at,
-                        now - max(0.0, time.time() - found.fetched_at),
+                        now - max(0.0, wall() - found.fetched_at),
                         found.long_lived,
                     )
                     cache.set(iccid, local)
@@ -215,14 +218,12 @@ class SimsResource(Resource):
             try:
                 usage = (await client._transport.request(request)).data
             except NotFoundError:
-                negative: CacheEntry[Usage] = CacheEntry(
-                    None, time.time(), client._clock.now(), True
-                )
+                negative: CacheEntry[Usage] = CacheEntry(None, wall(), client._clock.now(), True)
                 cache.set(iccid, negative)
                 if shared is not None:
                     await shared.set(iccid, negative)
                 raise
-            stamp = time.time()
+            stamp = wall()
             usage.fetched_at = datetime.fromtimestamp(stamp, UTC)
             # Its age counts from the answer, not from the start of the wait for budget.
             entry = CacheEntry(
@@ -290,6 +291,7 @@ class SimsResource(Resource):
             progress=progress,
             low_data_fraction=low_data_fraction,
             per_second=per_second,
+            clock=self._client.config.clock,
         )
 
     async def get(self, iccid: str, include: Iterable[SimInclude] | None = None) -> Esim:
@@ -372,6 +374,7 @@ class SimsResource(Resource):
         """
         client = self._client
         client._validate_iccid(iccid)
+        clock = client.config.clock
         cache = client._history_cache
         if not refresh:
             entry = cache.get(iccid)
@@ -388,9 +391,9 @@ class SimsResource(Resource):
                     key=iccid,
                 )
             except NotFoundError:
-                cache.set(iccid, CacheEntry(None, time.time(), client._clock.now(), True))
+                cache.set(iccid, CacheEntry(None, clock.wall(), clock.now(), True))
                 raise
-            entry = CacheEntry(envelope.data, time.time(), client._clock.now(), False)
+            entry = CacheEntry(envelope.data, clock.wall(), clock.now(), False)
             cache.set(iccid, entry)
             return entry
 

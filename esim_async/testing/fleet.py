@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .clock import utc_now
+
 __all__ = ["INSTALL_WINDOW", "Fleet", "SimRecord", "stamp"]
 
 # Share of each kind in a generated fleet (the rest is ACTIVE with data left).
@@ -103,7 +105,7 @@ class Fleet:
         # Times of day come from their own stream, so kinds and figures depend on the seed only.
         clock_rng = random.Random(f"fleet-dates:{seed}")
         if now is None:
-            base = datetime.now(UTC)
+            base = utc_now()
         elif now.tzinfo is None:
             base = now.replace(tzinfo=UTC)
         else:

@@ -29,6 +29,9 @@ WRITER_CLOCK = 7_654_321.0
 class Setup:
     emu: Emulator
     redis: RedisServer
+    backend: RedisBackend
+    #: The name a client of account "acct" on the emulator's host gives its usage cache.
+    name: str
     writer: RedisCache
     iccid: str
 
@@ -37,9 +40,10 @@ class Setup:
 async def setup(redis_server: RedisServer) -> AsyncIterator[Setup]:
     fleet = Fleet.generate(3, seed=35)
     backend = RedisBackend.from_url(redis_server.url, prefix="age")
-    writer = backend.shared_cache("airalo:acct:usage", Usage, ttl=TTL, long_ttl=86400.0)
     async with Emulator(fleet=fleet, limits=ServerLimits.unlimited()) as emu:
-        yield Setup(emu, redis_server, writer, fleet.iccids()[0])
+        name = f"airalo:acct@{emu.url}:usage"
+        writer = backend.shared_cache(name, Usage, ttl=TTL, long_ttl=86400.0)
+        yield Setup(emu, redis_server, backend, name, writer, fleet.iccids()[0])
     await backend.aclose()
 
 
@@ -56,12 +60,16 @@ def reader(setup: Setup, clock: ManualClock) -> AiraloClient:
     )
 
 
-async def write_aged(setup: Setup, age: float) -> datetime:
-    """Put an answer fetched ``age`` seconds ago into the shared cache; its fetch time."""
-    fetched = time.time() - age
+async def write_aged(
+    setup: Setup, age: float, writer: RedisCache | None = None, wall: float | None = None
+) -> datetime:
+    """Put an answer fetched ``age`` seconds ago into the shared cache (by ``writer``, whose
+    wall clock reads ``wall`` now); its fetch time."""
+    fetched = (time.time() if wall is None else wall) - age
     when = datetime.fromtimestamp(fetched, UTC)
     usage = Usage(raw_remaining=512, raw_total=1024, status=UsageStatus.ACTIVE, fetched_at=when)
-    await setup.writer.set(setup.iccid, CacheEntry(usage, fetched, WRITER_CLOCK, False))
+    entry = CacheEntry(usage, fetched, WRITER_CLOCK, False)
+    await (writer or setup.writer).set(setup.iccid, entry)
     return when
 
 
@@ -132,3 +140,46 @@ async def test_shared_entry_older_than_the_ttl_is_not_served(setup: Setup) -> No
         assert requests(setup) == 1
         assert usage.fetched_at is not None
         assert (datetime.now(UTC) - usage.fetched_at).total_seconds() < 60
+
+
+async def write_aged_by_a_fast_clock(setup: Setup, age: float) -> None:
+    """Written by a process whose clock runs an hour fast: fetched ``age`` seconds ago by that
+    clock, which puts its ``fetched_at`` an hour minus ``age`` into everyone else's future."""
+    fast = ManualClock(wall=time.time() + 3600.0)
+    writer = setup.backend.shared_cache(setup.name, Usage, ttl=TTL, long_ttl=86400.0, clock=fast)
+    await write_aged(setup, age, writer, fast.wall())
+
+
+async def test_a_fast_writer_clock_does_not_make_an_old_entry_young(
+    setup: Setup,
+) -> None:
+    await write_aged_by_a_fast_clock(setup, 600.0)
+    async with reader(setup, ManualClock(50.0)) as lenient:
+        await lenient.sims.usage(setup.iccid, max_age=900.0)
+        assert requests(setup) == 0  # 600 s old on Redis' clock: young enough
+    async with reader(setup, ManualClock(50.0)) as strict:
+        await strict.sims.usage(setup.iccid, max_age=300.0)
+        assert requests(setup) == 1  # 600 s old is too old, whatever the writer's clock said
+
+
+async def test_a_fast_writer_clock_does_not_defeat_refresh(
+    setup: Setup,
+) -> None:
+    await write_aged_by_a_fast_clock(setup, 600.0)
+    async with reader(setup, ManualClock(50.0)) as client:
+        await client.sims.usage(setup.iccid, refresh=True)
+        assert requests(setup) == 1  # fetched before this call began: not an answer to it
+
+
+async def test_a_local_copy_of_a_fast_writers_entry_expires_with_its_true_age(
+    setup: Setup,
+) -> None:
+    await write_aged_by_a_fast_clock(setup, 1100.0)
+    clock = ManualClock(50.0)
+    async with reader(setup, clock) as client:
+        await client.sims.usage(setup.iccid)
+        assert requests(setup) == 0
+        await setup.writer.invalidate(setup.iccid)  # only the local copy is left
+        clock.advance(120.0)
+        await client.sims.usage(setup.iccid)
+        assert requests(setup) == 1  # 1220 s old: past the TTL

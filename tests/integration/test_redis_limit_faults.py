@@ -31,7 +31,7 @@ async def test_a_per_esim_429_cools_that_esim_only(redis_server: RedisServer) ->
     limiter.penalize(30.0, 10, key="a")  # a 1 s company window never asks for 30 s
     limiter.penalize(3600.0, 10, key="b", waitable=False)
     await asyncio.sleep(0.1)
-    state = await b.redis.hgetall("f:acct:usage:state")
+    state = await b.redis.hgetall(b.key("acct:usage", "state"))
     assert b"cooldown_until" not in state  # the company budget is untouched
     assert limiter.state().key_cooldowns == 2
     assert limiter.state().cooldown_remaining == 0
@@ -53,7 +53,7 @@ async def test_a_shared_cool_down_beyond_the_cap_is_refused(redis_server: RedisS
     with pytest.raises(RateLimitedError):
         await limiter.acquire()
     await asyncio.sleep(0.1)  # the shared cool-down is written in the background
-    state = await b.redis.hgetall("f:acct:packages:state")
+    state = await b.redis.hgetall(b.key("acct:packages", "state"))
     assert float(state[b"cooldown_until"]) > 0  # other processes cool down too
     await limiter.aclose()
     await b.aclose()
@@ -67,7 +67,7 @@ async def test_a_ceiling_learned_from_a_header_expires(redis_server: RedisServer
     limiter.lookahead = 0.0
     limiter.penalize(1.0, 2)
     await asyncio.sleep(0.1)
-    state = await b.redis.hgetall("f:acct:token:state")
+    state = await b.redis.hgetall(b.key("acct:token", "state"))
     assert int(state[b"ceiling"]) == 2
     seconds, micros = await b.redis.time()
     later = seconds + micros / 1e6 + 100.0  # long after the cool-down
@@ -99,8 +99,8 @@ async def test_an_ambiguous_429_is_the_companys_only_when_its_window_was_full(
         await busy.acquire(key)
     busy.penalize(1.0, 3, key="f")
     await asyncio.sleep(0.1)
-    assert b"cooldown_until" not in await b.redis.hgetall("f:acct:quiet:state")
-    assert b"cooldown_until" in await b.redis.hgetall("f:acct:busy:state")
+    assert b"cooldown_until" not in await b.redis.hgetall(b.key("acct:quiet", "state"))
+    assert b"cooldown_until" in await b.redis.hgetall(b.key("acct:busy", "state"))
     assert busy.state().cooldown_remaining > 0
     assert quiet.state().cooldown_remaining == 0
     await b.aclose()

@@ -1,9 +1,16 @@
 """The emulator's outgoing webhooks: the simulator's documented payloads and async orders,
-signed like Airalo signs them, POSTed to loopback URLs only."""
+signed the way Airalo signs them, POSTed to loopback URLs only.
+
+The signature is computed here from the provider's documentation (``airalo-signature``: hex
+HMAC-SHA512 of the payload keyed with the client secret), not borrowed from the client, so a
+receiver that verifies wrongly fails against the emulator.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import json
 from typing import Any
@@ -12,11 +19,18 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from ..webhooks import SIGNATURE_HEADER, sign
+from .state import EmulatorState
 
-__all__ = ["WebhookSender", "is_loopback_url"]
+__all__ = ["LOW_DATA_LEVELS", "SIGNATURE_HEADER", "WebhookSender", "is_loopback_url", "sign"]
 
+SIGNATURE_HEADER = "airalo-signature"
+#: The simulator's low-data ``type`` -> the ``level`` its notification reports.
 LOW_DATA_LEVELS = {"data_75": "75%", "data_90": "90%", "expire_1": "1days", "expire_3": "3days"}
+
+
+def sign(payload: bytes, secret: str) -> str:
+    """Hex HMAC-SHA512 of ``payload`` keyed with ``secret``."""
+    return hmac.new(secret.encode(), payload, hashlib.sha512).hexdigest()
 
 
 def is_loopback_url(url: str) -> bool:
@@ -33,39 +47,43 @@ def is_loopback_url(url: str) -> bool:
 
 
 class WebhookSender:
-    """Mixed into the Emulator: signs and POSTs notifications."""
+    """Signs and POSTs notifications, recording each attempt in ``state.deliveries``."""
 
-    webhook_secret: str | None
-    #: Sign the compact, slash-escaped re-encoding instead of the bytes sent (the other
-    #: reading of the docs), to exercise receivers' fallback.
-    sign_canonical: bool
-    deliveries: list[dict[str, Any]]
-    _token_owner: dict[str, tuple[str, str]]
-    _background: set[asyncio.Task[None]]
+    __slots__ = ("state",)
 
-    def _secret_for(self, request: web.Request | None) -> str:
-        if self.webhook_secret:
-            return self.webhook_secret
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def secret_for(self, request: web.Request | None) -> str:
+        """The signing secret: the configured one, else that of the requesting client."""
+        state = self.state
+        if state.webhook_secret:
+            return state.webhook_secret
         if request is not None:
             token = request.headers.get("Authorization", "")[7:]
-            owner = self._token_owner.get(token)
-            if owner is not None:
-                return owner[1]
+            secret = state.token_secret(token)
+            if secret is not None:
+                return secret
         return "emulator-secret"
 
-    def _encode(self, payload: dict[str, Any], secret: str) -> tuple[bytes, str]:
-        if self.sign_canonical:
+    def encode(self, payload: dict[str, Any], secret: str) -> tuple[bytes, str]:
+        """The body to send and its signature.
+
+        By default the signature covers the bytes sent; with ``state.sign_canonical`` the body
+        is indented and the signature covers the compact, slash-escaped re-encoding instead.
+        """
+        if self.state.sign_canonical:
             body = json.dumps(payload, indent=1).encode()
             canonical = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
             return body, sign(canonical.replace("/", "\\/").encode(), secret)
         body = json.dumps(payload, separators=(",", ":")).encode()
         return body, sign(body, secret)
 
-    async def post_webhook(self, url: str, payload: dict[str, Any], secret: str) -> int | None:
+    async def post(self, url: str, payload: dict[str, Any], secret: str) -> int | None:
         """POST a signed notification; returns the status, or None when it could not be sent."""
         if not is_loopback_url(url):
             return None
-        body, signature = self._encode(payload, secret)
+        body, signature = self.encode(payload, secret)
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s,
@@ -78,10 +96,12 @@ class WebhookSender:
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError):
             status = None
-        self.deliveries.append({"url": url, "payload": payload, "status": status})
+        self.state.deliveries.append({"url": url, "payload": payload, "status": status})
         return status
 
-    def simulated_payload(self, event: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def simulated_payload(event: dict[str, Any]) -> dict[str, Any]:
+        """The documented notification a simulator request for ``event`` sends."""
         kind = event.get("event")
         if kind == "low_data_notification":
             level = LOW_DATA_LEVELS.get(str(event.get("type")), "75%")
@@ -113,21 +133,21 @@ class WebhookSender:
     async def deliver_simulated(
         self, event: dict[str, Any], request: web.Request | None
     ) -> web.Response | None:
+        """Send a simulated notification now; the simulator's 400 if it could not be pushed."""
         url = str(event["webhook_url"])
-        status = await self.post_webhook(
-            url, self.simulated_payload(event), self._secret_for(request)
-        )
+        status = await self.post(url, self.simulated_payload(event), self.secret_for(request))
         if status is None or status >= 300:
             return web.json_response({"error": f"Could not push data to {url}"}, status=400)
         return None
 
-    def schedule_async_order(
-        self, url: str, payload: dict[str, Any], secret: str, delay: float
-    ) -> None:
+    def schedule(self, url: str, payload: dict[str, Any], secret: str, delay: float) -> None:
+        """POST ``payload`` to ``url`` ``delay`` seconds from now, in the background."""
+
         async def later() -> None:
             await asyncio.sleep(delay)
-            await self.post_webhook(url, payload, secret)
+            await self.post(url, payload, secret)
 
         task = asyncio.get_running_loop().create_task(later())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        background = self.state.background
+        background.add(task)
+        task.add_done_callback(background.discard)

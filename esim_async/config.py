@@ -1,0 +1,262 @@
+"""Every setting of a client in one frozen object, :class:`ClientConfig`.
+
+The client constructors turn their keyword arguments into a ``ClientConfig`` (defaults from
+``esim_async._constants`` and the provider profile), check it once, and build everything from it:
+both transports (PressOne's voice API included), every limiter, the caches. Read it as
+``client.config``; it carries no credentials.
+"""
+
+from __future__ import annotations
+
+import ssl as ssl_module
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, TypedDict, Unpack
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from . import _constants as C
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .clock import Clock, MonotonicClock, as_clock
+from .errors import InvalidRequestError
+from .limits import Rate
+from .providers import EndpointLimit, ProviderProfile
+
+__all__ = ["UNSET", "ClientConfig", "ClientOptions", "EndpointLimit", "check_base_url"]
+
+#: Marks a keyword the caller did not pass (``None`` means "no limit" for the rates).
+UNSET: Any = object()
+
+_NO_LIMIT = EndpointLimit()
+
+
+class ClientOptions(TypedDict, total=False):
+    """Options every client accepts (see :class:`~esim_async.AiraloClient` for what each
+    means); each has its default in :class:`ClientConfig`."""
+
+    prefix: str | None
+    negative_cache_ttl: float
+    cache_maxsize: int
+    rate_margin: float
+    usage_path: str | None
+    timeout: float
+    connect_timeout: float
+    max_retries: int
+    retry_after_cap: float
+    max_body_size: int
+    connection_limit: int
+    iccid_length: tuple[int, int]
+    session: aiohttp.ClientSession | None
+    connector: aiohttp.BaseConnector | None
+    proxy: str | None
+    ssl: ssl_module.SSLContext | None
+    backend: Backend | None
+    clock: Clock | None
+    limits: Mapping[str, Rate | EndpointLimit | None] | None
+
+
+def check_base_url(base_url: object, *, field: str = "base_url") -> str:
+    """``base_url`` as ``scheme://host[:port]``; anything else raises InvalidRequestError."""
+    if not isinstance(base_url, str) or not base_url:
+        raise InvalidRequestError(f"{field} must be a non-empty str", field=field)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"{field} must be http(s)://host[:port], got {base_url!r}", field=field
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise InvalidRequestError(
+            f"{field} must not carry credentials, a query or a fragment", field=field
+        )
+    if parts.path not in ("", "/"):
+        raise InvalidRequestError(
+            f"{field} is scheme + host only, got path {parts.path!r}: the version prefix "
+            "belongs to the provider profile (pass prefix=... to change it)",
+            field=field,
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientConfig:
+    """Every setting of one client, checked and frozen; the client reads nothing else.
+
+    Built by :class:`~esim_async.AiraloClient` and :class:`~esim_async.PressOneClient` from
+    their keyword arguments through :meth:`for_provider`, which starts from the provider
+    profile's limits and TTLs (constructed directly, a config holds exactly what it is given:
+    no limits unless ``limits`` says so). Read it as ``client.config``::
+
+        usage = client.config.limit("usage")
+        print(client.config.cache_ttl, usage.per_key, usage.shared)
+
+    Attributes:
+        profile: the provider dialect, with ``prefix`` and ``usage_path`` applied.
+        base_url: scheme + host of the data API.
+        limits: endpoint name -> :class:`EndpointLimit` of every limited endpoint (usage and
+            token included); read one with :meth:`limit`.
+        account_rate: one more limit over every request of the account (sandbox mode), or
+            ``None``.
+        sandbox: Airalo Sandbox mode.
+        voice_base_url: scheme + host of PressOne's voice API (``None`` for other providers).
+        voice_paths: operation -> (method, path) overrides of the voice API.
+
+    The other attributes are the keyword arguments of the same name.
+    """
+
+    profile: ProviderProfile
+    base_url: str
+    limits: Mapping[str, EndpointLimit] = field(default_factory=dict)
+    account_rate: Rate | None = None
+    sandbox: bool = False
+    rate_margin: float = C.DEFAULT_RATE_MARGIN
+    cache_ttl: float = C.DEFAULT_CACHE_TTL
+    negative_cache_ttl: float = C.DEFAULT_NEGATIVE_CACHE_TTL
+    cache_maxsize: int = C.DEFAULT_CACHE_MAXSIZE
+    timeout: float = C.DEFAULT_TIMEOUT
+    connect_timeout: float = C.DEFAULT_CONNECT_TIMEOUT
+    max_retries: int = C.DEFAULT_MAX_RETRIES
+    retry_after_cap: float = C.DEFAULT_RETRY_AFTER_CAP
+    max_body_size: int = C.DEFAULT_MAX_BODY_SIZE
+    connection_limit: int = C.DEFAULT_CONNECTION_LIMIT
+    iccid_length: tuple[int, int] = (C.ICCID_MIN_LENGTH, C.ICCID_MAX_LENGTH)
+    session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    connector: aiohttp.BaseConnector | None = field(default=None, repr=False)
+    #: Not shown: a proxy URL may carry credentials.
+    proxy: str | None = field(default=None, repr=False)
+    ssl: ssl_module.SSLContext | None = field(default=None, repr=False)
+    backend: Backend = field(default_factory=MemoryBackend)
+    clock: Clock = field(default_factory=MonotonicClock)
+    voice_base_url: str | None = None
+    voice_paths: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def fix(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        fix("base_url", check_base_url(self.base_url))
+        if self.voice_base_url is not None:
+            fix("voice_base_url", check_base_url(self.voice_base_url, field="voice_base_url"))
+        unknown = set(self.limits) - set(self.profile.paths)
+        if unknown:
+            raise InvalidRequestError(
+                f"limits for unknown endpoints: {', '.join(sorted(unknown))}", field="limits"
+            )
+        for endpoint, limit in self.limits.items():
+            if not isinstance(limit, EndpointLimit):
+                raise InvalidRequestError(
+                    f"limits[{endpoint!r}] must be an EndpointLimit, got {limit!r}",
+                    field="limits",
+                )
+        fix("limits", MappingProxyType(dict(self.limits)))
+        fix("voice_paths", MappingProxyType(dict(self.voice_paths)))
+        if self.cache_ttl < 0 or self.negative_cache_ttl < 0:
+            raise InvalidRequestError("cache TTLs must be >= 0", field="cache_ttl")
+        lo, hi = self.iccid_length
+        if not (1 <= lo <= hi <= 64):
+            raise InvalidRequestError(
+                "iccid_length must be (min, max) with 1 <= min <= max <= 64", field="iccid_length"
+            )
+        fix("iccid_length", (lo, hi))
+        fix("clock", as_clock(self.clock))
+
+    def limit(self, endpoint: str) -> EndpointLimit:
+        """The limit of ``endpoint`` (``EndpointLimit()``, no limit, for one not limited)."""
+        return self.limits.get(endpoint, _NO_LIMIT)
+
+    @classmethod
+    def for_provider(
+        cls,
+        profile: ProviderProfile,
+        *,
+        base_url: str,
+        iccid_rate: Rate | None = UNSET,
+        company_rate: Rate | None = UNSET,
+        token_rate: Rate | None = UNSET,
+        cache_ttl: float | None = None,
+        sandbox: bool = False,
+        sandbox_rate: Rate | None = UNSET,
+        voice_base_url: str | None = None,
+        voice_paths: Mapping[str, tuple[str, str]] | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> ClientConfig:
+        """The configuration the client keywords describe, on ``profile``'s defaults.
+
+        Limits are resolved in this order, each overriding the one before: the profile's,
+        ``limits=`` (a bare :class:`Rate` is per key for an endpoint the provider limits per
+        key, over all requests otherwise), then ``iccid_rate``, ``company_rate`` and
+        ``token_rate`` when passed. Options left ``None`` take their defaults.
+        """
+        prefix = options.pop("prefix", None)
+        if prefix is not None:
+            if not prefix.startswith("/") or prefix.endswith("/"):
+                raise InvalidRequestError(
+                    "prefix must start with '/' and not end with '/'", field="prefix"
+                )
+            profile = replace(profile, prefix=prefix)
+        usage_path = options.pop("usage_path", None)
+        if usage_path is not None:
+            if "{iccid}" not in usage_path or not usage_path.startswith("/"):
+                raise InvalidRequestError(
+                    "usage_path must be an absolute path template containing '{iccid}'",
+                    field="usage_path",
+                )
+            profile = profile.with_paths(usage="/" + usage_path)
+        limits = _resolve_limits(profile, options.pop("limits", None))
+        if iccid_rate is not UNSET or company_rate is not UNSET:
+            usage = limits.get("usage", _NO_LIMIT)
+            limits["usage"] = EndpointLimit(
+                shared=usage.shared if company_rate is UNSET else company_rate,
+                per_key=usage.per_key if iccid_rate is UNSET else iccid_rate,
+            )
+        if token_rate is not UNSET:
+            limits["token"] = EndpointLimit(shared=token_rate)
+        if cache_ttl is None:
+            cache_ttl = C.SANDBOX_CACHE_TTL if sandbox else profile.cache_ttl
+        account_rate = None
+        if sandbox:
+            account_rate = profile.sandbox_rate if sandbox_rate is UNSET else sandbox_rate
+        given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+        return cls(
+            profile=profile,
+            base_url=base_url,
+            limits=limits,
+            account_rate=account_rate,
+            sandbox=sandbox,
+            cache_ttl=cache_ttl,
+            voice_base_url=voice_base_url,
+            voice_paths=voice_paths or {},
+            **given,
+        )
+
+
+def _resolve_limits(
+    profile: ProviderProfile, limits: Mapping[str, Rate | EndpointLimit | None] | None
+) -> dict[str, EndpointLimit]:
+    """The profile's limits with the ``limits=`` overrides applied."""
+    resolved = dict(profile.limits)
+    for endpoint, value in (limits or {}).items():
+        default = profile.limits.get(endpoint, _NO_LIMIT)
+        if value is None:
+            resolved[endpoint] = _NO_LIMIT
+        elif isinstance(value, EndpointLimit):
+            resolved[endpoint] = value
+        elif isinstance(value, Rate):
+            if default.shared is not None and default.per_key is not None:
+                raise InvalidRequestError(
+                    f"{endpoint} is limited both per key and over all requests: give "
+                    f"limits={{{endpoint!r}: EndpointLimit(shared=..., per_key=...)}}",
+                    field="limits",
+                )
+            if default.per_key is not None:
+                resolved[endpoint] = EndpointLimit(per_key=value)
+            else:
+                resolved[endpoint] = EndpointLimit(shared=value)
+        else:
+            raise InvalidRequestError(
+                f"limits[{endpoint!r}] must be a Rate, an EndpointLimit or None, got {value!r}",
+                field="limits",
+            )
+    return resolved

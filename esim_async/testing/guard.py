@@ -1,0 +1,112 @@
+"""What every request meets before its handler: it is counted, its token checked, its limits
+applied and any fault served, in that order."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from aiohttp import web
+
+from .. import Rate
+from .faults import FaultKind
+from .state import EmulatorState
+
+__all__ = ["LimitCheck", "apply_fault", "authorized", "check_limit", "count_arrival", "guard"]
+
+#: (limit name, key, rate) — one window a request counts against; a ``None`` rate is no limit.
+LimitCheck = tuple[str, str, Rate | None]
+
+TOO_MANY = {"message": "Too Many Attempts."}
+UNAUTHENTICATED = {"message": "Unauthenticated."}
+
+
+def count_arrival(state: EmulatorState, endpoint: str, request: web.Request) -> None:
+    """Record an arrival at ``endpoint`` and tell the ``on_request`` hook."""
+    state.stats.arrivals[endpoint] += 1
+    if state.on_request is not None:
+        state.on_request(endpoint, request)
+
+
+def authorized(state: EmulatorState, request: web.Request) -> bool:
+    """Whether the request carries a valid bearer token."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    return state.token_valid(header[7:])
+
+
+def check_limit(
+    state: EmulatorState, name: str, key: str, rate: Rate | None
+) -> web.Response | None:
+    """Count the arrival in the window ``name``/``key``; a 429 if the window is full."""
+    if rate is None:
+        return None
+    wait = state.windows.hit(name, key, rate, state.limits.algorithm, state.clock.now())
+    if wait is None:
+        return None
+    state.stats.rate_limited += 1
+    state.stats.rate_limited_by[name] += 1
+    retry = max(1, math.ceil(wait))
+    return web.json_response(
+        TOO_MANY,
+        status=429,
+        headers={
+            "Retry-After": str(retry),
+            "X-RateLimit-Limit": str(rate.count),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(retry),
+        },
+    )
+
+
+async def apply_fault(
+    state: EmulatorState, kind: FaultKind | None, request: web.Request
+) -> web.StreamResponse | None:
+    """Serve fault ``kind``: an error answer, a dropped connection, or a delay (then ``None``)."""
+    if kind is None:
+        return None
+    state.stats.faults[kind] += 1
+    if kind in ("500", "502", "503"):
+        return web.json_response({"message": "Server Error"}, status=int(kind))
+    if kind == "html":
+        return web.Response(
+            text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+            status=200,
+            content_type="text/html",
+        )
+    if kind == "drop":
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # the handler ends without a response
+    if kind == "slow":
+        await state.clock.sleep(state.faults.slow_seconds)
+        return None
+    if kind == "429":
+        state.stats.rate_limited += 1
+        return web.json_response(TOO_MANY, status=429, headers={"Retry-After": "1"})
+    if kind == "401":
+        state.stats.unauthorized += 1
+        return web.json_response(UNAUTHENTICATED, status=401)
+    return None
+
+
+async def guard(
+    state: EmulatorState,
+    request: web.Request,
+    endpoint: str,
+    limits: tuple[LimitCheck, ...] = (),
+) -> web.StreamResponse | None:
+    """Count the arrival, then check the token, the limits and any fault, in that order.
+
+    ``None`` lets the handler answer; anything else is the answer.
+    """
+    count_arrival(state, endpoint, request)
+    if not authorized(state, request):
+        state.stats.unauthorized += 1
+        return web.json_response(UNAUTHENTICATED, status=401)
+    for name, key, rate in limits:
+        limited = check_limit(state, name, key, rate)
+        if limited is not None:
+            return limited
+    return await apply_fault(state, state.fault_plan.next(endpoint, state.faults), request)

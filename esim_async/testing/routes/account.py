@@ -1,0 +1,190 @@
+"""Account endpoints: ``POST /token``, ``GET /balance``, ``GET /finance/exchange-rates`` and
+``POST /refund``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from ..guard import apply_fault, check_limit, count_arrival, guard
+from ..http import invalid, now_stamp, read_body, utc_now
+from ..state import EmulatorState
+
+__all__ = ["REFUND_REASONS", "AccountRoutes", "add_routes"]
+
+#: The refund reasons the provider accepts (the API reference's list for ``POST /v2/refund``).
+REFUND_REASONS = frozenset(
+    {
+        "INSTALLATION_FAILURE",
+        "NO_COVERAGE",
+        "APN_FAILURE",
+        "TRIP_CANCELLATION",
+        "INTERMITTENT_CONNECTION",
+        "BLOCKED_NETWORK",
+        "CHANGE_OF_PLAN",
+        "DELETED_ESIM",
+        "EARLY_EXPIRY",
+        "HOTSPOT_NOT_WORKING",
+        "IMSI_CHANGE",
+        "INCOMPATIBLE_DEVICE",
+        "LOCKED_DEVICE",
+        "NO_VOICE_TEXT_SERVICES",
+        "OVERCHARGED",
+        "SLOW_SPEED",
+        "TOP_UP_PACKAGE_FAILURE",
+        "UNKNOWN_CHARGES",
+        "WRONG_PURCHASE",
+        "UNABLE_TO_ACCESS_APPS",
+        "SERVICE_DEGRADATION",
+        "QR_ISSUE_PARTNERS",
+        "OTHERS",
+    }
+)
+#: Mid rates ``GET /finance/exchange-rates`` reports from USD (other currencies: ``"1.0"``).
+EXCHANGE_RATES = {"AUD": "1.6059162", "GBP": "0.80433592", "EUR": "0.96191527"}
+
+
+class AccountRoutes:
+    """Handlers for tokens, the balance, exchange rates and refunds."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        """The route definitions under ``prefix``."""
+        return [
+            web.post(prefix + "/token", self.token),
+            web.get(prefix + "/balance", self.balance),
+            web.get(prefix + "/finance/exchange-rates", self.exchange_rates),
+            web.post(prefix + "/refund", self.refund),
+        ]
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """``POST /token``: the token limit and faults apply; no bearer token is needed."""
+        state = self.state
+        count_arrival(state, "token", request)
+        limited = check_limit(state, "token", "all", state.limits.token)
+        if limited is not None:
+            return limited
+        fault = await apply_fault(state, state.fault_plan.next("token", state.faults), request)
+        if fault is not None:
+            return fault
+        form = await request.post()
+        client_id = str(form.get("client_id", ""))
+        client_secret = str(form.get("client_secret", ""))
+        if not client_id:
+            return web.json_response(
+                {
+                    "data": {"client_id": "The client id field is required."},
+                    "meta": {"message": "the parameter is invalid"},
+                },
+                status=422,
+            )
+        credentials = state.credentials
+        if credentials is not None and client_id not in credentials:
+            return web.json_response(
+                {
+                    "data": {"client_id": "The selected client id is invalid."},
+                    "meta": {"message": "the parameter is invalid"},
+                },
+                status=422,
+            )
+        expected = credentials.get(client_id) if credentials is not None else None
+        if (
+            not client_secret
+            or (expected is not None and client_secret != expected)
+            or (form.get("grant_type") != "client_credentials")
+        ):
+            return web.json_response(
+                {"data": [], "meta": {"message": "Client authentication failed"}}, status=401
+            )
+        token = state.issue_token(client_id, client_secret)
+        return web.json_response(
+            {
+                "data": {
+                    "token_type": "Bearer",
+                    "expires_in": state.token_ttl,
+                    "access_token": token,
+                },
+                "meta": {"message": "success"},
+            }
+        )
+
+    async def balance(self, request: web.Request) -> web.StreamResponse:
+        """``GET /balance``: the state's ``balance`` in USD."""
+        answered = await guard(self.state, request, "balance")
+        if answered is not None:
+            return answered
+        return web.json_response(
+            {
+                "data": {
+                    "balances": {
+                        "name": "main",
+                        "availableBalance": {"amount": self.state.balance, "currency": "USD"},
+                    }
+                },
+                "meta": {"message": "success"},
+            }
+        )
+
+    async def exchange_rates(self, request: web.Request) -> web.StreamResponse:
+        """``GET /finance/exchange-rates``: USD mid rates for ``to`` (default: all known)."""
+        answered = await guard(self.state, request, "exchange_rates")
+        if answered is not None:
+            return answered
+        wanted = [c for c in request.query.get("to", "").split(",") if c] or list(EXCHANGE_RATES)
+        return web.json_response(
+            {
+                "data": {
+                    "date": request.query.get("date", utc_now().date().isoformat()),
+                    "rates": [
+                        {"from": "USD", "mid": EXCHANGE_RATES.get(c, "1.0"), "to": c}
+                        for c in wanted
+                    ],
+                },
+                "meta": {"message": "success"},
+            }
+        )
+
+    async def refund(self, request: web.Request) -> web.StreamResponse:
+        """``POST /refund``: the company's eSIMs and a documented reason; 202 when accepted."""
+        state = self.state
+        answered = await guard(
+            state, request, "refund", (("refund", "all", state.limits.rate("refund")),)
+        )
+        if answered is not None:
+            return answered
+        body = await read_body(request)
+        state.write_log.append(("refund", body))
+        iccids = body.get("iccids") or []
+        if not iccids:
+            return web.json_response(
+                {"data": [], "meta": {"message": "The iccids field is required."}}, status=422
+            )
+        foreign = [i for i in iccids if i not in state.fleet]
+        if foreign:
+            return web.json_response(
+                {
+                    "data": [],
+                    "meta": {
+                        "message": "The following ICCIDs do not belong to your company: "
+                        + ", ".join(foreign)
+                    },
+                },
+                status=422,
+            )
+        if body.get("reason") not in REFUND_REASONS:
+            return invalid({"reason": "The selected reason is invalid."})
+        refund = {"refund_id": str(10000 + len(state.refunds)), "created_at": now_stamp()[:16]}
+        state.refunds.append({**refund, **body})
+        return web.json_response({"data": refund, "meta": {"message": "success"}}, status=202)
+
+
+def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefixes: Iterable[str]) -> None:
+    """Register the account endpoints under each of ``prefixes``."""
+    routes = AccountRoutes(state)
+    for prefix in prefixes:
+        router.add_routes(routes.routes(prefix))

@@ -1,0 +1,272 @@
+"""eSIM endpoints: ``/sims/{iccid}/usage`` and the eSIM list, details, top-ups offered,
+package history, installation instructions and brand.
+
+Usage is limited per company and per ICCID and cached by the server for ``state.cache_ttl``
+seconds, as the providers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..catalogue import find_package, topups_for
+from ..fleet import SimRecord
+from ..guard import guard
+from ..http import invalid, not_found, paginate, read_body
+from ..payloads import recycled, sim_json
+from ..state import EmulatorState
+
+__all__ = ["EsimRoutes", "add_routes"]
+
+PRICING = {"model": "net_pricing", "discount_percentage": 0}
+#: The package fields package history shows.
+HISTORY_PACKAGE_FIELDS = (
+    "id",
+    "type",
+    "price",
+    "net_price",
+    "amount",
+    "day",
+    "is_unlimited",
+    "title",
+    "data",
+    "short_info",
+)
+
+_json = msgspec.json.Encoder()
+
+
+def iso(when: str | None) -> str | None:
+    """A ``"YYYY-MM-DD HH:MM:SS"`` UTC stamp as ISO-8601 with offset (package history dates)."""
+    if when is None:
+        return None
+    return datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).isoformat()
+
+
+class EsimRoutes:
+    """Handlers for usage and the other per-eSIM endpoints."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def usage_routes(self, prefix: str) -> list[web.RouteDef]:
+        """The usage route under ``prefix``."""
+        return [web.get(prefix + "/sims/{iccid}/usage", self.usage)]
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        """The other eSIM routes under ``prefix``."""
+        return [
+            web.get(prefix + "/sims", self.list_sims),
+            web.get(prefix + "/sims/{iccid}", self.get_sim),
+            web.get(prefix + "/sims/{iccid}/topups", self.sim_topups),
+            web.get(prefix + "/sims/{iccid}/packages", self.package_history),
+            web.get(prefix + "/sims/{iccid}/instructions", self.instructions),
+            web.put(prefix + "/sims/{iccid}/brand", self.brand),
+        ]
+
+    def sim_or_404(self, request: web.Request) -> SimRecord | web.Response:
+        """The eSIM the path names, or the 404 for an unknown ICCID."""
+        sim = self.state.fleet.get(request.match_info["iccid"])
+        if sim is None:
+            return not_found()
+        return sim
+
+    # ------------------------------------------------------------------ usage
+
+    async def usage(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims/{iccid}/usage``: counted per ICCID, limited, then served from the
+        server's cache while it is fresh."""
+        state = self.state
+        iccid = request.match_info["iccid"]
+        state.stats.usage_by_iccid[iccid] += 1
+        state.stats.usage_arrivals.append(state.clock.now())
+        limits = state.limits
+        answered = await guard(
+            state,
+            request,
+            "usage",
+            (
+                ("usage_company", "all", limits.usage_company),
+                ("usage_iccid", iccid, limits.usage_iccid),
+            ),
+        )
+        if answered is not None:
+            return answered
+        now = state.clock.now()
+        cached = state.usage_cache.get(iccid)
+        if cached is not None and cached[0] > now:
+            body = cached[1]
+        else:
+            sim = state.fleet.get(iccid)
+            if sim is None:
+                return not_found()
+            body = _json.encode({"data": sim.usage(), "meta": {"message": "api.succes"}})
+            state.usage_cache[iccid] = (now + state.cache_ttl, body)
+        headers = {}
+        if limits.usage_company is not None:
+            window = state.windows.get("usage_company", "all")
+            headers["X-RateLimit-Limit"] = str(limits.usage_company.count)
+            headers["X-RateLimit-Remaining"] = str(window.remaining() if window else 0)
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    # ------------------------------------------------------------------ eSIMs
+
+    async def list_sims(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims``: the fleet, filtered by ICCID (LIKE), paginated."""
+        answered = await guard(self.state, request, "sims")
+        if answered is not None:
+            return answered
+        needle = request.query.get("filter[iccid]")
+        sims = [
+            sim_json(s)
+            for s in self.state.fleet.sims.values()
+            if needle is None or needle in s.iccid
+        ]
+        return web.json_response(paginate(request, sims, base="/sims"))
+
+    async def get_sim(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims/{iccid}``."""
+        answered = await guard(self.state, request, "sim")
+        if answered is not None:
+            return answered
+        sim = self.sim_or_404(request)
+        if isinstance(sim, web.Response):
+            return sim
+        return web.json_response({"data": sim_json(sim), "meta": {"message": "succes"}})
+
+    async def sim_topups(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims/{iccid}/topups``: the top-ups offered for the eSIM's package."""
+        answered = await guard(self.state, request, "sim_topups")
+        if answered is not None:
+            return answered
+        sim = self.sim_or_404(request)
+        if isinstance(sim, web.Response):
+            return sim
+        if sim.status == "RECYCLED":
+            return recycled(sim)
+        offered = topups_for(sim.package_id)
+        if not offered:
+            return web.json_response({"data": []})
+        return web.json_response({"pricing": dict(PRICING), "data": offered})
+
+    async def package_history(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims/{iccid}/packages``: the eSIM's package, then its top-ups; limited per
+        ICCID."""
+        state = self.state
+        iccid = request.match_info["iccid"]
+        answered = await guard(
+            state,
+            request,
+            "package_history",
+            (("package_history", iccid, state.limits.rate("package_history")),),
+        )
+        if answered is not None:
+            return answered
+        sim = self.sim_or_404(request)
+        if isinstance(sim, web.Response):
+            return sim
+        entries = []
+        for n, pid in enumerate([sim.package_id, *sim.topups]):
+            found = find_package(pid)
+            if found is None:
+                continue
+            package = found[1]
+            current = n == len(sim.topups)
+            entries.append(
+                {
+                    "id": 700 + n,
+                    "status": sim.status if current else "FINISHED",
+                    "remaining": package["amount"] if current else 0,
+                    "activated_at": iso(sim.activated_at),
+                    "expired_at": iso(sim.expired_at),
+                    "finished_at": None,
+                    "package": {k: package[k] for k in HISTORY_PACKAGE_FIELDS},
+                }
+            )
+        return web.json_response({"pricing": dict(PRICING), "data": entries})
+
+    async def instructions(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sims/{iccid}/instructions``: in the ``Accept-Language`` asked for."""
+        answered = await guard(self.state, request, "instructions")
+        if answered is not None:
+            return answered
+        sim = self.sim_or_404(request)
+        if isinstance(sim, web.Response):
+            return sim
+        language = request.headers.get("Accept-Language", "en").upper()
+        qr = sim_json(sim)["qrcode"]
+        steps = {
+            "1": "Go to Settings > Cellular > Add Cellular Plan.",
+            "2": "Scan the QR code.",
+            "3": "Label the eSIM.",
+        }
+        device: dict[str, Any] = {
+            "model": None,
+            "version": "16,17",
+            "installation_via_qr_code": {
+                "steps": steps,
+                "qr_code_data": qr,
+                "qr_code_url": f"https://emulator.test/qr/{sim.iccid}",
+            },
+            "installation_manual": {
+                "steps": steps,
+                "smdp_address_and_activation_code": "lpa.emulator.test",
+            },
+            "network_setup": {
+                "steps": {"1": "Enable data roaming."},
+                "apn_type": "automatic",
+                "apn_value": None,
+                "is_roaming": True,
+            },
+        }
+        return web.json_response(
+            {
+                "data": {
+                    "instructions": {"language": language, "ios": [device], "android": [device]}
+                },
+                "meta": {"message": "success"},
+            }
+        )
+
+    async def brand(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /sims/{iccid}/brand``: the key must be present; empty or null unbrands."""
+        answered = await guard(self.state, request, "brand")
+        if answered is not None:
+            return answered
+        sim = self.sim_or_404(request)
+        if isinstance(sim, web.Response):
+            return sim
+        body = await read_body(request)
+        if "brand_settings_name" not in body:
+            return invalid(
+                {"brand_settings_name": "The brand settings name field must be present."}
+            )
+        sim.brand_settings_name = body["brand_settings_name"] or None
+        return web.json_response(
+            {
+                "data": {"brand_settings_name": sim.brand_settings_name},
+                "meta": {"message": "success"},
+            }
+        )
+
+
+def add_routes(
+    router: web.UrlDispatcher,
+    state: EmulatorState,
+    prefixes: Iterable[str],
+    usage_prefixes: Iterable[str],
+) -> None:
+    """Register usage under each of ``usage_prefixes`` and the other eSIM endpoints under each
+    of ``prefixes``."""
+    routes = EsimRoutes(state)
+    for prefix in usage_prefixes:
+        router.add_routes(routes.usage_routes(prefix))
+    for prefix in prefixes:
+        router.add_routes(routes.routes(prefix))

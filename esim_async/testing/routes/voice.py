@@ -1,0 +1,116 @@
+"""PressOne's voice-only API under ``/api/third-party/partner``: available numbers, claim,
+renew and the user list.
+
+It has its own authentication: the API key in ``Pressone-X-Api-Key`` and again as the bearer
+token (``state.voice_api_key`` ``None`` accepts any key).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..http import read_body
+from ..state import EmulatorState
+
+__all__ = ["VOICE_PREFIX", "VoiceRoutes", "add_routes"]
+
+VOICE_PREFIX = "/api/third-party/partner"
+#: How many numbers the emulator has to offer.
+NUMBERS = 25
+
+
+class VoiceRoutes:
+    """Handlers for the voice-only API."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def routes(self, prefix: str = VOICE_PREFIX) -> list[web.RouteDef]:
+        """The route definitions under ``prefix``."""
+        return [
+            web.get(prefix + "/available-numbers/", self.numbers),
+            web.post(prefix + "/claim-number/", self.claim),
+            web.post(prefix + "/renew-number/", self.renew),
+            web.get(prefix + "/user/", self.users),
+        ]
+
+    def denied(self, request: web.Request) -> web.Response | None:
+        """The 401 for a missing or wrong API key, else ``None``."""
+        key = request.headers.get("Pressone-X-Api-Key", "")
+        bearer = request.headers.get("Authorization", "")
+        expected = self.state.voice_api_key
+        if not key or bearer != f"Bearer {key}" or (expected is not None and key != expected):
+            return web.json_response({"detail": "Invalid API key."}, status=401)
+        return None
+
+    async def numbers(self, request: web.Request) -> web.StreamResponse:
+        """``GET /available-numbers/``: numbers nobody has claimed, ``page_size`` of them."""
+        denied = self.denied(request)
+        if denied is not None:
+            return denied
+        size = int(request.query.get("page_size", "10"))
+        claimed = {u.get("phone_number") for u in self.state.voice_users.values()}
+        numbers = [
+            {"phone_number": f"+234800000{n:04d}", "country_code": "NG"}
+            for n in range(NUMBERS)
+            if f"+234800000{n:04d}" not in claimed
+        ]
+        return web.json_response({"data": numbers[:size], "total": len(numbers), "page_size": size})
+
+    async def claim(self, request: web.Request) -> web.StreamResponse:
+        """``POST /claim-number/``: a user on a trial subscription, keyed by e-mail; 201."""
+        denied = self.denied(request)
+        if denied is not None:
+            return denied
+        body = await read_body(request)
+        email = body.get("email")
+        if not email:
+            return web.json_response({"email": ["This field is required."]}, status=400)
+        users = self.state.voice_users
+        user = {
+            "id": len(users) + 1,
+            "email": email,
+            "mobile": body.get("mobile"),
+            "first_name": body.get("first_name"),
+            "last_name": body.get("last_name"),
+            "phone_number": body.get("phone_number"),
+            "subscription": {"status": "trial", "plan": "basic", "renewed": 0},
+        }
+        users[str(email)] = user
+        return web.json_response({"message": "Number claimed", "data": user}, status=201)
+
+    async def renew(self, request: web.Request) -> web.StreamResponse:
+        """``POST /renew-number/``: the subscription becomes active; 404 for an unknown e-mail."""
+        denied = self.denied(request)
+        if denied is not None:
+            return denied
+        body = await read_body(request)
+        user = self.state.voice_users.get(str(body.get("email")))
+        if user is None:
+            return web.json_response(
+                {"message": "No number was claimed with this email."}, status=404
+            )
+        user["subscription"] = {
+            **user["subscription"],
+            "status": "active",
+            "renewed": user["subscription"]["renewed"] + 1,
+        }
+        return web.json_response({"message": "Subscription renewed", "data": user})
+
+    async def users(self, request: web.Request) -> web.StreamResponse:
+        """``GET /user/``: every user, or those matching ``email`` / ``mobile``."""
+        denied = self.denied(request)
+        if denied is not None:
+            return denied
+        users = list(self.state.voice_users.values())
+        for key in ("email", "mobile"):
+            if request.query.get(key):
+                users = [u for u in users if u.get(key) == request.query[key]]
+        return web.json_response({"data": users, "total": len(users)})
+
+
+def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefix: str = VOICE_PREFIX) -> None:
+    """Register the voice endpoints under ``prefix``."""
+    router.add_routes(VoiceRoutes(state).routes(prefix))
