@@ -20,10 +20,11 @@ from esim_async.testing import Fleet
 
 
 def fill(client: AiraloClient, iccids: list[str]) -> None:
-    now = client._clock.now()
+    clock = client.config.clock
+    cache = client._context.usage_endpoint.cache
     for iccid in iccids:
         usage = Usage(raw_remaining=512, raw_total=1024, is_unlimited=False)
-        client._usage_cache.set(iccid, CacheEntry(usage, time.time(), now, False))
+        cache.set(iccid, CacheEntry(usage, clock.wall(), clock.now(), False))
 
 
 async def calls_per_second(n: int) -> float:

@@ -74,7 +74,7 @@ def measure_sweep(n: int, traced: bool) -> dict[str, float]:
         tracemalloc.stop()
         grown = rss() - base_rss
         live_keys = client.rate_limit_state()["usage"].live_keys
-        cached = len(client._usage_cache)
+        cached = len(client._context.usage_endpoint.cache)
         return {
             "n": n,
             "rss_per": grown / n,

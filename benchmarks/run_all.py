@@ -19,6 +19,8 @@ SCRIPTS = [
     "bench_memory.py",
     "bench_airalo_sdk.py",
     "bench_scaleout.py",
+    "bench_monitor.py",
+    "bench_path.py",
 ]
 
 

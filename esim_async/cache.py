@@ -1,5 +1,5 @@
-"""The usage cache (a TTL cache mirroring the server's), single flight, and the scope of calls
-in progress that closing the client ends.
+"""The usage cache (a TTL cache mirroring the server's), single flight, the cached endpoint
+built on them, and the scope of calls in progress that closing the client ends.
 
 cachetools is not async-aware, so the cache holds finished values only and a small map of
 in-flight tasks merges concurrent calls for the same key.
@@ -10,16 +10,29 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
 from cachetools import TTLCache
 
 from . import _constants as C
 from .clock import Clock
-from .errors import TransportError
+from .errors import NotFoundError, TransportError
+from .instrument import CallScope as InstrumentScope
+from .instrument import Instrumentation, bind_scope, unbind_scope
 
-__all__ = ["CacheEntry", "CallScope", "FlightOptions", "SingleFlight", "TTLStore"]
+if TYPE_CHECKING:
+    from .backends.base import Cache, Flight, SharedCache
+    from .stats import ClientStats
+
+__all__ = [
+    "CacheEntry",
+    "CachedEndpoint",
+    "CallScope",
+    "FlightOptions",
+    "SingleFlight",
+    "TTLStore",
+]
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -82,11 +95,16 @@ class TTLStore(Generic[K, T]):
 
     def get(self, key: K, max_age: float | None = None) -> CacheEntry[T] | None:
         """The live entry for ``key``, if any (and, with ``max_age``, if it is young enough)."""
-        entry = self._data.get(key)
-        ttl = self.ttl
-        if entry is None:
-            entry = self._long.get(key)
-            if entry is None:
+        # Indexing reads a TTLCache in one step (``get`` checks expiry twice): the hot path.
+        try:
+            entry = self._data[key]
+            ttl = self.ttl
+        except KeyError:
+            if not self._any_long:
+                return None
+            try:
+                entry = self._long[key]
+            except KeyError:
                 return None
             ttl = self.long_ttl
         # An entry lives ``ttl`` from its own stored time: one copied in from a shared cache
@@ -281,3 +299,225 @@ class CallScope:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class CachedEndpoint(Generic[T]):
+    """One cached endpoint (usage, package history): its cache, its single flight, the shared
+    level across processes, negative entries and the cache counters, behind one path.
+
+    :meth:`fetch` answers from, in order: this process's cache; the shared level (with the age
+    the shared level judged, so a copy lives only the rest of its TTL here); one call shared by
+    every concurrent caller for the key. An answer is stored, in both levels, at the time it
+    arrived (a wait for budget does not age it). A :class:`~esim_async.errors.NotFoundError` is
+    remembered for the negative TTL, as is an answer ``long_lived`` picks (a recycled eSIM).
+
+    Args:
+        cache: this process's cache (:meth:`Backend.cache`).
+        flight: single flight (:meth:`Backend.flight`).
+        clock: the client's clock: ages, and the wall time answers are stamped with.
+        stats: the client's counters: ``cache_hits``, ``negative_cache_hits``, ``coalesced``.
+        shared: the level shared across processes (the Redis backend's), if any.
+        long_lived: which answers live the negative TTL.
+        on_answer: called with each new answer and its wall time (to stamp it).
+    """
+
+    __slots__ = (
+        "_background",
+        "_cache",
+        "_clock",
+        "_flight",
+        "_instrumentation",
+        "_long_lived",
+        "_on_answer",
+        "_route",
+        "_shared",
+        "_stats",
+    )
+
+    def __init__(
+        self,
+        *,
+        cache: Cache,
+        flight: Flight,
+        clock: Clock,
+        stats: ClientStats,
+        shared: SharedCache | None = None,
+        long_lived: Callable[[T], bool] | None = None,
+        on_answer: Callable[[T, float], None] | None = None,
+    ) -> None:
+        self._cache = cache
+        self._flight = flight
+        self._clock = clock
+        self._stats = stats
+        self._shared = shared
+        self._long_lived = long_lived
+        self._on_answer = on_answer
+        self._instrumentation: Instrumentation | None = None
+        self._route: tuple[str, str, str] = ("", "", "")
+        #: Deletions in the shared level on their way (awaited by :meth:`aclose`).
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def cache(self) -> Cache:
+        """This process's cache."""
+        return self._cache
+
+    @property
+    def flight(self) -> Flight:
+        """The single-flight group."""
+        return self._flight
+
+    def get(self, key: Hashable, max_age: float | None = None) -> CacheEntry[T] | None:
+        """The entry this process holds for ``key`` (at most ``max_age`` seconds old), counted
+        as a hit (or a negative hit) when there is one."""
+        entry: CacheEntry[T] | None = self._cache.get(key, max_age)
+        if entry is not None:
+            self._count_hit(entry)
+            if self._instrumentation is not None:
+                self._report_hit(self._instrumentation, key)
+        return entry
+
+    def _report_hit(self, instrumentation: Instrumentation, key: Hashable) -> None:
+        """A call answered from this process's cache, as the instrumentation sees it."""
+        endpoint, route, base = self._route
+        name = str(key)
+        url = base + route.replace("{iccid}", name)
+        with instrumentation.call(endpoint, "GET", route, url, name) as scope:
+            scope.cache("hit")
+
+    def _count_hit(self, entry: CacheEntry[T]) -> None:
+        if entry.value is None:
+            self._stats.negative_cache_hits += 1
+        else:
+            self._stats.cache_hits += 1
+
+    def invalidate(self, key: Hashable) -> None:
+        """Forget ``key`` here at once, and in the shared level in the background."""
+        self._cache.invalidate(key)
+        shared = self._shared
+        if shared is not None:
+            task = asyncio.get_running_loop().create_task(shared.invalidate(key))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def set_instrumentation(
+        self, instrumentation: Instrumentation | None, endpoint: str, route: str, url: str
+    ) -> None:
+        """Report each :meth:`fetch` to ``instrumentation`` (``None``: stop) as a GET of
+        ``endpoint`` (``route``: its path template; ``url``: its base URL and path prefix,
+        the key's path is filled in from the route)."""
+        self._instrumentation = instrumentation
+        self._route = (endpoint, route, url)
+
+    async def fetch(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        refresh: bool = False,
+        max_age: float | None = None,
+        options: FlightOptions | None = None,
+    ) -> tuple[CacheEntry[T], bool]:
+        """The entry answering ``key`` (see :meth:`_fetch`), reported to the instrumentation
+        when there is one."""
+        instrumentation = self._instrumentation
+        if instrumentation is None:
+            return await self._fetch(key, fn, refresh, max_age, options, None)
+        if not refresh:
+            entry: CacheEntry[T] | None = self._cache.get(key, max_age)
+            if entry is not None:
+                self._count_hit(entry)
+                self._report_hit(instrumentation, key)
+                return entry, True
+        endpoint, route, base = self._route
+        name = str(key)
+        url = base + route.replace("{iccid}", name)
+        with instrumentation.call(endpoint, "GET", route, url, name) as scope:
+            bound = bind_scope(scope)
+            try:
+                return await self._fetch(key, fn, refresh, max_age, options, scope)
+            finally:
+                unbind_scope(bound)
+
+    async def _fetch(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[T]],
+        refresh: bool,
+        max_age: float | None,
+        options: FlightOptions | None,
+        scope: InstrumentScope | None,
+    ) -> tuple[CacheEntry[T], bool]:
+        """The entry answering ``key``, and whether it came without a request of this call.
+
+        Args:
+            key: what is asked for (an ICCID).
+            fn: asks the provider; run by one caller of the concurrent ones.
+            refresh: skip the cached entries (unless the shared one was answered after this
+                call started) and never join a call that was already in flight.
+            max_age: accept a cached entry only up to this many seconds old.
+            options: this caller's :class:`FlightOptions`, merged into a call it joins.
+
+        Raises:
+            NotFoundError: the provider said 404 (remembered as a negative entry; a later
+                call gets the negative entry, which the caller turns into an error).
+        """
+        if not refresh:
+            entry = self.get(key, max_age)
+            if entry is not None:
+                return entry, True
+        clock = self._clock
+        started = clock.wall()
+        shared = self._shared
+
+        async def load() -> tuple[CacheEntry[T], bool]:
+            if shared is not None:
+                found = await shared.get(key)
+                # Another process's answer serves unless this call wants a fresher one; one
+                # answered while this call waited (for that process's lock) is fresh enough.
+                if found is not None and (
+                    (not refresh and (max_age is None or started - found.fetched_at <= max_age))
+                    or found.fetched_at >= started
+                ):
+                    # Its age here is its age there: it lives only the rest of its TTL.
+                    age = max(0.0, clock.wall() - found.fetched_at)
+                    local = CacheEntry(
+                        found.value, found.fetched_at, clock.now() - age, found.long_lived
+                    )
+                    self._cache.set(key, local)
+                    return local, False
+            try:
+                value = await fn()
+            except NotFoundError:
+                await self._store(key, CacheEntry(None, clock.wall(), clock.now(), True))
+                raise
+            stamp = clock.wall()
+            if self._on_answer is not None:
+                self._on_answer(value, stamp)
+            long_lived = self._long_lived is not None and self._long_lived(value)
+            entry = CacheEntry(value, stamp, clock.now(), long_lived)
+            await self._store(key, entry)
+            return entry, True
+
+        (entry, requested), joined = await self._flight.run(
+            key, load, fresh=refresh, options=options
+        )
+        if joined:
+            self._stats.coalesced += 1
+        elif not requested:
+            self._count_hit(entry)
+        if scope is not None:
+            scope.cache("coalesced" if joined else "miss" if requested else "hit")
+        return entry, joined or not requested
+
+    async def _store(self, key: Hashable, entry: CacheEntry[T]) -> None:
+        self._cache.set(key, entry)
+        if self._shared is not None:
+            await self._shared.set(key, entry)
+
+    async def aclose(self) -> None:
+        """Cancel the calls in flight (their callers get a ``TransportError``, as do later
+        calls) and finish the shared deletions on their way."""
+        await self._flight.aclose()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,7 +1,10 @@
-"""The ``esim-async`` command line: usage, fleet sweeps and the bundled emulator.
+"""The ``esim-async`` command line: usage, fleet sweeps, the fleet monitor, webhooks and the
+bundled emulator.
 
 Credentials come from flags or the environment (``AIRALO_CLIENT_ID``, ``AIRALO_CLIENT_SECRET``,
-``PRESSONE_CLIENT_ID``, ``PRESSONE_CLIENT_SECRET``, ``PRESSONE_BASE_URL``) and are never echoed.
+``PRESSONE_CLIENT_ID``, ``PRESSONE_CLIENT_SECRET``, ``PRESSONE_BASE_URL``), read by the clients'
+``from_env`` (the names are ``AiraloClient.ENV_VARS`` and ``PressOneClient.ENV_VARS``), and are
+never echoed.
 
 Exit codes: 0 every ICCID answered, 1 at least one ICCID ended in error, 2 bad usage,
 130 interrupted.
@@ -14,11 +17,14 @@ import contextlib
 import csv
 import json
 import os
+import signal
 import sys
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -29,14 +35,18 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
 from ._version import __version__
 from .client import AiraloClient, BaseClient, PressOneClient
+from .clock import MonotonicClock
+from .errors import InvalidRequestError
 from .limits import Rate
 from .sweep import RECORD_USAGE_FIELDS, SweepProgress, SweepSummary, UsageResult
+
+if TYPE_CHECKING:
+    from .monitor import FleetMonitor, UsageEvent
 
 __all__ = ["main"]
 
@@ -51,6 +61,12 @@ RECORD_FIELDS = (
 )
 EMULATOR_ID = "emulator"
 EMULATOR_SECRET = "emulator-secret"  # noqa: S105 - the emulator accepts any credentials
+#: The flag that stands for each client argument the environment can give.
+_FLAGS = {
+    "client_id": "--client-id/--client-secret",
+    "client_secret": "--client-id/--client-secret",
+    "base_url": "--base-url",
+}
 
 
 def _parse_rate(value: str | None) -> Rate | None:
@@ -73,35 +89,34 @@ class Settings:
     company_rate: Rate | None
     iccid_rate: Rate | None
 
-    def credentials(self) -> tuple[str, str]:
-        prefix = self.provider.upper()
-        cid = self.client_id or os.environ.get(f"{prefix}_CLIENT_ID")
-        secret = self.client_secret or os.environ.get(f"{prefix}_CLIENT_SECRET")
-        if not cid or not secret:
-            raise click.UsageError(
-                f"credentials missing: pass --client-id/--client-secret or set "
-                f"{prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET"
-            )
-        return cid, secret
-
     def client(
-        self, *, base_url: str | None = None, cid: str | None = None, secret: str | None = None
+        self,
+        *,
+        base_url: str | None = None,
+        cid: str | None = None,
+        secret: str | None = None,
+        **overrides: Any,
     ) -> BaseClient:
-        if cid is None or secret is None:
-            cid, secret = self.credentials()
-        options: dict[str, Any] = {}
+        """The provider's client from ``from_env``: the arguments, then the flags, win over
+        the environment (``overrides`` are further constructor keywords). A missing variable
+        or a bad setting is a usage error (exit 2)."""
+        options: dict[str, Any] = {
+            "client_id": cid or self.client_id or None,
+            "client_secret": secret or self.client_secret or None,
+            "base_url": base_url or self.base_url or None,
+        }
         if self.company_rate is not None:
             options["company_rate"] = self.company_rate
         if self.iccid_rate is not None:
             options["iccid_rate"] = self.iccid_rate
-        if self.provider == "pressone":
-            url = base_url or self.base_url or os.environ.get("PRESSONE_BASE_URL")
-            if not url:
-                raise click.UsageError("PressOne needs --base-url or PRESSONE_BASE_URL")
-            return PressOneClient(cid, secret, base_url=url, **options)
-        if base_url or self.base_url:
-            options["base_url"] = base_url or self.base_url
-        return AiraloClient(cid, secret, sandbox=self.sandbox, **options)
+        options.update(overrides)
+        try:
+            if self.provider == "pressone":
+                return PressOneClient.from_env(**options)
+            return AiraloClient.from_env(sandbox=self.sandbox, **options)
+        except InvalidRequestError as exc:
+            flag = _FLAGS.get(exc.field or "")
+            raise click.UsageError(f"{exc} (or pass {flag})" if flag else str(exc)) from None
 
 
 def _common(f: Any) -> Any:
@@ -117,7 +132,10 @@ def _common(f: Any) -> Any:
         click.option(
             "--client-id",
             default=None,
-            help="API client id (default: $AIRALO_CLIENT_ID or $PRESSONE_CLIENT_ID).",
+            help=(
+                f"API client id (default: ${AiraloClient.ENV_VARS.client_id} or "
+                f"${PressOneClient.ENV_VARS.client_id})."
+            ),
         ),
         click.option(
             "--client-secret",
@@ -125,7 +143,9 @@ def _common(f: Any) -> Any:
             help="API client secret (default: from the environment; never echoed).",
         ),
         click.option(
-            "--base-url", default=None, help="Scheme + host (PressOne: default $PRESSONE_BASE_URL)."
+            "--base-url",
+            default=None,
+            help=f"Scheme + host (PressOne: default ${PressOneClient.ENV_VARS.base_url}).",
         ),
         click.option("--sandbox", is_flag=True, help="Airalo Sandbox mode (usage cached 60 min)."),
         click.option(
@@ -218,6 +238,45 @@ def _read_iccids(stream: IO[str], skip: set[str]) -> Iterator[str]:
         if not iccid or iccid.startswith("#") or iccid in skip:
             continue
         yield iccid
+
+
+class _CountedIccids:
+    """The ICCIDs of a seekable stream (a file), with their number taken by a quick pre-pass
+    before the sweep starts: the sweep's progress knows its total from the first result."""
+
+    def __init__(self, stream: IO[str], skip: set[str]) -> None:
+        self._stream = stream
+        self._skip = skip
+        start = stream.tell()
+        self._count = sum(1 for _ in _read_iccids(stream, skip))
+        stream.seek(start)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        return _read_iccids(self._stream, self._skip)
+
+
+def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str]:
+    """ICCIDs of ``stream``, one per line: counted first when the stream can be read twice
+    (a file, stdin redirected from a file), streamed as they come otherwise (a pipe)."""
+    try:
+        seekable = stream.seekable()
+    except (OSError, ValueError):
+        seekable = False
+    if seekable:
+        return _CountedIccids(stream, skip)
+    return _read_iccids(stream, skip)
+
+
+def _format_eta(seconds: float | None) -> str:
+    """``H:MM:SS`` (``-:--:--`` while unknown), like rich's own time columns."""
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _answered(path: Path, fmt: str) -> set[str]:
@@ -386,7 +445,7 @@ async def _sweep(
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
         cid = secret = None
-        iccid_stream: Iterator[str]
+        iccid_stream: Iterable[str]
         if emulator:
             from .testing import Emulator, Fleet, ServerLimits
 
@@ -410,10 +469,10 @@ async def _sweep(
                 )
         if source is not None:
             stream = sys.stdin if source == "-" else stack.enter_context(open(source))  # noqa: SIM115
-            iccid_stream = _read_iccids(stream, skip)
+            iccid_stream = _iccid_source(stream, skip)
         else:
             assert emulator
-            iccid_stream = (i for i in emu.fleet.iccids() if i not in skip)
+            iccid_stream = [i for i in emu.fleet.iccids() if i not in skip]
         out_stream: IO[str] | None = None
         header = True
         if out == "-":
@@ -439,12 +498,11 @@ async def _sweep(
             TextColumn("cache {task.fields[hits]}"),
             TextColumn("errors {task.fields[errors]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("eta {task.fields[eta]}"),
             console=console,
             disable=not show,
             transient=False,
         )
-        task: TaskID = progress.add_task("sweep", total=None, rate=0.0, hits=0, errors=0)
 
         def on_progress(p: SweepProgress) -> None:
             progress.update(
@@ -454,12 +512,23 @@ async def _sweep(
                 rate=p.rate,
                 hits=p.cache_hits,
                 errors=p.errors,
+                eta=_format_eta(p.eta),
             )
 
+        sweep = client.sims.usage_many(
+            iccid_stream, refresh=refresh, concurrency=concurrency, progress=on_progress
+        )
+        # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
+        # the first frame, before any result.
+        task: TaskID = progress.add_task(
+            "sweep",
+            total=sweep.progress.total,
+            rate=0.0,
+            hits=0,
+            errors=0,
+            eta=_format_eta(sweep.progress.eta),
+        )
         with progress:
-            sweep = client.sims.usage_many(
-                iccid_stream, refresh=refresh, concurrency=concurrency, progress=on_progress
-            )
             async with sweep as results:
                 async for result in results:
                     writer.write(result)
@@ -523,6 +592,19 @@ async def _sweep(
     metavar="COUNT/SECONDS",
     help="Override the per-ICCID usage limit.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    default=False,
+    help="Serve https with a throwaway certificate for loopback (for https-only clients).",
+)
+@click.option(
+    "--cert-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="With --tls: write the certificate clients should trust here (PEM), e.g. for "
+    "SSL_CERT_FILE or NODE_EXTRA_CA_CERTS.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -534,9 +616,18 @@ def emulator_command(
     duration: float | None,
     company_rate: str | None,
     iccid_rate: str | None,
+    tls: bool,
+    cert_out: str | None,
 ) -> None:
-    """Serve the bundled emulator (Airalo /v2 and PressOne /customer/v2) on loopback."""
+    """Serve the bundled emulator (Airalo /v2 and PressOne /customer/v2) on loopback.
+
+    With --tls it serves https; the certificate to trust is written to --cert-out (or a
+    temporary file whose path is printed), so clients in any language can verify it.
+    """
     from .testing import Emulator, Fleet, ServerLimits
+
+    if cert_out is not None and not tls:
+        raise click.UsageError("--cert-out needs --tls")
 
     server_limits = {
         "airalo": ServerLimits.airalo,
@@ -553,11 +644,15 @@ def emulator_command(
         Path(iccids_out).write_text("\n".join(fleet.iccids()) + "\n")
 
     async def serve() -> None:
-        async with Emulator(fleet=fleet, limits=server_limits, host=host, port=port) as emu:
+        async with Emulator(
+            fleet=fleet, limits=server_limits, host=host, port=port, tls=tls, cert_out=cert_out
+        ) as emu:
             click.echo(
                 f"emulator listening on {emu.url} ({size} eSIMs, {limits} limits, "
                 f"{algorithm} window); any client id and secret are accepted"
             )
+            if emu.cert_path is not None:
+                click.echo(f"certificate to trust: {emu.cert_path}")
             if duration is None:
                 await asyncio.Event().wait()
             else:
@@ -582,7 +677,7 @@ def webhooks() -> None:
 @click.option("--path", default="/", show_default=True, help="Where the receiver is mounted.")
 @click.option(
     "--secret-env",
-    default="AIRALO_CLIENT_SECRET",
+    default=AiraloClient.ENV_VARS.client_secret,
     show_default=True,
     help="Environment variable holding the signing secret (your client secret).",
 )
@@ -598,20 +693,41 @@ def webhooks() -> None:
     default=None,
     help="Stop after this many seconds (default: run until interrupted).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics page (loopback by default).",
+)
 def webhooks_serve(
-    host: str, port: int, path: str, secret_env: str, ack: str, duration: float | None
+    host: str,
+    port: int,
+    path: str,
+    secret_env: str,
+    ack: str,
+    duration: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Receive notifications and print each verified event as a JSON line."""
     import msgspec
     from aiohttp import web
 
-    from .webhooks import WebhookEvent, webhook_app
+    from .webhooks import RECEIVER, WebhookEvent, webhook_app
 
     secret = os.environ.get(secret_env)
     if not secret:
         raise click.UsageError(f"set {secret_env} to the signing secret")
+    by_type: Counter[str] = Counter()
 
     async def on_event(event: WebhookEvent) -> None:
+        by_type[type(event).__name__] += 1
         record = {"event": type(event).__name__, **msgspec.to_builtins(event)}
         click.echo(json.dumps(record, separators=(",", ":"), default=str))
 
@@ -624,19 +740,474 @@ def webhooks_serve(
             root.add_subapp(path.rstrip("/"), receiver)
         runner = web.AppRunner(root, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(runner.cleanup)
             site = web.TCPSite(runner, host, port)
             await site.start()
             bound = runner.addresses[0][1] if runner.addresses else port
             click.echo(f"receiving notifications on http://{host}:{bound}{path}", err=True)
+            if metrics_port is not None:
+                from .metrics import WebhookCollector, new_registry, serve_metrics
+
+                try:
+                    registry = new_registry(WebhookCollector(receiver[RECEIVER].stats, by_type))
+                except RuntimeError as exc:
+                    raise click.ClickException(str(exc)) from None
+                served = await stack.enter_async_context(
+                    serve_metrics(registry, metrics_host, metrics_port)
+                )
+                click.echo(f"metrics on http://{metrics_host}:{served}/metrics", err=True)
             if duration is None:
                 await asyncio.Event().wait()
             else:
                 await asyncio.sleep(duration)
-        finally:
-            await runner.cleanup()
 
     _run(serve())
+
+
+# --------------------------------------------------------------------------- monitor
+
+#: The emulator demonstration runs the providers' time 1,200 times faster: their 20-minute
+#: usage cache lasts a second, and their limits are scaled the same way.
+EMULATOR_SCALE = 1200.0
+EMULATOR_CACHE_TTL = 1.0
+EMULATOR_COMPANY_RATE = Rate(50, 1.0)
+EMULATOR_ICCID_RATE = Rate(10, 3.0)
+#: Events kept on screen by the live view.
+RECENT_EVENTS = 8
+
+
+def _parse_thresholds(value: str) -> tuple[float, ...]:
+    try:
+        marks = tuple(sorted({float(part) for part in value.split(",") if part.strip()}))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected fractions such as 0.75,0.9, got {value!r}") from exc
+    if not marks or any(not (0.0 < t <= 1.0) for t in marks):
+        raise click.BadParameter("thresholds are fractions of data used, each in (0, 1]")
+    return marks
+
+
+def event_record(event: UsageEvent) -> dict[str, object]:
+    """A monitor event as a flat, JSON-ready dict (one JSON Lines record)."""
+    record: dict[str, object] = {
+        "iccid": event.iccid,
+        "kind": event.kind,
+        "threshold": event.threshold,
+        "level": event.level,
+        "detected_at": event.detected_at.isoformat(),
+    }
+    usage = event.usage
+    for name in RECORD_USAGE_FIELDS:
+        value = getattr(usage, name) if usage is not None else None
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif name == "status" and value is not None:
+            value = str(value)
+        record[name] = value
+    return record
+
+
+_SYSTEM_CLOCK = MonotonicClock()
+
+
+class _ResumedClock:
+    """The emulator's clock for the demonstration: monotonic time from ``base`` on, so a
+    resumed run continues the fleet's life where the previous one stopped."""
+
+    def __init__(self) -> None:
+        self.base = 0.0
+        self._start = _SYSTEM_CLOCK.now()
+
+    def now(self) -> float:
+        return self.base + (_SYSTEM_CLOCK.now() - self._start)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class _LiveView:
+    """What the terminal shows while the monitor runs."""
+
+    def __init__(self, monitor: FleetMonitor, client: BaseClient, title: str) -> None:
+        self.monitor = monitor
+        self.client = client
+        self.title = title
+        self.recent: deque[UsageEvent] = deque(maxlen=RECENT_EVENTS)
+        self._last = (_SYSTEM_CLOCK.now(), 0)
+        self._rate = 0.0
+
+    def __rich__(self) -> Table:
+        from .metrics import fleet_summary
+
+        now, reads = _SYSTEM_CLOCK.now(), self.monitor.stats.reads
+        then, before = self._last
+        if now - then >= 1.0:
+            self._rate = (reads - before) / (now - then)
+            self._last = (now, reads)
+        summary = fleet_summary(self.monitor)
+        stats = self.monitor.stats
+        table = Table(title=self.title, show_header=False, expand=False)
+        table.add_row("tracked", str(summary.tracked))
+        table.add_row(
+            "by status", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
+        )
+        table.add_row("reads", f"{stats.reads} ({self._rate:.1f}/s), errors {stats.errors}")
+        table.add_row("429s", str(self.client.stats.rate_limited))
+        table.add_row("near a threshold", str(summary.near_threshold))
+        table.add_row(
+            "events", ", ".join(f"{k} {v}" for k, v in sorted(stats.events.items())) or "-"
+        )
+        for event in reversed(self.recent):
+            what = event.kind if event.threshold is None else f"{event.kind} {event.threshold:g}"
+            table.add_row(event.detected_at.strftime("%H:%M:%S"), f"{event.iccid} {what}")
+        return table
+
+
+@main.group(invoke_without_command=True)
+@click.option(
+    "--iccids", "source", default=None, metavar="FILE|-", help="ICCIDs to track, one per line."
+)
+@click.option(
+    "--db",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="SQLite file keeping the monitor's state: a later run resumes from it.",
+)
+@click.option(
+    "--events",
+    "events_out",
+    default=None,
+    metavar="FILE|-",
+    help="Append each event as a JSON line to FILE ('-' for stdout).",
+)
+@click.option(
+    "--thresholds",
+    default="0.75,0.9",
+    show_default=True,
+    help="Fractions of data used to report, comma-separated.",
+)
+@click.option(
+    "--share",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Fraction of the usage budget the monitor may use.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Stop after this many seconds (default: run until interrupted).",
+)
+@click.option(
+    "--emulator",
+    is_flag=True,
+    help="Monitor a draining fleet on the bundled emulator, 1,200 times faster than real "
+    "time (no credentials needed).",
+)
+@click.option(
+    "--emulator-size",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="eSIMs in the emulator's fleet.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics page (loopback by default).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live view.")
+@_common
+@click.pass_context
+def monitor(
+    ctx: click.Context,
+    /,
+    source: str | None,
+    db: str | None,
+    events_out: str | None,
+    thresholds: str,
+    share: float,
+    duration: float | None,
+    emulator: bool,
+    emulator_size: int,
+    metrics_port: int | None,
+    metrics_host: str,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Watch a fleet's usage and report threshold crossings, status changes, exhaustion and
+    coming expiries as they happen.
+
+    Ctrl-C stops cleanly; with --db the next run resumes (nothing reported is reported
+    again). The live view shows on a terminal only.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings(kw)
+    marks = _parse_thresholds(thresholds)
+    if source is None and not emulator:
+        raise click.UsageError("give --iccids FILE (or - for stdin), or --emulator")
+    console = Console(stderr=True)
+    code = _run(
+        _monitor(
+            settings,
+            source,
+            db,
+            events_out,
+            marks,
+            share,
+            duration,
+            emulator,
+            emulator_size,
+            (metrics_host, metrics_port),
+            quiet,
+            console,
+        )
+    )
+    sys.exit(code)
+
+
+def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
+    """Make SIGINT and SIGTERM set ``stop``; returns the signals handled this way."""
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+
+        def on_signal(number: int = int(sig)) -> None:
+            received.append(number)
+            stop.set()
+
+        try:
+            loop.add_signal_handler(sig, on_signal)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue  # not the main thread, or no signals here: Ctrl-C interrupts instead
+        installed.append(int(sig))
+    return installed
+
+
+async def _monitor(
+    settings: Settings,
+    source: str | None,
+    db: str | None,
+    events_out: str | None,
+    thresholds: tuple[float, ...],
+    share: float,
+    duration: float | None,
+    emulator: bool,
+    emulator_size: int,
+    metrics: tuple[str, int | None],
+    quiet: bool,
+    console: Console,
+) -> int:
+    from .monitor import FleetMonitor
+
+    stop = asyncio.Event()
+    received: list[int] = []
+    installed = _stop_on_signals(stop, received)
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as stack:
+        for sig in installed:
+            stack.callback(loop.remove_signal_handler, sig)
+        base_url = cid = secret = None
+        overrides: dict[str, Any] = {}
+        iccids: list[str]
+        life_file = Path(f"{db}.emulator.json") if db is not None else None
+        clock: _ResumedClock | None = None
+        if emulator:
+            from .testing import Emulator, Fleet, ServerLimits
+            from .testing.life import FleetLife
+
+            saved: dict[str, Any] = {}
+            if life_file is not None and life_file.exists():
+                with contextlib.suppress(ValueError, OSError):
+                    saved = json.loads(life_file.read_text())
+            generated = saved.get("generated_at")
+            fleet = Fleet.generate(
+                emulator_size,
+                seed=2026,
+                now=datetime.fromisoformat(generated) if isinstance(generated, str) else None,
+            )
+            company = settings.company_rate or EMULATOR_COMPANY_RATE
+            per_iccid = settings.iccid_rate or EMULATOR_ICCID_RATE
+            clock = _ResumedClock()
+            emu = Emulator(
+                fleet=fleet,
+                limits=ServerLimits(usage_company=company, usage_iccid=per_iccid, token=None),
+                cache_ttl=EMULATOR_CACHE_TTL,
+                clock=clock,
+            )
+            life = FleetLife(emu, time_scale=EMULATOR_SCALE, seed=2026)
+            clock.base = float(saved.get("elapsed", 0.0))
+            life.attach()
+            await stack.enter_async_context(emu)
+            if life_file is not None:
+                generated_at = fleet.generated_at
+                demo_clock = clock
+
+                def save_life() -> None:
+                    record = {
+                        "elapsed": demo_clock.now(),
+                        "generated_at": generated_at.isoformat() if generated_at else None,
+                    }
+                    life_file.write_text(json.dumps(record))
+
+                stack.callback(save_life)
+            base_url, cid, secret = emu.url, EMULATOR_ID, EMULATOR_SECRET
+            overrides = {
+                "cache_ttl": EMULATOR_CACHE_TTL,
+                "company_rate": company,
+                "iccid_rate": per_iccid,
+            }
+            iccids = list(fleet.iccids())
+        else:
+            assert source is not None
+            stream = sys.stdin if source == "-" else stack.enter_context(open(source))  # noqa: SIM115
+            iccids = list(_read_iccids(stream, set()))
+        client = await stack.enter_async_context(
+            settings.client(base_url=base_url, cid=cid, secret=secret, **overrides)
+        )
+        fleet_monitor = FleetMonitor(client, thresholds, store=db, share=share)
+        await fleet_monitor.track(iccids)
+        host, port = metrics
+        if port is not None:
+            from .metrics import MonitorCollector, new_registry, serve_metrics
+
+            try:
+                registry = new_registry(MonitorCollector(fleet_monitor, client))
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from None
+            bound = await stack.enter_async_context(serve_metrics(registry, host, port))
+            console.print(f"metrics on http://{host}:{bound}/metrics", highlight=False)
+        out: IO[str] | None = None
+        if events_out == "-":
+            out = sys.stdout
+        elif events_out:
+            out = stack.enter_context(Path(events_out).open("a", encoding="utf-8"))  # noqa: SIM115
+        title = "fleet monitor" + (" (emulator)" if emulator else "")
+        view = _LiveView(fleet_monitor, client, title)
+        show = not quiet and console.is_terminal
+
+        async def consume() -> None:
+            async for event in fleet_monitor.events():
+                view.recent.append(event)
+                if out is not None:
+                    out.write(json.dumps(event_record(event), separators=(",", ":")) + "\n")
+                    out.flush()
+
+        from rich.live import Live
+
+        with (
+            Live(view, console=console, refresh_per_second=2, transient=False)
+            if show
+            else (contextlib.nullcontext())
+        ):
+            consumer = asyncio.ensure_future(consume())
+            try:
+                async with fleet_monitor:
+                    waiter = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait(
+                            {waiter, consumer}, timeout=duration, return_when="FIRST_COMPLETED"
+                        )
+                    finally:
+                        waiter.cancel()
+            finally:
+                # The monitor has stopped: the consumer takes what is left, then ends.
+                await consumer
+        if show:
+            console.print(
+                f"stopped after {fleet_monitor.stats.reads} reads"
+                + ("; run again with the same --db to resume" if db else ""),
+                highlight=False,
+            )
+    return 130 if signal.SIGINT in received else 0
+
+
+@monitor.command(name="status")
+@click.option(
+    "--db",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The monitor's SQLite file.",
+)
+@click.option(
+    "--thresholds",
+    default="0.75,0.9",
+    show_default=True,
+    help="The thresholds the monitor runs with (for the near-threshold count).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def monitor_status(db: str, thresholds: str, as_json: bool) -> None:
+    """Print a monitored fleet's state from its store: eSIMs by status, how many are near a
+    threshold, the last event of each kind, and the ages of the freshest and stalest
+    readings."""
+    from .metrics import summarise
+    from .monitor.store import SqliteStore
+
+    marks = _parse_thresholds(thresholds)
+
+    async def load() -> tuple[list[Any], list[Any]]:
+        store = SqliteStore(db)
+        await store.open()
+        try:
+            rows, _ = await store.load()
+            return rows, await store.events()
+        finally:
+            await store.close()
+
+    rows, events = _run(load())
+
+    def at(t: float | None) -> datetime | None:
+        return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+    summary = summarise(
+        (
+            (
+                row.usage,
+                at(row.read_at),
+                [t for i, t in enumerate(marks) if row.fired & (1 << i)],
+                row.missing,
+            )
+            for _, row in rows
+        ),
+        marks,
+    )
+    last: dict[str, float] = {}
+    counts: Counter[str] = Counter()
+    for event in events:
+        counts[event.kind] += 1
+        last[event.kind] = max(last.get(event.kind, event.detected_at), event.detected_at)
+    record: dict[str, Any] = {
+        "tracked": summary.tracked,
+        "by_status": dict(sorted(summary.by_status.items())),
+        "near_threshold": summary.near_threshold,
+        "events": dict(sorted(counts.items())),
+        "last_event": {k: datetime.fromtimestamp(v, UTC).isoformat() for k, v in last.items()},
+        "freshest_reading_age": summary.freshest_age,
+        "stalest_reading_age": summary.stalest_age,
+    }
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+        return
+    table = Table(title=f"Fleet monitor: {db}", show_header=False)
+    table.add_row("tracked", str(summary.tracked))
+    for status, count in sorted(summary.by_status.items()):
+        table.add_row(f"  status {status}", str(count))
+    table.add_row("near a threshold", str(summary.near_threshold))
+    for kind, count in sorted(counts.items()):
+        when = record["last_event"][kind]
+        table.add_row(f"  events {kind}", f"{count} (last {when})")
+    for name, age in (("freshest", summary.freshest_age), ("stalest", summary.stalest_age)):
+        table.add_row(f"{name} reading", "-" if age is None else f"{age:.0f} s ago")
+    Console().print(table)
 
 
 def _run(coro: Any) -> Any:

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 import ssl as ssl_module
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypedDict, Unpack
+from typing import Any, ClassVar, Self, TypedDict, Unpack
 
 import aiohttp
 import msgspec
 
 from ._secrets import register_holder, register_secret
 from .auth import TokenManager
-from .backends.base import Backend, Cache, Flight, RateLimiter, SharedCache
-from .cache import CallScope
+from .backends.base import Backend, Cache, RateLimiter, SharedCache
+from .cache import CachedEndpoint
 from .clock import Clock
-from .config import UNSET, ClientConfig, ClientOptions
-from .errors import InvalidRequestError, TransportError
+from .config import UNSET, ClientConfig, ClientOptions, check_base_url
+from .context import ClientContext
+from .errors import InvalidRequestError
+from .instrument import Instrumentation, RouteTable
 from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
@@ -32,17 +33,21 @@ from .resources.notifications import NotificationsResource
 from .resources.orders import AiraloOrdersResource, OrdersResource
 from .resources.packages import AiraloPackagesResource, PackagesResource
 from .resources.refunds import RefundsResource
-from .resources.sims import AiraloSimsResource, SimsResource
-from .resources.voice import VoiceResource
+from .resources.sims import AiraloSimsResource, SimsResource, stamp_usage, usage_is_recycled
+from .resources.voice import DEFAULT_VOICE_PATHS, VoiceResource
 from .resources.vouchers import VouchersResource
 from .stats import ClientStats
 from .transport import Request, Transport
-from .validation import validate_iccid
 
-if TYPE_CHECKING:
-    from .webhooks import AsyncOrderEvent
-
-__all__ = ["AiraloClient", "BaseClient", "ClientOptions", "PressOneClient"]
+__all__ = [
+    "AiraloClient",
+    "AiraloOverrides",
+    "BaseClient",
+    "ClientOptions",
+    "EnvNames",
+    "PressOneClient",
+    "PressOneOverrides",
+]
 
 _token_decoder = msgspec.json.Decoder(Envelope[Token], strict=False)
 
@@ -85,6 +90,103 @@ def _check_credential(name: str, value: object) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class EnvNames:
+    """The environment variables a client's ``from_env`` reads (the command line reads the
+    same ones): see ``AiraloClient.ENV_VARS`` and ``PressOneClient.ENV_VARS``."""
+
+    client_id: str
+    client_secret: str
+    #: Scheme + host of the API, or ``None`` when the provider reads none from the environment.
+    base_url: str | None = None
+
+
+class AiraloOverrides(ClientOptions, total=False):
+    """Keywords of :meth:`AiraloClient.from_env`: those of :class:`AiraloClient`, with the
+    credentials optional (``None`` or left out: read from the environment)."""
+
+    client_id: str | None
+    client_secret: str | None
+    base_url: str | None
+    iccid_rate: Rate | None
+    company_rate: Rate | None
+    token_rate: Rate | None
+    cache_ttl: float | None
+    sandbox: bool
+    sandbox_rate: Rate | None
+
+
+class PressOneOverrides(ClientOptions, total=False):
+    """Keywords of :meth:`PressOneClient.from_env`: those of :class:`PressOneClient`, with the
+    credentials and ``base_url`` optional (``None`` or left out: read from the environment)."""
+
+    client_id: str | None
+    client_secret: str | None
+    base_url: str | None
+    iccid_rate: Rate | None
+    company_rate: Rate | None
+    token_rate: Rate | None
+    cache_ttl: float | None
+    voice_base_url: str
+    voice_api_key: str | None
+    voice_paths: Mapping[str, tuple[str, str]] | None
+
+
+def _from_environment(
+    names: EnvNames,
+    environ: Mapping[str, str] | None,
+    overrides: Mapping[str, Any],
+    *,
+    base_url_required: bool,
+) -> dict[str, Any]:
+    """The constructor keywords of ``from_env``: ``overrides``, and each of ``client_id``,
+    ``client_secret`` and ``base_url`` they leave out (or give as ``None``) read from
+    ``environ`` (``os.environ`` when ``None``). An empty or blank variable counts as missing.
+
+    Raises InvalidRequestError naming the variables that are missing, or the variable whose
+    base URL is malformed; never a variable's value.
+    """
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    kwargs = dict(overrides)
+    missing: list[tuple[str, str]] = []
+    base_url_var: str | None = None
+    for key, var in (
+        ("client_id", names.client_id),
+        ("client_secret", names.client_secret),
+        ("base_url", names.base_url),
+    ):
+        if kwargs.get(key) is not None:
+            continue
+        kwargs.pop(key, None)
+        value = env.get(var) if var is not None else None
+        if value is not None and value.strip():
+            kwargs[key] = value
+            if key == "base_url":
+                base_url_var = var
+        elif var is not None and (key != "base_url" or base_url_required):
+            missing.append((key, var))
+    if missing:
+        names_missing = [var for _, var in missing]
+        listed = (
+            names_missing[0]
+            if len(names_missing) == 1
+            else f"{', '.join(names_missing[:-1])} and {names_missing[-1]}"
+        )
+        verb = "is" if len(names_missing) == 1 else "are"
+        raise InvalidRequestError(f"{listed} {verb} not set or empty", field=missing[0][0])
+    if base_url_var is not None:
+        try:
+            check_base_url(kwargs["base_url"])
+        except InvalidRequestError:
+            # The value may carry credentials: name the variable, never echo what it holds.
+            raise InvalidRequestError(
+                f"{base_url_var} must be http(s)://host[:port]: scheme and host only, without "
+                "credentials, path, query or fragment",
+                field="base_url",
+            ) from None
+    return kwargs
+
+
 class BaseClient:
     """The pipeline shared by every provider; use :class:`AiraloClient` or
     :class:`PressOneClient`.
@@ -121,30 +223,6 @@ class BaseClient:
             clock=self._clock,
             store=token_store(ns) if token_store is not None else None,
         )
-        self._usage_cache: Cache = self._backend.cache(
-            f"{ns}:usage",
-            ttl=config.cache_ttl,
-            long_ttl=config.negative_cache_ttl,
-            maxsize=config.cache_maxsize,
-            clock=self._clock,
-        )
-        self._usage_flight: Flight = self._backend.flight(f"{ns}:usage")
-        shared_cache = getattr(self._backend, "shared_cache", None)
-        #: The second-level cache shared across processes (Redis backend), or None.
-        self._usage_l2: SharedCache | None = (
-            shared_cache(
-                f"{ns}:usage",
-                Usage,
-                ttl=config.cache_ttl,
-                long_ttl=config.negative_cache_ttl,
-                clock=config.clock,
-            )
-            if shared_cache is not None
-            else None
-        )
-        self._usage_path = profile.path("usage")
-        head, _, tail = self._usage_path.partition("{iccid}")
-        self._usage_path_parts = (head, tail)
         self._token_path = profile.path("token")
         #: Sandbox mode: one more limit over every endpoint of the account.
         self._account_limiter = (
@@ -160,31 +238,57 @@ class BaseClient:
             account_limiter=self._account_limiter,
             **_transport_options(config),
         )
-        self._history_cache: Cache = self._backend.cache(
-            f"{ns}:package_history",
-            ttl=profile.package_history_ttl,
+        #: What the resources see of this client.
+        self._context = ClientContext(
+            label=repr(self),
+            config=config,
+            stats=self.stats,
+            transport=self._transport,
+            limiter=self._endpoint_limiter,
+            account_limiter=self._account_limiter,
+            usage_endpoint=CachedEndpoint(
+                cache=self._cache("usage", config.cache_ttl),
+                flight=self._backend.flight(f"{ns}:usage"),
+                clock=self._clock,
+                stats=self.stats,
+                shared=self._shared_cache("usage", Usage, config.cache_ttl),
+                long_lived=usage_is_recycled,
+                on_answer=stamp_usage,
+            ),
+            history_endpoint=CachedEndpoint(
+                cache=self._cache("package_history", profile.package_history_ttl),
+                flight=self._backend.flight(f"{ns}:package_history"),
+                clock=self._clock,
+                stats=self.stats,
+            ),
+        )
+
+    def _cache(self, endpoint: str, ttl: float) -> Cache:
+        """This process's cache of ``endpoint``'s answers (``ttl``; 404s: the negative TTL)."""
+        config = self.__config
+        return self._backend.cache(
+            f"{self._namespace}:{endpoint}",
+            ttl=ttl,
             long_ttl=config.negative_cache_ttl,
             maxsize=config.cache_maxsize,
             clock=self._clock,
         )
-        self._history_flight: Flight = self._backend.flight(f"{ns}:package_history")
-        #: Calls in progress outside the flights: closing the client ends their waits.
-        self._calls = CallScope()
-        self._background: set[asyncio.Task[Any]] = set()
-        #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
-        self._topup_listeners: list[Callable[[str], None]] = []
-        self._async_waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}
-        self._async_early: OrderedDict[str, AsyncOrderEvent] = OrderedDict()
 
-    def _deliver_async_order(self, event: AsyncOrderEvent) -> None:
-        """An async order's webhook arrived: wake whoever awaits it, or keep it for later."""
-        waiter = self._async_waiters.pop(event.request_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(event)
-            return
-        self._async_early[event.request_id] = event
-        while len(self._async_early) > 1000:
-            self._async_early.popitem(last=False)
+    def _shared_cache(self, endpoint: str, value_type: Any, ttl: float) -> SharedCache | None:
+        """The level of ``endpoint``'s cache shared across processes (Redis backend), or
+        ``None``."""
+        shared_cache = getattr(self._backend, "shared_cache", None)
+        if shared_cache is None:
+            return None
+        config = self.__config
+        cache: SharedCache = shared_cache(
+            f"{self._namespace}:{endpoint}",
+            value_type,
+            ttl=ttl,
+            long_ttl=config.negative_cache_ttl,
+            clock=config.clock,
+        )
+        return cache
 
     def _endpoint_limiter(self, endpoint: str) -> RateLimiter:
         """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""
@@ -193,10 +297,6 @@ class BaseClient:
             limit = self.__config.limit(endpoint)
             limiter = self._limiter(endpoint, shared=limit.shared, per_key=limit.per_key)
         return limiter
-
-    def _path(self, endpoint: str, **params: str) -> str:
-        template = self.profile.path(endpoint)
-        return template.format(**params) if params else template
 
     def _limiter(self, endpoint: str, *, shared: Rate | None, per_key: Rate | None) -> RateLimiter:
         limiter = self._backend.limiter(
@@ -231,14 +331,6 @@ class BaseClient:
         self.stats.token_requests += 1
         return (await self._transport.request(request)).data
 
-    def _utcnow(self) -> datetime:
-        """The clock's current UTC time (for date rules such as a future order's due date)."""
-        return datetime.fromtimestamp(self._clock.wall(), UTC)
-
-    def _validate_iccid(self, iccid: object) -> str:
-        lo, hi = self.__config.iccid_length
-        return validate_iccid(iccid, min_length=lo, max_length=hi)
-
     # ------------------------------------------------------------------ public surface
 
     @property
@@ -260,27 +352,27 @@ class BaseClient:
     def sims(self) -> SimsResource:
         """eSIM endpoints: ``usage``, ``usage_many``, ``get``, ``list``, ``topup_packages``,
         ``package_history``, ``instructions``."""
-        return SimsResource(self)
+        return SimsResource(self._context)
 
     @cached_property
     def packages(self) -> PackagesResource:
         """The catalogue: ``list``, ``page``."""
-        return PackagesResource(self)
+        return PackagesResource(self._context)
 
     @cached_property
     def orders(self) -> OrdersResource:
         """Orders and top-ups: ``create``, ``get``, ``list``, ``page``, ``topup``."""
-        return OrdersResource(self)
+        return OrdersResource(self._context)
 
     @cached_property
     def account(self) -> AccountResource:
         """The account: ``balance``."""
-        return AccountResource(self)
+        return AccountResource(self._context)
 
     @cached_property
     def devices(self) -> DevicesResource:
         """eSIM-capable devices: ``compatible``."""
-        return DevicesResource(self)
+        return DevicesResource(self._context)
 
     def rate_limit_state(self) -> dict[str, LimiterState]:
         """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
@@ -289,6 +381,22 @@ class BaseClient:
             if limit.limited:
                 self._endpoint_limiter(endpoint)
         return {name: lim.state() for name, lim in self._limiters.items()}
+
+    def set_instrumentation(self, instrumentation: Instrumentation | None) -> None:
+        """Report every API call to ``instrumentation`` (``None``: stop); see
+        :func:`esim_async.otel.instrument` for OpenTelemetry."""
+        profile = self.profile
+        base = self.config.base_url
+        routes = RouteTable((name, profile.path(name)) for name in profile.paths)
+        self._transport.set_instrumentation(instrumentation, routes)
+        context = self._context
+        for endpoint, cached in (
+            ("usage", context.usage_endpoint),
+            ("package_history", context.history_endpoint),
+        ):
+            if endpoint in profile.paths:
+                route = profile.path(endpoint)
+                cached.set_instrumentation(instrumentation, endpoint, route, base)
 
     async def __aenter__(self) -> Self:
         return self
@@ -311,15 +419,7 @@ class BaseClient:
         """
         if self._transport.closed:
             return
-        await self._usage_flight.aclose()
-        await self._history_flight.aclose()
-        await self._calls.aclose()
-        waiters, self._async_waiters = self._async_waiters, {}
-        for waiter in waiters.values():
-            if not waiter.done():
-                waiter.set_exception(TransportError("the client was closed while waiting"))
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._context.aclose()
         await self._auth.aclose()
         for limiter in self._limiters.values():
             await limiter.aclose()
@@ -405,6 +505,34 @@ class AiraloClient(BaseClient):
         )
         super().__init__(client_id, client_secret, config)
 
+    #: The environment variables :meth:`from_env` reads; the command line reads the same.
+    ENV_VARS: ClassVar[EnvNames] = EnvNames("AIRALO_CLIENT_ID", "AIRALO_CLIENT_SECRET")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Unpack[AiraloOverrides]
+    ) -> Self:
+        """A client whose credentials come from the environment.
+
+        Reads ``AIRALO_CLIENT_ID`` and ``AIRALO_CLIENT_SECRET``, the variables the
+        ``esim-async`` command line documents. Keywords win over the environment: a
+        ``client_id`` or ``client_secret`` given (not ``None``) is used as it is; every other
+        keyword is the constructor's::
+
+            async with AiraloClient.from_env(company_rate=Rate(4, 1.0)) as client:
+                ...
+
+        Args:
+            environ: where the variables are read (default ``os.environ``); any mapping.
+            overrides: keywords of :class:`AiraloClient`, over the environment.
+
+        Raises:
+            InvalidRequestError: a variable needed is unset or empty (the message names it,
+                ``field`` is the argument it stands for; no value is ever shown), or a
+                keyword is invalid as in the constructor.
+        """
+        return cls(**_from_environment(cls.ENV_VARS, environ, overrides, base_url_required=False))
+
     @property
     def sandbox(self) -> bool:
         """Airalo Sandbox mode."""
@@ -413,42 +541,42 @@ class AiraloClient(BaseClient):
     @cached_property
     def sims(self) -> AiraloSimsResource:
         """eSIM endpoints, plus ``update_brand``."""
-        return AiraloSimsResource(self)
+        return AiraloSimsResource(self._context)
 
     @cached_property
     def packages(self) -> AiraloPackagesResource:
         """The catalogue, plus ``product_information``."""
-        return AiraloPackagesResource(self)
+        return AiraloPackagesResource(self._context)
 
     @cached_property
     def orders(self) -> AiraloOrdersResource:
         """Orders and top-ups, plus ``create_async``."""
-        return AiraloOrdersResource(self)
+        return AiraloOrdersResource(self._context)
 
     @cached_property
     def account(self) -> AiraloAccountResource:
         """The account: ``balance``, ``exchange_rates``."""
-        return AiraloAccountResource(self)
+        return AiraloAccountResource(self._context)
 
     @cached_property
     def future_orders(self) -> FutureOrdersResource:
         """Scheduled orders: ``create``, ``list``, ``cancel``."""
-        return FutureOrdersResource(self)
+        return FutureOrdersResource(self._context)
 
     @cached_property
     def vouchers(self) -> VouchersResource:
         """Vouchers: ``create_esim``, ``create_airmoney``."""
-        return VouchersResource(self)
+        return VouchersResource(self._context)
 
     @cached_property
     def refunds(self) -> RefundsResource:
         """Refund requests: ``create``."""
-        return RefundsResource(self)
+        return RefundsResource(self._context)
 
     @cached_property
     def notifications(self) -> NotificationsResource:
         """Notifications: ``opt_in``, ``get``, ``opt_out``, ``simulate``."""
-        return NotificationsResource(self)
+        return NotificationsResource(self._context)
 
 
 class PressOneClient(BaseClient):
@@ -503,6 +631,34 @@ class PressOneClient(BaseClient):
             config.voice_base_url, stats=self.stats, **_transport_options(config)
         )
 
+    #: The environment variables :meth:`from_env` reads; the command line reads the same.
+    ENV_VARS: ClassVar[EnvNames] = EnvNames(
+        "PRESSONE_CLIENT_ID", "PRESSONE_CLIENT_SECRET", "PRESSONE_BASE_URL"
+    )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Unpack[PressOneOverrides]
+    ) -> Self:
+        """A client whose credentials and host come from the environment.
+
+        Reads ``PRESSONE_CLIENT_ID``, ``PRESSONE_CLIENT_SECRET`` and ``PRESSONE_BASE_URL``,
+        the variables the ``esim-async`` command line documents. Keywords win over the
+        environment: a ``client_id``, ``client_secret`` or ``base_url`` given (not ``None``)
+        is used as it is; every other keyword is the constructor's.
+
+        Args:
+            environ: where the variables are read (default ``os.environ``); any mapping.
+            overrides: keywords of :class:`PressOneClient`, over the environment.
+
+        Raises:
+            InvalidRequestError: a variable needed is unset or empty, or
+                ``PRESSONE_BASE_URL`` is not ``http(s)://host[:port]`` (the message names
+                the variable, ``field`` the argument it stands for; no value is ever shown),
+                or a keyword is invalid as in the constructor.
+        """
+        return cls(**_from_environment(cls.ENV_VARS, environ, overrides, base_url_required=True))
+
     @cached_property
     def voice(self) -> VoiceResource:
         """The voice-only eSIM API: ``available_numbers``, ``claim_number``, ``renew_number``,
@@ -513,6 +669,13 @@ class PressOneClient(BaseClient):
             self._voice_api_key,
             self.config.voice_paths,
         )
+
+    def set_instrumentation(self, instrumentation: Instrumentation | None) -> None:
+        """Report every API call, the voice API's included, to ``instrumentation``."""
+        super().set_instrumentation(instrumentation)
+        voice = {**DEFAULT_VOICE_PATHS, **self.config.voice_paths}
+        routes = RouteTable((f"voice.{name}", path) for name, (_, path) in voice.items())
+        self._voice_transport.set_instrumentation(instrumentation, routes)
 
     async def aclose(self) -> None:
         await super().aclose()

@@ -2,21 +2,26 @@
 
 The providers throttle with Laravel's fixed windows, but no algorithm is published, so the
 guarantee kept here is the strictest reading: no window of length ``period`` (placed anywhere,
-start-up included) ever holds more than ``count`` admissions. It is kept with a sliding-window log
-of the last ``count`` admission times, which also admits as much as that guarantee allows (the
-``count``-th previous admission leaves the window, the next one enters). A safety margin
+start-up included) ever holds more than ``count`` requests as they go out. A safety margin
 (default 2 % of the period) absorbs network jitter between our clock and the server's.
 
-A 429 is charged to the limit that tripped it. When that is the shared limit (our window held
-nearly its count), the limiter cools down (no admission until ``Retry-After`` has passed, for
-every caller), then runs at a reduced rate with minimum spacing (no bursts) and recovers
-additively: AIMD, with one decrease per cool-down however many 429s arrive during it. A count
-learned from ``X-RateLimit-Limit`` recovers the same way. Otherwise only the key (one eSIM)
-cools down. A cool-down longer than callers are willing to wait is never slept through: a call
-that would wait for it raises :class:`~esim_async.errors.RateLimitedError` at once.
+One limiter, :class:`EndpointLimiter`, keeps the queue: two priority lanes, one dispatcher,
+cancellation, close, per-key cool-downs and the rules charging a 429. The windows live in a
+:class:`~esim_async.backends.base.WindowStore` (in this process's memory, or in Redis to share
+them across processes), which answers one question atomically: may one more request go now (it
+is then reserved), and if not, how long until it may. A reservation counts in every window
+until it is confirmed with its real send time (:meth:`Slot.mark`) or given back
+(:meth:`Slot.release`), so a request held up by a token or a slow connection can never make a
+later window look emptier than the server will see it.
 
-Every admission is a :class:`Slot`: stamped with the real send time when the request goes out,
-or released (its budget given back) when nothing of it ever went out.
+A 429 is charged to the limit that tripped it. When that is the shared limit (our window held
+nearly its count), every caller cools down until ``Retry-After`` has passed, then the rate runs
+at a reduced factor with minimum spacing and recovers additively (AIMD, one decrease per
+cool-down); a count learned from ``X-RateLimit-Limit`` recovers the same way. These rules are
+pure functions of a :class:`LimitState` record the store keeps (:func:`penalized`,
+:func:`factor`, :func:`effective_count`). Otherwise only the key (one eSIM) cools down. A
+cool-down longer than callers are willing to wait is never slept through: a call that would
+wait for it raises :class:`~esim_async.errors.RateLimitedError` at once.
 
 Nothing here knows about HTTP; the transport calls :meth:`EndpointLimiter.acquire` once per
 attempt and :meth:`EndpointLimiter.penalize` on a 429.
@@ -28,31 +33,47 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import logging
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _constants as C
 from .clock import Clock
 from .errors import RateLimitedError, TransportError
 
+if TYPE_CHECKING:
+    from .backends.base import WindowStore
+
 __all__ = [
+    "BackendUnavailableError",
     "EndpointLimiter",
-    "KeyedWindows",
+    "LimitState",
     "LimiterClosedError",
     "LimiterState",
     "Priority",
     "QueueTicket",
     "Rate",
-    "SharedLimiter",
-    "WindowLog",
+    "Reply",
+    "Slot",
+    "Window",
     "cooldown_refusal",
+    "effective_count",
+    "factor",
+    "penalized",
 ]
+
+logger = logging.getLogger("esim_async")
 
 
 class LimiterClosedError(TransportError):
     """The client (and so its limiters) was closed while a request waited for budget."""
+
+
+class BackendUnavailableError(TransportError):
+    """The shared backend (Redis) could not be reached within the configured wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,25 +111,34 @@ class Priority(enum.IntEnum):
 class QueueTicket:
     """The priority of one logical request while it waits for budget; it can be raised.
 
-    Bound to the running task with :meth:`bind`, it applies to every :class:`SharedLimiter`
-    wait of that task: a wait takes the better of its own priority and the ticket's, and
-    :meth:`raise_to` moves a wait already queued to the better lane (behind the waiters already
-    there). Single flight uses it when an interactive caller joins a sweep's queued request.
+    Bound to the running task with :meth:`bind`, it applies to every limiter wait of that task:
+    a wait takes the better of its own priority and the ticket's, and :meth:`raise_to` moves a
+    wait already queued to the better lane (behind the waiters already there). Single flight
+    uses it when an interactive caller joins a sweep's queued request.
     """
 
     __slots__ = ("_waits", "priority")
 
     def __init__(self, priority: Priority = Priority.INTERACTIVE) -> None:
         self.priority = priority
-        self._waits: dict[asyncio.Future[Slot], SharedLimiter] = {}
+        self._waits: dict[asyncio.Future[Any], EndpointLimiter] = {}
 
     def raise_to(self, priority: Priority) -> None:
         """Give the request ``priority`` if it is better than its own (a ticket never drops)."""
         if priority >= self.priority:
             return
         self.priority = priority
-        for fut, limiter in list(self._waits.items()):
-            limiter._promote(fut, priority)
+        for wait, limiter in list(self._waits.items()):
+            limiter.promote(wait, priority)
+
+    def follow(self, wait: asyncio.Future[Any], limiter: EndpointLimiter) -> None:
+        """Move ``wait``, queued in ``limiter``, to a better lane whenever the ticket is raised,
+        until :meth:`forget`."""
+        self._waits[wait] = limiter
+
+    def forget(self, wait: asyncio.Future[Any]) -> None:
+        """``wait`` is over."""
+        self._waits.pop(wait, None)
 
     @contextlib.contextmanager
     def bind(self) -> Iterator[None]:
@@ -144,31 +174,161 @@ class LimiterState:
     ceiling: int | None = None
     #: ... and the seconds until the configured count is back.
     ceiling_recovers_in: float = 0.0
+    #: Times the limiter found its store's state lost and held one period (quarantine).
+    quarantines: int = 0
+
+
+# ---------------------------------------------------------------------------- the AIMD rules
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """What 429s left behind on one shared limit, in its store's time; ``version`` grows with
+    every change (stores update it by compare-and-set).
+
+    Until ``cooldown_until`` nothing is admitted; until ``refuse_until`` callers are refused
+    instead of waiting. The rate runs at ``factor0`` of the configured one from the end of the
+    cool-down and recovers from there (:func:`factor`); no further decrease happens before
+    ``decrease_guard``. ``ceiling`` (0: none) is a count learned from ``X-RateLimit-Limit``,
+    recovering from ``ceiling_from`` on (:func:`effective_count`).
+    """
+
+    version: int = 0
+    cooldown_until: float = -math.inf
+    refuse_until: float = -math.inf
+    factor0: float = 1.0
+    decrease_guard: float = -math.inf
+    ceiling: int = 0
+    ceiling_from: float = -math.inf
+
+    def shifted(self, dt: float) -> LimitState:
+        """The same state with every time moved by ``dt`` (into another clock's frame)."""
+        return replace(
+            self,
+            cooldown_until=self.cooldown_until + dt,
+            refuse_until=self.refuse_until + dt,
+            decrease_guard=self.decrease_guard + dt,
+            ceiling_from=self.ceiling_from + dt,
+        )
+
+
+def factor(state: LimitState, now: float, period: float) -> float:
+    """Fraction of the configured rate in force at ``now`` (1.0: full rate): ``factor0`` through
+    the cool-down, then ``RATE_RECOVERY_STEP`` more per ``period``."""
+    f0 = state.factor0
+    if f0 >= 1.0:
+        return 1.0
+    since = now - state.cooldown_until
+    if since <= 0:
+        return f0
+    f = f0 + C.RATE_RECOVERY_STEP * since / period
+    return 1.0 if f >= 1.0 else f
+
+
+def effective_count(state: LimitState, now: float, rate: Rate) -> int:
+    """The count in force at ``now``: the configured one, or a lower one learned from a 429's
+    ``X-RateLimit-Limit``, which wins back ``RATE_RECOVERY_STEP`` of the configured count per
+    period once its cool-down is over (it never stays lowered for good)."""
+    base, count = state.ceiling, rate.count
+    if not base or base >= count:
+        return count
+    since = now - state.ceiling_from
+    if since <= 0:
+        return base
+    grown = base + int(count * C.RATE_RECOVERY_STEP * since / rate.period)
+    return count if grown >= count else grown
+
+
+def ceiling_recovers_in(state: LimitState, now: float, rate: Rate) -> float:
+    """Seconds from ``now`` until the configured count is in force again."""
+    base, count = state.ceiling, rate.count
+    if not base or base >= count:
+        return 0.0
+    end = state.ceiling_from + (count - base) * rate.period / (count * C.RATE_RECOVERY_STEP)
+    return max(0.0, end - now)
+
+
+def penalized(
+    state: LimitState,
+    now: float,
+    rate: Rate | None,
+    retry_after: float | None,
+    limit: int | None = None,
+    *,
+    cap: float = math.inf,
+) -> LimitState:
+    """The state after a 429 seen at ``now`` and charged to the shared limit ``rate``.
+
+    Cools down for ``retry_after`` seconds (one period when unknown), lowers the rate once per
+    cool-down, and takes ``limit`` (``X-RateLimit-Limit``) as a ceiling on the count that
+    recovers after the cool-down. A cool-down longer than ``cap`` (what callers wait at most)
+    refuses callers until it ends.
+    """
+    period = rate.period if rate is not None else 1.0
+    wait = retry_after if retry_after is not None else period * C.DEFAULT_COOLDOWN_PERIODS
+    until = max(state.cooldown_until, now + wait)
+    new = replace(state, version=state.version + 1, cooldown_until=until)
+    if wait > cap:
+        new = replace(new, refuse_until=max(state.refuse_until, until))
+    if rate is None:
+        return new
+    if limit is not None and 1 <= limit < effective_count(state, now, rate):
+        new = replace(new, ceiling=limit, ceiling_from=until)
+    if now >= state.decrease_guard:
+        f = max(C.RATE_MIN_FACTOR, factor(state, now, period) * C.RATE_DECREASE_FACTOR)
+        new = replace(new, factor0=f, decrease_guard=until)
+    return new
+
+
+# ---------------------------------------------------------------------------- store messages
+
+
+class Window(NamedTuple):
+    """One window a reservation must fit: ``limit`` sends in any ``span`` seconds, and at least
+    ``spacing`` seconds after the previous reservation (0: no spacing)."""
+
+    limit: int
+    span: float
+    spacing: float = 0.0
+
+
+class Reply(NamedTuple):
+    """A store's answer to a reservation."""
+
+    #: The store's clock when it answered.
+    now: float
+    #: 0.0: reserved; else seconds until one more send may fit.
+    wait: float = 0.0
+    #: The key's own window is what holds it back (not the shared one).
+    key_bound: bool = False
+    #: The current state, when the version asked with is not it (nothing was reserved).
+    state: LimitState | None = None
+    #: The reservation, for :meth:`WindowStore.confirm` and :meth:`WindowStore.release`.
+    token: Any = None
+    #: The store had lost its state (a restart): it now holds every caller for one period.
+    lost: bool = False
 
 
 class Slot:
     """One admission. Its time is the admission time until :meth:`mark` stamps the real send
-    time (the transport does so when the request goes out on its connection), so a request
-    held up by a token or connection set-up cannot make a later window look emptier than it
-    is. A request of which nothing went out gives its admission back with :meth:`release`.
+    time (the transport does so when the request goes out on its connection). A request of
+    which nothing went out gives its admission back with :meth:`release`. ``sent`` is True once
+    nothing is left to settle."""
 
-    The slot covers the shared window and, when it has one, the key's window. ``sent`` is True
-    once nothing is left to settle (stamped, released, or counted at admission)."""
+    __slots__ = ("_key", "_store", "_token", "sent", "time")
 
-    __slots__ = ("_key", "_keys", "_owner", "sent", "time")
-
-    def __init__(self, time: float, owner: WindowLog | None = None) -> None:
+    def __init__(
+        self,
+        time: float,
+        store: WindowStore | None = None,
+        token: Any = None,
+        key: str | None = None,
+    ) -> None:
         self.time = time
-        self.sent = owner is None
-        self._owner = owner
-        self._keys: KeyedWindows | None = None
-        self._key = ""
-
-    def _bind_key(self, keys: KeyedWindows, key: str) -> None:
-        """Settle ``key``'s pending admission in ``keys`` together with this slot."""
-        self._keys = keys
+        self.sent = store is None
+        self._store = store
+        self._token = token
         self._key = key
-        self.sent = False
 
     def mark(self, t: float) -> None:
         """The request went out at ``t`` (or may have: then ``t`` is now, never too early)."""
@@ -177,585 +337,53 @@ class Slot:
         self.sent = True
         if t > self.time:
             self.time = t
-        owner, keys = self._owner, self._keys
-        self._owner = self._keys = None
-        if owner is not None:
-            owner._pending -= 1
-        if keys is not None:
-            keys.mark(self._key, self.time)
+        assert self._store is not None
+        self._store.confirm(self._token, self._key, self.time)
 
     def release(self) -> None:
         """Nothing of the request went out and nothing will: its budget is given back."""
         if self.sent:
             return
         self.sent = True
-        owner, keys = self._owner, self._keys
-        self._owner = self._keys = None
-        if owner is not None:
-            owner._drop(self)
-        if keys is not None:
-            keys.release(self._key)
+        assert self._store is not None
+        self._store.release(self._token, self._key)
 
 
-#: A slot that needs no stamping (no shared window, admissions counted when admitted).
+#: The slot of a request no window counts (only cool-downs apply).
 SENT = Slot(0.0)
 
 
-class WindowLog:
-    """The pure bookkeeping of one shared limit: admission log, cool-down and AIMD factor.
-
-    ``earliest(now)`` is the first time an admission is allowed; ``admit(t)`` records one. Times
-    passed to ``admit`` must not decrease.
-    """
-
-    #: Largest ``count`` kept as an exact log; larger ones are counted in time slots.
-    MAX_LOG = 1024
-    SLOTS = 64
-
-    __slots__ = (
-        "_ceiling",
-        "_ceiling_from",
-        "_cooldown_until",
-        "_decrease_guard",
-        "_factor0",
-        "_in_slots",
-        "_log",
-        "_pending",
-        "_slot_width",
-        "_slots",
-        "_slotted",
-        "_span",
-        "_stamped",
-        "rate",
-        "recovery_step",
-    )
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        margin: float = C.DEFAULT_RATE_MARGIN,
-        recovery_step: float = C.RATE_RECOVERY_STEP,
-    ) -> None:
-        if not (0.0 <= margin < 1.0):
-            raise ValueError("margin must be in [0, 1)")
-        self.rate = rate
-        self.recovery_step = recovery_step
-        self._span = rate.period * (1.0 + margin)
-        # Only the last `count` admissions matter for the window. A Rate above MAX_LOG (limits
-        # lifted with a huge Rate) is kept in SLOTS time slots per span instead: admissions in
-        # every slot that can still touch the window are counted (stricter by at most one
-        # slot, 1/64 of the budget), in constant memory.
-        self._slotted = rate.count > self.MAX_LOG
-        self._log: deque[Slot] = deque()
-        #: Admissions not yet stamped with their send time, and whether any ever were.
-        self._pending = 0
-        self._stamped = False
-        self._slot_width = self._span / self.SLOTS
-        self._slots: deque[list[int]] = deque()
-        self._in_slots = 0
-        self._cooldown_until = -math.inf
-        self._decrease_guard = -math.inf
-        self._factor0 = 1.0
-        #: A count learned from ``X-RateLimit-Limit``, recovering from ``_ceiling_from`` on.
-        self._ceiling = rate.count
-        self._ceiling_from = -math.inf
-
-    @property
-    def cooldown_until(self) -> float:
-        return self._cooldown_until
-
-    def factor(self, now: float) -> float:
-        """Fraction of the configured rate in force at ``now`` (1.0 = full rate)."""
-        if self._factor0 >= 1.0:
-            return 1.0
-        since = now - self._cooldown_until
-        if since <= 0:
-            return self._factor0
-        f = self._factor0 + self.recovery_step * since / self.rate.period
-        return 1.0 if f >= 1.0 else f
-
-    def ceiling(self, now: float) -> int:
-        """The count in force at ``now``: the configured one, or a lower one learned from a
-        429's ``X-RateLimit-Limit``, which wins back ``recovery_step`` of the configured count
-        per period once its cool-down is over (it never stays lowered for good)."""
-        base = self._ceiling
-        count = self.rate.count
-        if base >= count:
-            return count
-        since = now - self._ceiling_from
-        if since <= 0:
-            return base
-        grown = base + int(count * self.recovery_step * since / self.rate.period)
-        return count if grown >= count else grown
-
-    def ceiling_recovers_in(self, now: float) -> float:
-        """Seconds from ``now`` until the configured count is in force again."""
-        count = self.rate.count
-        if self._ceiling >= count or self.recovery_step <= 0:
-            return 0.0 if self._ceiling >= count else math.inf
-        end = self._ceiling_from + (count - self._ceiling) * self.rate.period / (
-            count * self.recovery_step
-        )
-        return max(0.0, end - now)
-
-    def effective_count(self, now: float) -> int:
-        """The count in force at ``now`` (see :meth:`ceiling`)."""
-        return self.ceiling(now)
-
-    def recent(self, now: float) -> int:
-        """Requests in the window that ends at ``now``: those sent (or, unstamped, admitted)
-        within the last period, and those admitted but not sent yet."""
-        if self._slotted:
-            horizon = int(now // self._slot_width) - self.SLOTS
-            return sum(n for index, n in self._slots if index >= horizon)
-        edge = now - self._span
-        return sum(1 for slot in self._log if not slot.sent or slot.time > edge)
-
-    def nearly_full(self, now: float) -> bool:
-        """Whether the window that ends at ``now`` held nearly as many requests as the rate in
-        force allows: counting the request a 429 answered, more than ``SHARED_CHARGE_FILL`` of
-        that count (all of it for counts up to ten)."""
-        allowed = self.ceiling(now) * self.factor(now)
-        need = min(allowed, math.floor(allowed * C.SHARED_CHARGE_FILL) + 1)
-        return self.recent(now) >= need
-
-    def _drop(self, slot: Slot) -> None:
-        """A pending admission that will never be sent leaves the log: its budget is back."""
-        self._pending -= 1
-        with contextlib.suppress(ValueError):
-            self._log.remove(slot)
-
-    def earliest(self, now: float) -> float:
-        """The first time at or after ``now`` at which one more admission keeps the guarantee."""
-        t = now if now >= self._cooldown_until else self._cooldown_until
-        log = self._log
-        n = self._ceiling
-        if n < self.rate.count:
-            n = self.ceiling(t)
-        if self._slotted:
-            slots = self._slots
-            width = self._slot_width
-            horizon = int(t // width) - self.SLOTS  # slots before this cannot touch the window
-            while slots and slots[0][0] < horizon:
-                self._in_slots -= slots.popleft()[1]
-            if self._in_slots >= n and slots:
-                # (a millionth of a slot past the boundary, so float rounding cannot
-                # leave the oldest slot counted at the time returned)
-                edge = (slots[0][0] + self.SLOTS + 1 + 1e-6) * width
-                if edge > t:
-                    t = edge
-        elif len(log) >= n:
-            edge = self._stamped_edge(t, now, n) if self._stamped else log[-n].time + self._span
-            if edge > t:
-                t = edge
-        if self._factor0 < 1.0 and log:
-            f = self.factor(t)
-            if f < 1.0:
-                spaced = log[-1].time + self._span / (n * f)
-                if spaced > t:
-                    t = spaced
-        return t
-
-    def _stamped_edge(self, t: float, now: float, n: int) -> float:
-        """The first time one more send keeps the window, counting sends as they really went
-        out: a request still pending will go out at or after now, so it is in any window that
-        starts after now; sends can come out of admission order."""
-        span = self._span
-        log = self._log
-        # Sends a whole span old can never share a window with a later request again.
-        if any(slot.sent and slot.time <= now - span for slot in log):
-            kept = [slot for slot in log if not (slot.sent and slot.time <= now - span)]
-            log.clear()
-            log.extend(kept)
-        pending = self._pending
-        if pending >= n:
-            return max(t, now + min(0.01, span / 100))  # wait for one of them to go out
-        sent = sorted(slot.time for slot in log if slot.sent)
-        allowed = n - 1 - pending  # sends that may share the new request's window
-        if len(sent) <= allowed:
-            return t
-        return sent[len(sent) - allowed - 1] + span
-
-    def admit(self, t: float, *, pending: bool = False) -> Slot:
-        """Record an admission at ``t``; with ``pending`` its send time is stamped later."""
-        if pending and not self._slotted:
-            slot = Slot(t, self)
-            self._pending += 1
-            self._stamped = True
-        else:
-            slot = Slot(t)
-        log = self._log
-        log.append(slot)
-        if not self._stamped:
-            # Only the last `count` admissions matter (one for the slotted mode's spacing).
-            keep = 1 if self._slotted else self.rate.count
-            while len(log) > keep:
-                log.popleft()
-        if self._slotted:
-            index = int(t // self._slot_width)
-            slots = self._slots
-            if slots and slots[-1][0] == index:
-                slots[-1][1] += 1
-            else:
-                slots.append([index, 1])
-            self._in_slots += 1
-        return slot
-
-    def penalize(self, now: float, retry_after: float | None, limit: int | None = None) -> None:
-        """Account for a 429 seen at ``now``.
-
-        Cools down for ``retry_after`` seconds (one period when unknown), lowers the rate once
-        per cool-down, and takes ``limit`` (``X-RateLimit-Limit``) as a ceiling on ``count``
-        that recovers after the cool-down (see :meth:`ceiling`).
-        """
-        wait = (
-            retry_after
-            if retry_after is not None
-            else self.rate.period * (C.DEFAULT_COOLDOWN_PERIODS)
-        )
-        current = self.factor(now)  # before the new cool-down moves the recovery anchor
-        until = now + wait
-        if until > self._cooldown_until:
-            self._cooldown_until = until
-        if limit is not None and 1 <= limit < self.ceiling(now):
-            self._ceiling = limit
-            self._ceiling_from = self._cooldown_until
-        if now >= self._decrease_guard:
-            self._factor0 = max(C.RATE_MIN_FACTOR, current * C.RATE_DECREASE_FACTOR)
-            self._decrease_guard = self._cooldown_until
-
-    def effective_per_second(self, now: float) -> float:
-        return self.ceiling(now) / self.rate.period * self.factor(now)
+def _divided(count: int, span: float, share: int) -> tuple[int, float]:
+    """``count`` per ``span`` divided among ``share`` processes, rounded so the sum never
+    exceeds it."""
+    if share <= 1:
+        return count, span
+    if count >= share:
+        return count // share, span
+    return 1, span * math.ceil(share / count)
 
 
-class KeyedWindows:
-    """Per-key sliding windows (e.g. per ICCID) whose state is dropped once its window passed.
-
-    Live state is one float (or a short sorted tuple of floats when ``count > 1``) per key in
-    one dict kept in order of last admission, so eviction pops expired keys from the front in
-    O(1) each. An admission made ``pending`` is recorded when its request is sent
-    (:meth:`mark`, at the send time) or dropped (:meth:`release`); until then it counts as
-    going out at or after any time asked about.
-    """
-
-    __slots__ = ("_admits", "_count", "_logs", "_pending", "_spacing", "_span", "rate")
-
-    #: Per-key logs keep at most this many times; a larger ``count`` is kept by spacing a key's
-    #: admissions period/count apart (one float per key), so a huge Rate costs no memory.
-    MAX_PER_KEY = 128
-
-    def __init__(self, rate: Rate, *, margin: float = C.DEFAULT_RATE_MARGIN) -> None:
-        self.rate = rate
-        self._span = rate.period * (1.0 + margin)
-        self._spacing = self._span / rate.count if rate.count > self.MAX_PER_KEY else 0.0
-        self._count = 1 if self._spacing else rate.count
-        self._logs: dict[str, float | tuple[float, ...]] = {}
-        #: key -> admissions not sent yet.
-        self._pending: dict[str, int] = {}
-        self._admits = 0
-
-    def __len__(self) -> int:
-        return len(self._logs)
-
-    def earliest(self, key: str, now: float) -> float:
-        entry = self._logs.get(key)
-        pending = self._pending.get(key, 0) if self._pending else 0
-        count = self._count
-        if pending:
-            if pending >= count:
-                # Every admission the key may have in a window is still on its way out: wait
-                # for one of them to be sent (or given back).
-                return now + min(0.01, self._span / 100)
-            need = count - pending  # the sends that must have left the window
-        else:
-            need = count
-        if entry is None:
-            return now
-        if isinstance(entry, float):
-            if need > 1:
-                return now
-            edge = entry + (self._spacing or self._span)
-        else:
-            if len(entry) < need:
-                return now
-            edge = entry[-need] + self._span
-        return edge if edge > now else now
-
-    def admit(self, key: str, t: float, *, pending: bool = False) -> bool:
-        """Record an admission of ``key`` at ``t``. With ``pending`` (and a per-key log) it is
-        recorded later by :meth:`mark` or dropped by :meth:`release`; returns whether so."""
-        if pending and not self._spacing:
-            self._pending[key] = self._pending.get(key, 0) + 1
-            return True
-        self._record(key, t)
-        return False
-
-    def mark(self, key: str, t: float) -> None:
-        """A pending admission of ``key`` was sent at ``t``."""
-        self._settle(key)
-        self._record(key, t)
-
-    def release(self, key: str) -> None:
-        """A pending admission of ``key`` will never be sent: it is forgotten."""
-        self._settle(key)
-
-    def _settle(self, key: str) -> None:
-        left = self._pending.get(key, 0) - 1
-        if left > 0:
-            self._pending[key] = left
-        else:
-            self._pending.pop(key, None)
-
-    def _record(self, key: str, t: float) -> None:
-        logs = self._logs
-        entry = logs.pop(key, None)
-        count = self._count
-        if entry is None:
-            logs[key] = t
-        elif isinstance(entry, float):
-            if count == 1:
-                logs[key] = t if t > entry else entry
-            else:
-                logs[key] = (entry, t) if t >= entry else (t, entry)
-        elif t >= entry[-1]:
-            logs[key] = (*entry[-(count - 1) :], t)
-        else:  # sends can go out in another order than they were admitted
-            logs[key] = tuple(sorted((*entry, t)))[-count:]
-        self._admits += 1
-        if self._admits & 63 == 0:  # amortised: expired keys go within 64 admissions
-            self.evict(t)
-
-    def evict(self, now: float) -> None:
-        """Drop every key whose last admission has left the window."""
-        logs = self._logs
-        span = self._span
-        while logs:
-            key = next(iter(logs))
-            entry = logs[key]
-            last = entry if isinstance(entry, float) else entry[-1]
-            if last + span > now:
-                break
-            del logs[key]
-
-
-class SharedLimiter:
-    """An async, fair, two-lane limiter over one :class:`WindowLog`.
-
-    Waiters queue FIFO per lane; an interactive waiter is served before any bulk waiter, and bulk
-    waiters take every slot no interactive waiter wants (work-conserving). A cancelled waiter
-    gives its place up. With ``rate=None`` nothing is limited but cool-downs still apply.
-    """
-
-    def __init__(
-        self,
-        rate: Rate | None,
-        *,
-        clock: Clock,
-        margin: float = C.DEFAULT_RATE_MARGIN,
-        name: str = "",
-        stamp_sends: bool = False,
-    ) -> None:
-        self.name = name
-        self._clock = clock
-        self._stamp = stamp_sends
-        self._window = WindowLog(rate, margin=margin) if rate is not None else None
-        self._cooldown_until = -math.inf  # used when rate is None
-        self._lanes: tuple[deque[asyncio.Future[Slot]], deque[asyncio.Future[Slot]]] = (
-            deque(),
-            deque(),
-        )
-        self._dispatcher: asyncio.Task[None] | None = None
-        self._closed = False
-        #: Until then a cool-down lasts longer than callers wait: they are refused instead.
-        self._refuse_until = -math.inf
-
-    @property
-    def rate(self) -> Rate | None:
-        return self._window.rate if self._window is not None else None
-
-    def check(self, now: float) -> None:
-        """Raise :class:`RateLimitedError` while a cool-down lasts that callers do not wait
-        for (see :meth:`penalize`), with the seconds it has left as ``retry_after``."""
-        left = self._refuse_until - now
-        if left > 0.0:
-            raise cooldown_refusal(self.name, left)
-
-    def nearly_full(self, now: float) -> bool:
-        """Whether the window that ends at ``now`` held nearly its count (False unlimited)."""
-        return self._window is not None and self._window.nearly_full(now)
-
-    def ceiling(self, now: float) -> int | None:
-        """The count in force while a lower one learned from a header recovers, else None."""
-        window = self._window
-        if window is None:
-            return None
-        count = window.ceiling(now)
-        return count if count < window.rate.count else None
-
-    def ceiling_recovers_in(self, now: float) -> float:
-        """Seconds until the configured count is in force again (0.0 when it is)."""
-        return self._window.ceiling_recovers_in(now) if self._window is not None else 0.0
-
-    def earliest(self, now: float) -> float:
-        if self._window is not None:
-            return self._window.earliest(now)
-        return now if now >= self._cooldown_until else self._cooldown_until
-
-    def _admit(self, now: float) -> Slot:
-        if self._window is not None:
-            return self._window.admit(now, pending=self._stamp)
-        return SENT
-
-    @property
-    def cooldown_until(self) -> float:
-        return self._window.cooldown_until if self._window is not None else self._cooldown_until
-
-    def waiters(self) -> int:
-        return sum(1 for lane in self._lanes for f in lane if not f.done())
-
-    def try_acquire(self, now: float) -> Slot | None:
-        """Count one request at ``now`` if it may go at once (nobody queued, budget free)."""
-        lanes = self._lanes
-        if not lanes[0] and not lanes[1] and not self._closed and self.earliest(now) <= now:
-            return self._admit(now)
-        return None
-
-    async def acquire(self, priority: Priority = Priority.INTERACTIVE) -> Slot:
-        """Wait until one request may be sent, and count it. Mark the returned slot when the
-        request goes out, or release it if nothing goes out (it is released for you if you
-        are cancelled first).
-
-        Raises:
-            RateLimitedError: a cool-down callers do not wait for is on (see ``penalize``).
-            LimiterClosedError: the limiter was closed.
-        """
-        if self._closed:
-            raise LimiterClosedError(f"limiter {self.name!r} is closed")
-        now = self._clock.now()
-        self.check(now)
-        lanes = self._lanes
-        if not lanes[0] and not lanes[1] and self.earliest(now) <= now:
-            return self._admit(now)
-        ticket = _TICKET.get()
-        if ticket is not None and ticket.priority < priority:
-            priority = ticket.priority
-        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
-        lanes[priority].append(fut)
-        if ticket is not None and priority > Priority.INTERACTIVE:
-            ticket._waits[fut] = self  # it may be promoted while it waits
-        if self._dispatcher is None:
-            self._dispatcher = asyncio.get_running_loop().create_task(
-                self._dispatch(), name=f"esim_async limiter {self.name}"
-            )
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                fut.result().release()  # admitted, but nothing will be sent
-            raise
-        finally:
-            if ticket is not None:
-                ticket._waits.pop(fut, None)
-
-    def _promote(self, fut: asyncio.Future[Slot], priority: Priority) -> None:
-        """Move a queued wait to the lane of ``priority`` (a better one), behind its waiters."""
-        if fut.done():
-            return
-        lanes = self._lanes
-        for lane in lanes[priority + 1 :]:
-            if fut in lane:
-                lane.remove(fut)
-                lanes[priority].append(fut)
-                return
-
-    def _head(self) -> asyncio.Future[Slot] | None:
-        for lane in self._lanes:
-            while lane and lane[0].done():
-                lane.popleft()
-            if lane:
-                return lane[0]
-        return None
-
-    async def _dispatch(self) -> None:
-        clock = self._clock
-        try:
-            while True:
-                head = self._head()
-                if head is None:
-                    return
-                now = clock.now()
-                t = self.earliest(now)
-                if t > now:
-                    await clock.sleep(t - now)
-                    continue
-                slot = self._admit(now)
-                # The head may be in either lane; pop it from the lane that holds it.
-                for lane in self._lanes:
-                    if lane and lane[0] is head:
-                        lane.popleft()
-                        break
-                head.set_result(slot)
-        finally:
-            self._dispatcher = None
-
-    def penalize(
-        self, retry_after: float | None, limit: int | None = None, *, waitable: bool = True
-    ) -> None:
-        """A 429 charged to this limit: every caller cools down (see
-        :meth:`WindowLog.penalize`).
-
-        With ``waitable=False`` the cool-down lasts longer than callers wait: until it ends,
-        :meth:`acquire` raises :class:`RateLimitedError` at once instead of waiting, and the
-        callers already queued get that error now.
-        """
-        now = self._clock.now()
-        if self._window is not None:
-            self._window.penalize(now, retry_after, limit)
-        elif retry_after is not None:
-            self._cooldown_until = max(self._cooldown_until, now + retry_after)
-        if waitable:
-            return
-        until = self.cooldown_until
-        if until > self._refuse_until:
-            self._refuse_until = until
-        left = self._refuse_until - now
-        if left > 0.0:
-            for lane in self._lanes:
-                while lane:
-                    fut = lane.popleft()
-                    if not fut.done():
-                        fut.set_exception(cooldown_refusal(self.name, left))
-
-    def effective_per_second(self) -> float | None:
-        if self._window is None:
-            return None
-        return self._window.effective_per_second(self._clock.now())
-
-    async def aclose(self) -> None:
-        self._closed = True
-        task = self._dispatcher
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for lane in self._lanes:
-            while lane:
-                fut = lane.popleft()
-                if not fut.done():
-                    fut.set_exception(LimiterClosedError(f"limiter {self.name!r} is closed"))
+_Entry = tuple["asyncio.Future[Slot | float]", str | None]
 
 
 class EndpointLimiter:
-    """The limits of one endpoint: a shared limit (e.g. per company) and a per-key limit.
+    """The limits of one endpoint: a shared limit (e.g. per company) and a per-key limit, kept
+    in ``store`` (in memory by default).
 
-    ``acquire(key)`` waits for the key's window first (that wait spends no shared budget), then
-    for the shared limiter, and admits the key at the moment the shared limiter admitted it.
-    With ``stamp_sends`` both admissions are stamped with the real send time (or given back)
-    through the returned :class:`Slot`, so both guarantees hold for what the server sees.
+    ``acquire(key)`` returns a :class:`Slot` once both windows have room: the fast path asks the
+    store at once; otherwise the caller queues in its priority lane (interactive first, FIFO
+    within a lane) and the dispatcher asks for the head of the queue, sleeping until the store
+    says room comes. A caller held back by its own key's window steps out of the queue for that
+    wait. A cancelled caller gives its place (or its slot) back; closing fails every waiter.
 
-    A 429 is charged to the limit the evidence points to (see :meth:`penalize`): the shared
-    limit, or one key's own cool-down.
+    With ``stamp_sends`` each slot counts from the moment it is marked (the transport marks it
+    when the request goes out) and must be marked or released; otherwise from its admission.
+
+    ``fail_open=N`` (a shared store only): when the store cannot be reached the limiter keeps
+    going on a local in-memory store at ``budget / N``, tries the shared store again once per
+    shared period, and once it is back waits one shared period before using it. Without it
+    (fail closed) every queued caller gets the store's :class:`BackendUnavailableError`
+    together.
     """
 
     def __init__(
@@ -767,74 +395,90 @@ class EndpointLimiter:
         clock: Clock,
         margin: float = C.DEFAULT_RATE_MARGIN,
         stamp_sends: bool = False,
+        store: WindowStore | None = None,
+        fail_open: int | None = None,
     ) -> None:
+        if not (0.0 <= margin < 1.0):
+            raise ValueError("margin must be in [0, 1)")
+        if store is None:
+            from .backends.memory import MemoryStore
+
+            store = MemoryStore(clock)
         self.name = name
+        self.rate = shared
+        self.per_key = per_key
         self._clock = clock
-        self._shared = SharedLimiter(
-            shared, clock=clock, margin=margin, name=name, stamp_sends=stamp_sends
-        )
-        self._keys = KeyedWindows(per_key, margin=margin) if per_key is not None else None
+        self._span = shared.period * (1.0 + margin) if shared is not None else 0.0
+        self._key_span = per_key.period * (1.0 + margin) if per_key is not None else 0.0
         self._stamp = stamp_sends
+        self._primary: WindowStore = store
+        self._store: WindowStore = store
+        self._fail_open = fail_open
+        #: The share of the budget in use (``fail_open`` on the local fallback, else 1).
+        self._share = 1
+        self._state = LimitState()
+        #: The store's clock minus ours (both tick alike; a reply resets it).
+        self._offset = 0.0
+        self._probe_at = math.inf
+        self._hold_until = -math.inf
+        self._lanes: tuple[deque[_Entry], deque[_Entry]] = (deque(), deque())
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._closed = False
         #: key -> (end of its own cool-down, whether callers are refused rather than wait).
         self._key_holds: dict[str, tuple[float, bool]] = {}
-        self._prune_holds_at = 64
         self._last_headers: Mapping[str, str] = {}
         #: Total seconds callers spent waiting here (for ``client.stats``).
         self.waited = 0.0
+        #: Times the store's state was found lost (each held every caller one period).
+        self.quarantines = 0
+
+    # ------------------------------------------------------------------------------ acquire
 
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
     ) -> Slot:
-        """Wait for both limits; returns the slot, to be marked when the request goes out or
-        released if nothing of it does (the transport does this).
+        """Wait until one request (for ``key``) may be sent, and count it. Mark the returned
+        slot when the request goes out, or release it if nothing goes out (it is released for
+        you if you are cancelled first).
 
         Raises:
             RateLimitedError: the endpoint or this key cools down for longer than callers
                 wait (see :meth:`penalize`); ``retry_after`` says for how long still.
             LimiterClosedError: the limiter was closed.
+            BackendUnavailableError: the store could not be reached (fail closed).
         """
         clock = self._clock
-        shared = self._shared
         start = clock.now()
-        if key is None:
-            slot = shared.try_acquire(start)
-            if slot is None:
-                slot = await shared.acquire(priority)
-                self.waited += clock.now() - start
-            return slot
-        # Fast path (the common case): both budgets free now, nobody queued.
-        if self._key_ready(key, start) <= start:
-            slot = shared.try_acquire(start)
-            if slot is not None:
-                return self._bind(slot, key, start)
         while True:
-            now = clock.now()
-            t = self._key_ready(key, now)
-            if t > now:
-                shared.check(now)  # a cool-down nobody waits for is not waited for here either
-                await clock.sleep(t - now)
-                continue
-            slot = await shared.acquire(priority)
-            now = clock.now()
-            try:
-                ready = self._key_ready(key, now) <= now
-            except BaseException:
-                slot.release()
-                raise
-            if ready:
-                break
-            # Another request for this key went first while we waited: nothing was sent, so
-            # the shared permit goes back; wait for the key again.
-            slot.release()
-        self.waited += clock.now() - start
-        return self._bind(slot, key, now)
+            if self._closed:
+                raise LimiterClosedError(f"limiter {self.name!r} is closed")
+            wait = self._held(key, clock.now())
+            if wait <= 0.0:
+                got: Slot | tuple[float, bool] | None = None
+                if not self._lanes[0] and not self._lanes[1]:
+                    got = await self._try(key)
+                    if not isinstance(got, Slot) and not got[1]:
+                        got = None  # the shared window is full: queue for it
+                if got is None:
+                    got = await self._queue(key, priority)
+                if isinstance(got, Slot):
+                    break
+                wait = got[0]  # the key's own window: wait outside the queue
+            await clock.sleep(wait)
+        waited = clock.now() - start
+        if waited > 0.0:
+            self.waited += waited
+        return got
 
-    def _key_ready(self, key: str, now: float) -> float:
-        """When ``key`` may go: after its window and its own cool-down. Raises
-        :class:`RateLimitedError` while that cool-down lasts longer than callers wait."""
-        t = now
+    def _held(self, key: str | None, now: float) -> float:
+        """Seconds this process holds a request for ``key`` back for the key's own cool-down.
+        Raises RateLimitedError while a cool-down lasts that callers do not wait for."""
+        left = self._state.refuse_until - (now + self._offset)
+        if left > 0.0:
+            raise cooldown_refusal(self.name, left)
+        wait = 0.0
         holds = self._key_holds
-        if holds:
+        if key is not None and holds:
             hold = holds.get(key)
             if hold is not None:
                 until, refused = hold
@@ -842,87 +486,264 @@ class EndpointLimiter:
                     del holds[key]
                 elif refused:
                     raise cooldown_refusal(self.name, until - now, key_limited=True)
+                elif until - now > wait:
+                    wait = until - now
+        return wait
+
+    def _windows(self, key: str | None, now: float) -> tuple[Window | None, Window | None]:
+        """The windows a request for ``key`` must fit at ``now`` (the store's time)."""
+        shared = None
+        rate = self.rate
+        if rate is not None:
+            state = self._state
+            count, span = _divided(effective_count(state, now, rate), self._span, self._share)
+            f = factor(state, now, rate.period)
+            shared = Window(count, span, span / (count * f) if f < 1.0 else 0.0)
+        per_key = None
+        if key is not None and self.per_key is not None:
+            per_key = Window(*_divided(self.per_key.count, self._key_span, self._share))
+        return shared, per_key
+
+    async def _try(self, key: str | None) -> Slot | tuple[float, bool]:
+        """Ask the store for one send for ``key`` now: the slot, or (seconds to wait, whether
+        the key's own window is what holds it back)."""
+        clock = self._clock
+        while True:
+            store = self._store
+            if store is not self._primary and clock.now() >= self._probe_at:
+                await self._probe()
+                continue
+            hold = self._hold_until - clock.now()
+            if hold > 0.0:
+                return hold, False
+            state = self._state
+            shared, per_key = self._windows(key, clock.now() + self._offset)
+            if shared is None and per_key is None:
+                wait = state.cooldown_until - (clock.now() + self._offset)
+                return (wait, False) if wait > 0.0 else SENT
+            try:
+                reply = await store.reserve(
+                    shared, key, per_key, not_before=state.cooldown_until, version=state.version
+                )
+            except BackendUnavailableError as exc:
+                if self._fail_open is None or store is not self._primary:
+                    raise
+                self._fall_back(exc)
+                continue
+            now = clock.now()
+            self._offset = reply.now - now
+            if reply.state is not None:
+                if reply.lost:
+                    self.quarantines += 1
+                    logger.warning("limiter %s: its store lost its state; holding", self.name)
+                self._state = reply.state
+                continue
+            if reply.wait > 0.0:
+                return reply.wait, reply.key_bound
+            slot = Slot(now, store, reply.token, key if per_key is not None else None)
+            if not self._stamp:
+                slot.mark(now)
+            return slot
+
+    async def _queue(self, key: str | None, priority: Priority) -> Slot | tuple[float, bool]:
+        """Wait in the lane of ``priority`` (or of the task's ticket, if better) for the
+        dispatcher: a slot, or (seconds, True) to wait for the key's own window."""
+        ticket = _TICKET.get()
+        if ticket is not None and ticket.priority < priority:
+            priority = ticket.priority
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Slot | float] = loop.create_future()
+        self._lanes[priority].append((fut, key))
+        if ticket is not None and priority > Priority.INTERACTIVE:
+            ticket.follow(fut, self)  # it may be promoted while it waits
+        if self._dispatcher is None:
+            self._dispatcher = loop.create_task(
+                self._dispatch(), name=f"esim_async limiter {self.name}"
+            )
+        try:
+            got = await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                admitted = fut.result()
+                if isinstance(admitted, Slot):
+                    admitted.release()  # admitted, but nothing will be sent
+            raise
+        finally:
+            if ticket is not None:
+                ticket.forget(fut)
+        return got if isinstance(got, Slot) else (got, True)
+
+    async def _dispatch(self) -> None:
+        try:
+            while (head := self._head()) is not None:
+                fut, key = head
+                try:
+                    got = await self._try(key)
+                except Exception as exc:  # the store failed: fail closed, every caller at once
+                    self._fail_waiters(lambda exc=exc: exc)  # type: ignore[misc]
+                    return
+                if not isinstance(got, Slot) and not got[1]:
+                    await self._clock.sleep(got[0])
+                    continue
+                self._remove(head)
+                if fut.done():  # cancelled while the store answered
+                    if isinstance(got, Slot):
+                        got.release()
                 else:
-                    t = until
-        keys = self._keys
-        if keys is not None:
-            edge = keys.earliest(key, now)
-            if edge > t:
-                t = edge
-        return t
+                    fut.set_result(got if isinstance(got, Slot) else got[0])
+        finally:
+            self._dispatcher = None
 
-    def _bind(self, slot: Slot, key: str, t: float) -> Slot:
-        """Admit ``key`` at ``t`` along with ``slot``; a pending key admission is settled
-        (stamped or released) with the slot."""
-        keys = self._keys
-        if keys is not None and keys.admit(key, t, pending=self._stamp):
-            if slot is SENT:
-                slot = Slot(t)
-            slot._bind_key(keys, key)
-        return slot
+    def _head(self) -> _Entry | None:
+        for lane in self._lanes:
+            while lane and lane[0][0].done():
+                lane.popleft()
+            if lane:
+                return lane[0]
+        return None
 
-    def penalize(
+    def _remove(self, entry: _Entry) -> None:
+        for lane in self._lanes:
+            if lane and lane[0] is entry:
+                lane.popleft()
+                return
+        for lane in self._lanes:  # promoted while the store answered
+            if entry in lane:
+                lane.remove(entry)
+                return
+
+    def promote(self, wait: asyncio.Future[Any], priority: Priority) -> None:
+        """Move a queued ``wait`` to the lane of ``priority`` (a better one), behind the
+        waiters already there (see :class:`QueueTicket`)."""
+        lanes = self._lanes
+        for lane in lanes[priority + 1 :]:
+            for entry in lane:
+                if entry[0] is wait:
+                    lane.remove(entry)
+                    lanes[priority].append(entry)
+                    return
+
+    def _fail_waiters(self, error: Callable[[], BaseException]) -> None:
+        for lane in self._lanes:
+            while lane:
+                fut, _ = lane.popleft()
+                if not fut.done():
+                    fut.set_exception(error())
+
+    # ------------------------------------------------------------------------------ fail open
+
+    def _fall_back(self, exc: Exception) -> None:
+        from .backends.memory import MemoryStore
+
+        share = self._fail_open or 1
+        logger.warning(
+            "limiter %s: store unavailable (%s); local limits at 1/%d of the budget",
+            self.name,
+            exc,
+            share,
+        )
+        state = self._state.shifted(-self._offset)
+        self._store = MemoryStore(self._clock, state)
+        self._state, self._offset, self._share = state, 0.0, share
+        self._probe_at = self._clock.now() + (self._span or self._key_span)
+
+    async def _probe(self) -> None:
+        """On the local fallback: go back to the shared store if it answers, after one shared
+        period, so that local admissions and the shared store's never add up in one window."""
+        try:
+            state, now, _ = await self._primary.load(None)
+        except BackendUnavailableError:
+            self._probe_at = self._clock.now() + (self._span or self._key_span)
+            return
+        logger.warning("limiter %s: store back; shared limits again", self.name)
+        self._store, self._share, self._probe_at = self._primary, 1, math.inf
+        self._state, self._offset = state, now - self._clock.now()
+        self._hold_until = self._clock.now() + (self._span or self._key_span)
+
+    # ------------------------------------------------------------------------------ 429s
+
+    async def penalize(
         self,
         retry_after: float | None,
         limit: int | None = None,
         *,
         key: str | None = None,
-        waitable: bool = True,
+        cap: float = math.inf,
     ) -> None:
         """Account for a 429 (``retry_after``: its ``Retry-After``; ``limit``: its
         ``X-RateLimit-Limit``) of a request for ``key``, charged to the limit that tripped it.
 
         The shared limit is charged (every caller cools down, the rate drops, ``limit`` becomes
-        a ceiling that recovers) when no key is given, or when our window held nearly its count
-        and neither a ``Retry-After`` longer than the shared period nor a ``limit`` equal to
-        the per-key count points elsewhere. Otherwise only ``key`` cools down, whatever
-        ``limit`` says (another process may use the same key, or its real limit is lower).
+        a ceiling that recovers) when no key is given, or when the shared window held nearly
+        its count and the headers do not point elsewhere: a ``Retry-After`` longer than the
+        shared period, or (with a per-key limit) a ``limit`` other than the shared count.
+        Otherwise only ``key`` cools down, in this process, whatever ``limit`` says (another
+        process may use the same key, or its real limit is lower).
 
-        With ``waitable=False`` (the cool-down is longer than callers wait), calls that would
-        wait for it raise :class:`RateLimitedError` at once until it ends.
+        A cool-down (``Retry-After``, or the default of one period) longer than ``cap``, the
+        longest callers wait, is not waited for: calls that would wait for it raise
+        :class:`RateLimitedError` at once until it ends, queued ones now.
         """
-        now = self._clock.now()
-        if key is None or self._charges_shared(now, retry_after, limit):
-            self._shared.penalize(retry_after, limit, waitable=waitable)
+        rate = self.rate
+        if key is not None and (rate is None or not self._may_be_shared(rate, retry_after, limit)):
+            self._hold_key(key, retry_after, cap)
             return
-        if retry_after is None:
-            rate = self._keys.rate if self._keys is not None else self._shared.rate
-            retry_after = (rate.period if rate is not None else 1.0) * C.DEFAULT_COOLDOWN_PERIODS
-        until = now + retry_after
-        refused = not waitable
-        old = self._key_holds.pop(key, None)
-        if old is not None and old[0] > now:
-            until = max(until, old[0])
-            refused = refused or old[1]
-        self._key_holds[key] = (until, refused)
-        if len(self._key_holds) >= self._prune_holds_at:
-            self._prune_holds(now)
-            self._prune_holds_at = max(64, 2 * len(self._key_holds))
+        clock = self._clock
+        store = self._store
+        shared, _ = self._windows(None, clock.now() + self._offset)
+        try:
+            state, now, held = await store.load(shared)
+            if key is not None and rate is not None:
+                count = _divided(effective_count(state, now, rate), self._span, self._share)[0]
+                allowed = count * factor(state, now, rate.period)
+                if held < min(allowed, math.floor(allowed * C.SHARED_CHARGE_FILL) + 1):
+                    self._hold_key(key, retry_after, cap)
+                    return
+            while True:
+                new = penalized(state, now, rate, retry_after, limit, cap=cap)
+                done, state = await store.swap(state.version, new)
+                if done:
+                    break
+        except BackendUnavailableError:  # at least this process backs off
+            now = clock.now() + self._offset
+            state = penalized(self._state, now, rate, retry_after, limit, cap=cap)
+        self._state, self._offset = state, now - clock.now()
+        left = state.refuse_until - now
+        if left > 0.0:
+            self._fail_waiters(lambda: cooldown_refusal(self.name, left))
 
-    def _charges_shared(self, now: float, retry_after: float | None, limit: int | None) -> bool:
-        """Whether a 429 of a keyed request is the shared limit's (see :meth:`penalize`)."""
-        rate = self._shared.rate
-        if rate is None:
-            return False
+    def _may_be_shared(self, rate: Rate, retry_after: float | None, limit: int | None) -> bool:
+        """Whether a keyed 429's headers leave the shared limit as the one it tripped: not a
+        ``Retry-After`` longer than any window of the shared period asks for, nor (when the key
+        has a limit of its own) an ``X-RateLimit-Limit`` other than the shared count."""
         if retry_after is not None and retry_after > max(1.0, math.ceil(rate.period)):
-            return False  # a window of the shared period never asks to wait that long
-        per_key = self._keys.rate if self._keys is not None else None
-        if (
-            limit is not None
-            and per_key is not None
-            and limit == per_key.count
-            and limit != rate.count
-        ):
             return False
-        return self._shared.nearly_full(now)
+        return limit is None or self.per_key is None or limit == rate.count
+
+    def _hold_key(self, key: str, retry_after: float | None, cap: float) -> None:
+        now = self._clock.now()
+        if retry_after is None:
+            rate = self.per_key or self.rate
+            retry_after = (rate.period if rate is not None else 1.0) * C.DEFAULT_COOLDOWN_PERIODS
+        until, refused = now + retry_after, retry_after > cap
+        holds = self._key_holds
+        old = holds.pop(key, None)
+        if old is not None and old[0] > now:
+            until, refused = max(until, old[0]), refused or old[1]
+        holds[key] = (until, refused)
+        if len(holds) >= 64:
+            self._prune_holds(now)
 
     def _prune_holds(self, now: float) -> None:
         holds = self._key_holds
         for key in [k for k, (until, _) in holds.items() if until <= now]:
             del holds[key]
 
+    # ------------------------------------------------------------------------------ state
+
     def record_headers(self, headers: Mapping[str, str]) -> None:
-        # Kept as given (no copy on the hot path); filtered when state() is read.
+        """Remember the last ``X-RateLimit-*`` headers seen (kept as given; filtered when
+        :meth:`state` is read)."""
         self._last_headers = headers
 
     @property
@@ -934,29 +755,48 @@ class EndpointLimiter:
             if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
         }
 
+    def waiters(self) -> int:
+        """Callers queued for the shared window."""
+        return sum(1 for lane in self._lanes for fut, _ in lane if not fut.done())
+
     def state(self) -> LimiterState:
+        """A snapshot for ``client.rate_limit_state()`` (times on the limiter's clock)."""
         now = self._clock.now()
-        cd = self._shared.cooldown_until
-        if self._keys is not None:
-            self._keys.evict(now)
+        s, offset = self._state, self._offset
+        rate = self.rate
+        ceiling, per_second, recovers = None, None, 0.0
+        if rate is not None:
+            count = effective_count(s, now + offset, rate)
+            ceiling = count if count < rate.count else None
+            per_second = count / rate.period * factor(s, now + offset, rate.period)
+            recovers = ceiling_recovers_in(s, now + offset, rate)
         self._prune_holds(now)
         return LimiterState(
             name=self.name,
-            configured=self._shared.rate,
-            per_key=self._keys.rate if self._keys is not None else None,
-            effective_per_second=self._shared.effective_per_second(),
-            cooldown_until=cd,
-            cooldown_remaining=max(0.0, cd - now),
-            waiters=self._shared.waiters(),
-            live_keys=len(self._keys) if self._keys is not None else 0,
-            last_headers=dict(self.last_headers),
+            configured=rate,
+            per_key=self.per_key,
+            effective_per_second=per_second,
+            cooldown_until=s.cooldown_until - offset,
+            cooldown_remaining=max(0.0, s.cooldown_until - offset - now),
+            waiters=self.waiters(),
+            live_keys=self._store.live_keys(),
+            last_headers=self.last_headers,
             key_cooldowns=len(self._key_holds),
-            ceiling=self._shared.ceiling(now),
-            ceiling_recovers_in=self._shared.ceiling_recovers_in(now),
+            ceiling=ceiling,
+            ceiling_recovers_in=recovers,
+            quarantines=self.quarantines,
         )
 
     async def aclose(self) -> None:
-        await self._shared.aclose()
+        """Refuse new callers and fail the queued ones with :class:`LimiterClosedError`."""
+        self._closed = True
+        task = self._dispatcher
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_waiters(lambda: LimiterClosedError(f"limiter {self.name!r} is closed"))
+        await self._primary.aclose()
 
 
 def cooldown_refusal(name: str, left: float, *, key_limited: bool = False) -> RateLimitedError:

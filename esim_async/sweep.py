@@ -16,19 +16,20 @@ import asyncio
 import contextlib
 import math
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from .cache import CacheEntry
+from .cache import CachedEndpoint, CacheEntry
 from .clock import Clock
 from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
 from .limits import Priority
 from .models.usage import Usage
 
 if TYPE_CHECKING:
+    from .limits import LimiterState
     from .resources.sims import SimsResource
 
 
@@ -92,15 +93,29 @@ class UsageResult:
 @dataclass(slots=True)
 class SweepProgress:
     """Where a sweep stands: the ``progress`` hook gets this object (updated in place) after
-    every result."""
+    every result; it is also ``sweep.progress``, readable before the first one."""
 
     done: int = 0
-    #: Number of ICCIDs given, once the whole input has been read (``None`` before).
+    #: Number of ICCIDs given: from the start when the input is sized (``len()`` works on
+    #: it: a list, a tuple, a set, a dict view...), else once the whole input has been read
+    #: (``None`` before). Once the input is read it is the number actually given.
     total: int | None = None
     cache_hits: int = 0
     errors: int = 0
     requests: int = 0
     elapsed: float = 0.0
+    #: ICCIDs read from the input so far.
+    read: int = 0
+    #: ICCIDs read that needed a request (each distinct ICCID once; cached, invalid and
+    #: duplicate ones need none) ...
+    requested: int = 0
+    #: ... and those of them still waiting for their answer (for budget, or in flight).
+    queued: int = 0
+    #: Reads the state of the usage limiter (the company budget) that :attr:`eta` follows,
+    #: when the sweep has one.
+    budget: Callable[[], LimiterState | None] | None = field(
+        default=None, kw_only=True, repr=False, compare=False
+    )
 
     @property
     def rate(self) -> float:
@@ -109,8 +124,24 @@ class SweepProgress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds left at the current rate (``None`` while the total is unknown)."""
-        if self.total is None or self.rate <= 0:
+        """Seconds until the sweep is done, from the company budget.
+
+        The requests still to make, divided by the usage limiter's effective rate (the
+        company limit as it stands now: lowered after a 429, recovering after). The requests
+        still to make are those queued plus, for the ICCIDs not read yet, the share of those
+        read so far that needed one (all of them before any is read). Without a company
+        limit, the ETA follows the pace of results so far. ``None`` while the total is unknown
+        (or, without a company limit, before the first result).
+        """
+        if self.total is None:
+            return None
+        state = self.budget() if self.budget is not None else None
+        per_second = state.effective_per_second if state is not None else None
+        if per_second is not None and 0 < per_second < math.inf:
+            unread = max(0, self.total - self.read)
+            share = self.requested / self.read if self.read else 1.0
+            return (self.queued + unread * share) / per_second
+        if self.rate <= 0:
             return None
         return max(0.0, (self.total - self.done) / self.rate)
 
@@ -196,10 +227,15 @@ class UsageSweep:
         low_data_fraction: float,
         per_second: float | None,
         clock: Clock,
+        cache: CachedEndpoint[Usage],
+        validate: Callable[[str], str],
+        budget: Callable[[], LimiterState | None] | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._sims = sims
+        self._cache = cache
+        self._validate = validate
         self._clock = clock
         self._input = iccids
         self._refresh = refresh
@@ -228,7 +264,10 @@ class UsageSweep:
         self._started = False
         self._closed = False
         self._t0 = 0.0
-        self.progress = SweepProgress()
+        self.progress = SweepProgress(budget=budget)
+        if isinstance(iccids, Sized):
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                self.progress.total = len(iccids)
         self.summary = SweepSummary()
 
     # ----------------------------------------------------------------- consumer side
@@ -374,9 +413,7 @@ class UsageSweep:
                     await asyncio.sleep(0)  # let results flow while a huge list is read
 
     async def _feed(self) -> None:
-        sims = self._sims
-        client = sims._client
-        cache = client._usage_cache
+        cache, validate = self._cache, self._validate
         refresh, max_age = self._refresh, self._max_age
         try:
             index = -1
@@ -384,8 +421,9 @@ class UsageSweep:
                 index += 1
                 await self._window.acquire()
                 self._given += 1
+                self.progress.read = self._given
                 try:
-                    client._validate_iccid(iccid)
+                    validate(iccid)
                 except InvalidIccidError as exc:
                     self._emit(str(iccid), index, None, exc, False, None)
                     continue
@@ -394,12 +432,8 @@ class UsageSweep:
                     pending.indexes.append(index)
                     continue
                 if not refresh:
-                    entry = cache.get(iccid, max_age)
+                    entry = cache.get(iccid, max_age)  # counted as a (negative) hit
                     if entry is not None:
-                        if entry.value is None:
-                            client.stats.negative_cache_hits += 1
-                        else:
-                            client.stats.cache_hits += 1
                         self._emit_entry(iccid, [index], entry, True)
                         continue
                 answered = self._answered.get(iccid)
@@ -411,6 +445,8 @@ class UsageSweep:
                     continue
                 item = _Item(iccid, index)
                 self._pending[iccid] = item
+                self.progress.requested += 1
+                self.progress.queued = len(self._pending)
                 self._work.put_nowait(item)
         except Exception as exc:  # the caller's iterable failed: surface it to the consumer
             self._failure = exc
@@ -425,7 +461,7 @@ class UsageSweep:
         while True:
             item = await self._work.get()
             try:
-                entry, from_cache = await sims._usage_entry(
+                entry, from_cache = await sims.usage_entry(
                     item.iccid,
                     refresh=self._refresh,
                     max_age=self._max_age,
@@ -441,7 +477,7 @@ class UsageSweep:
                     continue
                 self._finish_error(item, exc)
             except NotFoundError:
-                del self._pending[item.iccid]
+                self._unqueue(item)
                 entry = CacheEntry(None, self._clock.wall(), 0.0, True)
                 self._answered[item.iccid] = entry
                 self._emit_entry(item.iccid, item.indexes, entry, False)
@@ -457,12 +493,17 @@ class UsageSweep:
                 error.__cause__ = exc
                 self._finish_error(item, error)
             else:
-                del self._pending[item.iccid]
+                self._unqueue(item)
                 self._answered[item.iccid] = entry
                 self._emit_entry(item.iccid, item.indexes, entry, from_cache)
 
-    def _finish_error(self, item: _Item, exc: EsimError) -> None:
+    def _unqueue(self, item: _Item) -> None:
+        """``item`` has its answer: it no longer waits for a request."""
         del self._pending[item.iccid]
+        self.progress.queued = len(self._pending)
+
+    def _finish_error(self, item: _Item, exc: EsimError) -> None:
+        self._unqueue(item)
         self._answered[item.iccid] = exc
         for index in item.indexes:
             self._emit(item.iccid, index, None, exc, False, None)

@@ -26,8 +26,10 @@ before it was written) gives its permits back (see :class:`Permits`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import enum
+import math
 import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -51,6 +53,7 @@ from .errors import (
     TransportError,
     error_from_response,
 )
+from .instrument import CallScope, Instrumentation, RouteTable, take_scope
 from .limits import Priority, Slot
 from .stats import ClientStats
 
@@ -147,9 +150,16 @@ class Outcome:
 
     @property
     def retry_after(self) -> float | None:
-        """The ``Retry-After`` of a 429, in seconds (``None`` when absent or unusable)."""
+        """The ``Retry-After`` of a 429, in seconds (``None`` when absent or unusable; an
+        infinite one is ``inf``, beyond any cap)."""
         error = self.error
-        return error.retry_after if isinstance(error, RateLimitedError) else None
+        if not isinstance(error, RateLimitedError):
+            return None
+        if error.retry_after is None and self.headers is not None:
+            raw = self.headers.get("Retry-After", "").strip().lower()
+            if raw in ("inf", "+inf", "infinity", "+infinity"):
+                return math.inf
+        return error.retry_after
 
 
 def classify(
@@ -163,9 +173,9 @@ def classify(
     time (POSIX seconds) an HTTP-date ``Retry-After`` is read against."""
     if 200 <= status < 300:
         if req.empty_ok and (status == 204 or not raw.strip()):
-            return Outcome(Kind.ANSWER)
+            return Outcome(Kind.ANSWER, status=status)
         try:
-            return Outcome(Kind.ANSWER, req.decoder.decode(raw))
+            return Outcome(Kind.ANSWER, req.decoder.decode(raw), status=status)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             # (RecursionError: a body nested deeper than any answer could be)
             undecodable = TransportError(
@@ -333,16 +343,18 @@ _NO_PERMITS = Permits()
 
 
 class _Attempt:
-    __slots__ = ("connected", "key", "limiter", "priority", "sends", "slots")
+    __slots__ = ("account", "connected", "key", "limiter", "priority", "sends", "slots")
 
     def __init__(
         self,
         limiter: RateLimiter | None,
+        account: RateLimiter | None,
         key: str | None,
         priority: Priority,
         slots: tuple[Slot | None, ...],
     ):
         self.limiter = limiter
+        self.account = account
         self.key = key
         self.priority = priority
         self.sends = 0
@@ -476,6 +488,19 @@ class Transport:
         #: attempt it never connected sent nothing.
         self._stamps_connections = False
         self._closed = False
+        #: Back-off sleeps in progress (closing ends them).
+        self._pauses: set[asyncio.Task[None]] = set()
+        #: Where each call is reported (``None``: nowhere), and how its path is named.
+        self.instrumentation: Instrumentation | None = None
+        self._routes: RouteTable | None = None
+
+    def set_instrumentation(
+        self, instrumentation: Instrumentation | None, routes: RouteTable | None = None
+    ) -> None:
+        """Report each call to ``instrumentation`` (``None``: stop); ``routes`` names the
+        endpoint and path template of a request path."""
+        self.instrumentation = instrumentation
+        self._routes = routes
 
     # ---------------------------------------------------------------- session lifecycle
 
@@ -527,27 +552,36 @@ class Transport:
         if self._closed:
             return
         self._closed = True
+        for pause in self._pauses:
+            pause.cancel()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
 
     # ---------------------------------------------------------------- the request loop
 
-    async def request(self, req: Request[T]) -> T:
-        """Run ``req`` through limits, auth, HTTP and decoding; return the decoded value."""
+    async def request(self, req: Request[T], scope: CallScope | None = None) -> T:
+        """Run ``req`` through limits, auth, HTTP and decoding; return the decoded value.
+        ``scope`` hears what each attempt came to (with an instrumentation set, every call
+        has one)."""
         if self._closed:
             raise TransportError("the client is closed")
+        if scope is None and self.instrumentation is not None:
+            return await self._instrumented(req, self.instrumentation)
         stats = self.stats
         stats.requests += 1
         account = req.account_limiter if req.account_limiter is not None else self.account_limiter
         attempt = 0
         refreshed = False
         while True:
+            # The token before any permit: its own request may need one of the permits
+            # (sandbox mode) that requests waiting for it would otherwise hold.
+            token = await self._token(req)
+            asked = self._clock.now() if scope is not None else 0.0
             with await self._acquire_permits(req, account) as permits:
-                # Read after the limiter wait: a caller joining a shared request may have made
-                # it more patient meanwhile.
-                max_retries = self.max_retries if req.max_retries is None else req.max_retries
-                token, headers = await self._authorize(req)
+                if scope is not None:
+                    scope.budget_wait(self._clock.now() - asked)
+                headers = self._request_headers(req, token)
                 stats.attempts += 1
                 if attempt:
                     stats.retries += 1
@@ -557,6 +591,8 @@ class Transport:
                     outcome = failure.outcome()
                 else:
                     outcome = self._answered(req, status, raw, resp_headers)
+            if scope is not None:
+                scope.attempt(outcome.status, _error_type(outcome))
             if outcome.kind is Kind.ANSWER:
                 return outcome.value  # type: ignore[no-any-return]
             if outcome.kind is Kind.UNAUTHORIZED and token is not None and not refreshed:
@@ -564,14 +600,45 @@ class Transport:
                 self._refresh_token(req, token)
                 continue
             if outcome.kind is Kind.RATE_LIMITED:
-                self._charge_rate_limit(req, outcome)
+                await self._charge_rate_limit(req, outcome)
+            # Read now: a caller joining a shared request may have made it more patient.
+            max_retries = self.max_retries if req.max_retries is None else req.max_retries
             if not may_retry(outcome, req, attempt, max_retries, self.retry_after_cap):
                 raise final_error(req, outcome)
             attempt += 1
             self._log_retry(req, outcome, attempt, max_retries)
             delay = retry_delay(outcome, req, attempt, self._backoff)
             if delay is not None:
-                await self._clock.sleep(delay)
+                await self._pause(delay)
+
+    async def _instrumented(self, req: Request[T], instrumentation: Instrumentation) -> T:
+        """:meth:`request` reporting to ``instrumentation``: in the scope a cached endpoint
+        opened for this call, or in one of its own."""
+        scope = take_scope()
+        if scope is not None:
+            return await self.request(req, scope)
+        routes = self._routes
+        endpoint, route = routes.resolve(req.path) if routes is not None else (None, req.path)
+        url = self._base_url + req.path
+        with instrumentation.call(endpoint, req.method, route, url, req.key) as scope:
+            return await self.request(req, scope)
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` before a retry; closing the client ends it with TransportError."""
+        if self._closed:
+            raise TransportError("the client is closed")
+        pause = asyncio.ensure_future(self._clock.sleep(delay))
+        self._pauses.add(pause)
+        try:
+            await pause
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if self._closed and pause.cancelled() and (me is None or not me.cancelling()):
+                raise TransportError("the client is closed") from None
+            raise
+        finally:
+            self._pauses.discard(pause)
+            pause.cancel()
 
     async def _acquire_permits(self, req: Request[Any], account: RateLimiter | None) -> Permits:
         """The rate-limit permits of one attempt: the endpoint's, then the account's."""
@@ -592,18 +659,23 @@ class Transport:
         self.stats.limit_wait += clock.now() - before
         return Permits((slot, account_slot))
 
-    async def _authorize(self, req: Request[Any]) -> tuple[str | None, dict[str, str]]:
-        """The token ``req`` is sent with (``None`` if it needs none), and its headers."""
+    async def _token(self, req: Request[Any]) -> str | None:
+        """The token ``req`` is sent with (``None`` if it needs none). A token that runs out
+        while the request waits for its permits is refused with a 401 and refreshed once."""
+        if not req.authenticated:
+            return None
+        if self.auth is None:
+            raise EsimError("no token manager configured")
+        return await self.auth.get()
+
+    def _request_headers(self, req: Request[Any], token: str | None) -> dict[str, str]:
+        """The headers of one attempt of ``req``."""
         headers = dict(self._headers) if not self._owns_session else {}
-        token: str | None = None
-        if req.authenticated:
-            if self.auth is None:
-                raise EsimError("no token manager configured")
-            token = await self.auth.get()
+        if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         if req.headers:
             headers.update(req.headers)
-        return token, headers
+        return headers
 
     def _answered(
         self, req: Request[Any], status: int, raw: bytes, headers: CIMultiDictProxy[str]
@@ -621,19 +693,18 @@ class Transport:
         self.auth.invalidate(token)
         logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
 
-    def _charge_rate_limit(self, req: Request[Any], outcome: Outcome) -> None:
+    async def _charge_rate_limit(self, req: Request[Any], outcome: Outcome) -> None:
         """A 429: cool the endpoint's limiter down for every caller (or only for ``req.key``,
-        when the evidence points there). A ``Retry-After`` beyond ``retry_after_cap`` is
-        decided here, before anything waits: it is slept through neither by this call nor
-        (the limiter refuses them) by the calls after it."""
+        when the evidence points there). A cool-down beyond ``retry_after_cap`` (its
+        ``Retry-After``, or the limiter's default without one) is slept through neither by
+        this call nor (the limiter refuses them) by the calls after it."""
         self.stats.rate_limited += 1
         wait = outcome.retry_after
         limiter = req.limiter
         if limiter is not None:
             headers = outcome.headers or {}
             limit = _int_header(headers.get("X-RateLimit-Limit"))
-            waitable = not beyond_cap(outcome, self.retry_after_cap)
-            limiter.penalize(wait, limit, key=req.key, waitable=waitable)
+            await limiter.penalize(wait, limit, key=req.key, cap=self.retry_after_cap)
         logger.warning("%s %s: 429 Too Many Attempts (Retry-After %s)", req.method, req.path, wait)
 
     @staticmethod
@@ -672,7 +743,10 @@ class Transport:
         attempt: _Attempt | None = None
         marker = None
         if counting or _unsent(slots):
-            attempt = _Attempt(req.limiter, req.key, req.priority, slots)
+            account = (
+                req.account_limiter if req.account_limiter is not None else self.account_limiter
+            )
+            attempt = _Attempt(req.limiter, account, req.key, req.priority, slots)
             marker = _ATTEMPT.set(attempt)
         answered = not_sent = False
         try:
@@ -758,14 +832,25 @@ class Transport:
         if attempt is not None:
             if attempt.sends:
                 # aiohttp re-sends on its own when a pooled connection dropped: the server may
-                # count both, so the re-send takes a permit like any attempt.
+                # count both, so the re-send takes permits like any attempt.
                 self.stats.resends += 1
-                if attempt.limiter is not None:
-                    slot = await attempt.limiter.acquire(attempt.key, attempt.priority)
-                    if slot is not None:
-                        slot.mark(self._clock.now())  # it goes out right now
+                for limiter, key in ((attempt.limiter, attempt.key), (attempt.account, None)):
+                    if limiter is not None:
+                        slot = await limiter.acquire(key, attempt.priority)
+                        if slot is not None:
+                            slot.mark(self._clock.now())  # it goes out right now
             attempt.sends += 1
         return await handler(request)
+
+
+def _error_type(outcome: Outcome) -> str | None:
+    """What went wrong in an attempt, as instrumentation names it: the HTTP status of an
+    error answer, else the error's type (``None`` for the answer)."""
+    if outcome.kind is Kind.ANSWER:
+        return None
+    if outcome.status is not None and outcome.status >= 400:
+        return str(outcome.status)
+    return type(outcome.error).__name__ if outcome.error is not None else outcome.kind.value
 
 
 def _int_header(value: str | None) -> int | None:

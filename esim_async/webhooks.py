@@ -352,7 +352,7 @@ class WebhookReceiver:
             0,
         )
         if client is not None:
-            client._topup_listeners.append(self.rearm)
+            client.orders.add_topup_listener(self.rearm)
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(ack={self._ack!r}, max_body={self._max_body}, secret='***')"
@@ -496,7 +496,7 @@ class WebhookReceiver:
         if isinstance(event, LowDataEvent):
             client.sims.invalidate_usage(event.iccid)
         elif isinstance(event, AsyncOrderEvent):
-            client._deliver_async_order(event)
+            client.orders.deliver_async_order(event)
 
     async def _dispatch(self, event: WebhookEvent) -> None:
         if self._on_event is None:

@@ -23,7 +23,7 @@ from aioresponses import CallbackResult, aioresponses
 
 from esim_async import AiraloClient, ManualClock, Rate, RateLimitedError, TransportError
 from esim_async.cache import SingleFlight
-from esim_async.limits import Priority, QueueTicket, SharedLimiter
+from esim_async.limits import EndpointLimiter, Priority, QueueTicket
 
 BASE = "https://partners-api.airalo.com"
 TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {"message": "success"}}
@@ -134,7 +134,7 @@ async def drive(clock: VirtualClock, done: Callable[[], bool], step: float = 0.5
 
 async def test_raised_ticket_moves_a_queued_wait_to_the_better_lane() -> None:
     clock = VirtualClock()
-    limiter = SharedLimiter(Rate(1, 1.0), clock=clock)
+    limiter = EndpointLimiter("x", shared=Rate(1, 1.0), per_key=None, clock=clock)
     await limiter.acquire()  # spends the budget: the next ones queue
     admitted: list[str] = []
     ticket = QueueTicket(Priority.BULK)
@@ -142,9 +142,9 @@ async def test_raised_ticket_moves_a_queued_wait_to_the_better_lane() -> None:
     async def take(name: str, priority: Priority, with_ticket: bool = False) -> None:
         if with_ticket:
             with ticket.bind():
-                await limiter.acquire(priority)
+                await limiter.acquire(None, priority)
         else:
-            await limiter.acquire(priority)
+            await limiter.acquire(None, priority)
         admitted.append(name)
 
     tasks = [asyncio.create_task(take(f"bulk{i}", Priority.BULK, i == 3)) for i in range(5)]
@@ -252,11 +252,11 @@ async def test_joiner_that_retries_429_makes_the_shared_request_retry(mocked) ->
         sims = client.sims
         # A sweep's request on its own does not retry a 429 (the sweep re-queues the ICCID).
         with pytest.raises(RateLimitedError):
-            await sims._usage_entry(alone, priority=Priority.BULK, retry_rate_limited=False)
+            await sims.usage_entry(alone, priority=Priority.BULK, retry_rate_limited=False)
         assert seen == [alone]
 
         swept = asyncio.create_task(
-            sims._usage_entry(iccid, priority=Priority.BULK, retry_rate_limited=False)
+            sims.usage_entry(iccid, priority=Priority.BULK, retry_rate_limited=False)
         )
         while iccid not in seen:
             await asyncio.sleep(0)
@@ -289,7 +289,7 @@ async def test_joiner_with_more_retries_makes_the_queued_request_more_patient(mo
         sims = client.sims
         await sims.usage(ICCIDS[1])  # the company slot is spent: the next request queues
         swept = asyncio.create_task(
-            sims._usage_entry(iccid, priority=Priority.BULK, retry_rate_limited=False)
+            sims.usage_entry(iccid, priority=Priority.BULK, retry_rate_limited=False)
         )
         await settle()
         joiner = asyncio.create_task(sims.usage(iccid, max_retries=2))

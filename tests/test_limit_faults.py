@@ -28,7 +28,8 @@ from esim_async import (
     TransportError,
 )
 from esim_async.auth import TokenManager
-from esim_async.limits import EndpointLimiter, SharedLimiter
+from esim_async.backends.memory import MemoryStore
+from esim_async.limits import EndpointLimiter, Reply
 from esim_async.models.auth import Token
 from esim_async.stats import ClientStats
 from esim_async.testing import Emulator, Fleet, ServerLimits
@@ -201,26 +202,36 @@ async def test_closing_the_transport_before_the_send_gives_the_permit_back() -> 
     await limiter.aclose()
 
 
-class _CancelOnAdmission(SharedLimiter):
-    """Cancels a chosen task at the very moment the dispatcher admits it."""
+class _CancelOnAdmission(MemoryStore):
+    """Cancels a chosen task at the very moment the store admits it."""
 
     victim: asyncio.Task[Any] | None = None
 
-    def _admit(self, now: float) -> Any:
+    async def reserve(self, *args: Any, **kwargs: Any) -> Reply:
+        reply = await super().reserve(*args, **kwargs)
         # Cancelled after the admission is handed over, before the waiter runs again.
-        if self.victim is not None and not self.victim.done():
+        if not reply.wait and self.victim is not None and not self.victim.done():
             asyncio.get_running_loop().call_soon(self.victim.cancel)
             self.victim = None
-        return super()._admit(now)
+        return reply
 
 
 async def test_admitted_then_cancelled_waiter_releases_its_permit() -> None:
     clock = ManualClock()
-    limiter = _CancelOnAdmission(Rate(1, 10.0), clock=clock, margin=0.0, stamp_sends=True)
+    store = _CancelOnAdmission(clock)
+    limiter = EndpointLimiter(
+        "usage",
+        shared=Rate(1, 10.0),
+        per_key=None,
+        clock=clock,
+        margin=0.0,
+        stamp_sends=True,
+        store=store,
+    )
     first = await limiter.acquire()
     first.mark(0.0)
     victim = asyncio.create_task(limiter.acquire())
-    limiter.victim = victim
+    store.victim = victim
     with pytest.raises(asyncio.CancelledError):
         await victim
     after = await limiter.acquire()
@@ -290,11 +301,11 @@ async def test_one_esims_long_cool_down_refuses_that_esim_only(mocked: aiorespon
 
 async def test_queued_waiters_are_refused_when_a_long_cool_down_starts() -> None:
     clock = ManualClock()
-    limiter = SharedLimiter(Rate(1, 10.0), clock=clock, margin=0.0)
+    limiter = EndpointLimiter("usage", shared=Rate(1, 10.0), per_key=None, clock=clock, margin=0.0)
     await limiter.acquire()
     waiter = asyncio.create_task(limiter.acquire())
     await asyncio.sleep(0)
-    limiter.penalize(3600.0, waitable=False)
+    await limiter.penalize(3600.0, cap=60.0)
     with pytest.raises(RateLimitedError) as info:
         await waiter
     assert info.value.retry_after == pytest.approx(3600.0, abs=10.0)
@@ -306,8 +317,8 @@ async def test_queued_waiters_are_refused_when_a_long_cool_down_starts() -> None
 
 async def test_within_the_cap_a_cool_down_is_still_waited_out() -> None:
     clock = ManualClock()
-    limiter = SharedLimiter(Rate(10, 1.0), clock=clock, margin=0.0)
-    limiter.penalize(30.0)
+    limiter = EndpointLimiter("usage", shared=Rate(10, 1.0), per_key=None, clock=clock, margin=0.0)
+    await limiter.penalize(30.0, cap=60.0)
     await limiter.acquire()
     assert clock.now() == 30.0
 
@@ -428,25 +439,25 @@ async def test_penalize_charges_the_limit_the_evidence_points_to() -> None:
 
     quiet = limiter()
     await quiet.acquire("a")
-    quiet.penalize(1.0, 5, key="a")  # our window held one send: not the company's limit
+    await quiet.penalize(1.0, 5, key="a")  # our window held one send: not the company's limit
     assert quiet.state().cooldown_remaining == 0 and quiet.state().key_cooldowns == 1
 
     busy = limiter()
     for key in "abcde":
         await busy.acquire(key)
-    busy.penalize(1.0, 5, key="e")  # five sends in the window: the company's limit
+    await busy.penalize(1.0, 5, key="e")  # five sends in the window: the company's limit
     assert busy.state().cooldown_remaining == 1.0 and busy.state().key_cooldowns == 0
 
     long = limiter()
     for key in "abcde":
         await long.acquire(key)
-    long.penalize(45.0, None, key="e")  # a 1 s window cannot ask for 45 s
+    await long.penalize(45.0, None, key="e")  # a 1 s window cannot ask for 45 s
     assert long.state().cooldown_remaining == 0 and long.state().key_cooldowns == 1
 
     per_key = limiter()
     for key in "abcde":
         await per_key.acquire(key)
-    per_key.penalize(1.0, 10, key="e")  # the per-eSIM count, not the company's
+    await per_key.penalize(1.0, 10, key="e")  # the per-eSIM count, not the company's
     assert per_key.state().cooldown_remaining == 0 and per_key.state().key_cooldowns == 1
 
     before = clock.now()

@@ -38,13 +38,12 @@ def mocked() -> Any:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(wall=NOW.timestamp())
 
 
 @pytest.fixture
 async def client(clock: ManualClock) -> Any:
     async with AiraloClient("id", "secret", clock=clock, max_retries=0) as c:
-        c._utcnow = lambda: NOW  # type: ignore[method-assign]
         yield c
 
 

@@ -11,38 +11,39 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from ..cache import CacheEntry, FlightOptions
 from ..clock import Clock
-from ..limits import LimiterState, Priority, Rate, Slot
+from ..limits import LimiterState, LimitState, Priority, Rate, Reply, Slot, Window
 
-__all__ = ["Backend", "Cache", "Flight", "RateLimiter", "SharedCache"]
+__all__ = ["Backend", "Cache", "Flight", "RateLimiter", "SharedCache", "WindowStore"]
 
 T = TypeVar("T")
 
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    """The limits of one endpoint: a shared rate and an optional per-key rate."""
+    """The limits of one endpoint: a shared rate and an optional per-key rate
+    (:class:`~esim_async.limits.EndpointLimiter` over a :class:`WindowStore` is the one)."""
 
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
-    ) -> Slot | None:
-        """Wait until one more request may be sent (for ``key``), and count it. A returned
+    ) -> Slot:
+        """Wait until one more request may be sent (for ``key``), and count it. The returned
         slot is marked with the real send time when the request goes out, or released when
         nothing of it went out. Raises ``RateLimitedError`` at once while a cool-down lasts
         that callers do not wait for (see ``penalize``)."""
         ...
 
-    def penalize(
+    async def penalize(
         self,
         retry_after: float | None,
         limit: int | None = None,
         *,
         key: str | None = None,
-        waitable: bool = True,
+        cap: float = ...,
     ) -> None:
         """A 429 arrived for a request for ``key``: charge the limit that tripped it (the
-        shared one: every caller cools down and the rate drops; or only ``key``'s). With
-        ``waitable=False`` the cool-down is longer than callers wait: they are refused with
-        ``RateLimitedError`` until it ends instead of sleeping through it."""
+        shared one: every caller cools down and the rate drops; or only ``key``'s). A
+        cool-down longer than ``cap`` (what callers wait at most) is not waited for: callers
+        are refused with ``RateLimitedError`` until it ends."""
         ...
 
     def record_headers(self, headers: Mapping[str, str]) -> None:
@@ -54,6 +55,59 @@ class RateLimiter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class WindowStore(Protocol):
+    """Where one limiter's windows and :class:`~esim_async.limits.LimitState` live, on the
+    store's own clock (in memory: the limiter's; in Redis: the server's, shared by every
+    process). Only window arithmetic and shared state: the queue and the AIMD rules are the
+    limiter's. Failures raise :class:`~esim_async.limits.BackendUnavailableError`.
+    """
+
+    async def reserve(
+        self,
+        shared: Window | None,
+        key: str | None,
+        per_key: Window | None,
+        *,
+        not_before: float,
+        version: int,
+    ) -> Reply:
+        """Reserve one send now in the ``shared`` window and ``key``'s ``per_key`` window if
+        both have room and ``not_before`` (the store's time) has passed, all at once.
+
+        A reservation counts in every window from now until it is confirmed or released.
+        When the store's state is not at ``version`` nothing is reserved and the reply carries
+        the current state (a store that lost its state then holds every caller for one period
+        of the windows asked about).
+        """
+        ...
+
+    def confirm(self, token: Any, key: str | None, t: float) -> None:
+        """The reservation went out at ``t`` (a shared store stamps its own time on arrival,
+        later than the send); returns at once."""
+        ...
+
+    def release(self, token: Any, key: str | None) -> None:
+        """Nothing of the reservation went out: it is forgotten; returns at once."""
+        ...
+
+    async def load(self, shared: Window | None) -> tuple[LimitState, float, int]:
+        """(the state, the store's time, the sends and reservations in ``shared`` now)."""
+        ...
+
+    async def swap(self, version: int, new: LimitState) -> tuple[bool, LimitState]:
+        """Store ``new`` if the state is still at ``version``; (whether it was, the state)."""
+        ...
+
+    def live_keys(self) -> int:
+        """Keys with a live window held here (0 when the store cannot count them cheaply)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish the confirmations and releases on their way."""
+        ...
 
 
 @runtime_checkable

@@ -5,12 +5,15 @@ A company's 5 requests per second are shared by every worker that uses its crede
 takes its permits from the same sliding-window logs in Redis, reads and writes one usage cache,
 merges concurrent fetches of one ICCID across processes, and shares one token.
 
-- **Limits**: one Lua script, one round trip, on the Redis server's clock (``TIME``; tests pass
-  ``now``): at most ``count`` admissions in any window of ``period`` across all processes. A
-  process asks for the next free slot and reserves it when it is near (within a short
-  look-ahead), so slots are handed out in order and the budget stays saturated; interactive
-  calls go ahead of a sweep's within each process. 429 cool-downs and the reduced rate live in
-  Redis too, so every process slows down together.
+- **Limits**: a limiter's windows and state live in Redis, kept by three Lua scripts on the
+  Redis server's clock (:mod:`esim_async.backends.redis_store`); its queue is in the process
+  (the same :class:`~esim_async.limits.EndpointLimiter` as in memory, so interactive calls go
+  ahead of a sweep's). At most ``count`` requests in any window of ``period`` across all
+  processes, counted when they go out: a reservation counts in every window until the process
+  confirms it at the send moment (without waiting; Redis stamps it as the confirmation
+  arrives) or gives it back, and one whose process died counts as sent a minute after it was
+  made. 429 cool-downs, the reduced rate and learned ceilings live in Redis too, so every
+  process slows down together.
 - **Cache**: answers are stored msgpack-encoded, behind the in-process cache. Their age is
   judged on the Redis server's clock (the fetch time is kept as Redis time when written and
   compared with Redis time when read, in the same script), so a process whose clock is wrong
@@ -39,18 +42,19 @@ back) at once, without spending ``wait`` again, while a background probe pings R
 - ``fail_open=N``: each limiter falls back to local limits at ``budget / N`` (N = the number
   of processes sharing the budget) for as long as Redis is down, checked once per period of
   the shared limit. Single flight merges only within the process, and each process asks for
-  its own token. Back on Redis, the limiter first waits one period of the shared limit, so
-  its local admissions and Redis' cannot add up within a window. Budget/N is a promise only
+  its own token. Back on Redis, the limiter first waits until one period of the shared limit
+  has passed since its last local admission, so local and shared admissions cannot add up
+  within a window. Budget/N is a promise only
   when every process loses Redis together: under a *partial* partition, each process cut off
   from Redis sends up to ``budget / N`` on top of the full budget that the processes still on
   Redis share (one process cut off: at most ``budget * (1 + 1/N)``) for as long as the
   partition lasts; the provider may answer the excess with 429s.
-- Lost state: a limiter that finds Redis' marker gone although it saw it within the marker's
-  lifetime (24 h, renewed by every admission) knows Redis lost its state (a restart without
-  persistence, a failover, a flush): its next admission waits one period of the shared limit
-  (quarantine), so requests sent before the loss cannot be overrun. A marker that expired
-  while the limiter was idle is not a loss. Per-key windows (10 per minute per ICCID) are not
-  rebuilt after a loss.
+- Lost state: a limiter that finds its state gone from Redis although it saw it within 90 %
+  of its lifetime (24 h, renewed by every admission) knows Redis lost it (a restart without
+  persistence, a failover, a flush): every process's next admission waits one period of the
+  shared limit (quarantine), so requests sent before the loss cannot be overrun. A state that
+  expired while the limiter was idle is not a loss. Per-key windows (10 per minute per ICCID)
+  are not rebuilt after a loss.
 """
 
 from __future__ import annotations
@@ -60,27 +64,17 @@ import contextlib
 import contextvars
 import functools
 import logging
-import math
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
 import msgspec
 
-from .. import _constants as C
 from ..cache import CacheEntry, FlightOptions, SingleFlight, TTLStore
 from ..clock import Clock, MonotonicClock
-from ..errors import TransportError
-from ..limits import (
-    EndpointLimiter,
-    LimiterClosedError,
-    LimiterState,
-    Priority,
-    Rate,
-    Slot,
-    cooldown_refusal,
-)
+from ..limits import BackendUnavailableError, EndpointLimiter, Rate
+from .redis_store import RedisWindowStore
 
 try:
     import redis.asyncio as aioredis
@@ -92,155 +86,11 @@ __all__ = ["BackendUnavailableError", "RedisBackend"]
 
 logger = logging.getLogger("esim_async")
 
-#: Lifetime of a limiter's ``alive`` marker in Redis (seconds), renewed by every admission;
-#: ``_ACQUIRE`` sets the same.
-_ALIVE_TTL = 86400.0
-#: A missing marker means lost state only when this limiter saw it this recently (a share of
-#: the marker's lifetime, leaving room for the process's clock and Redis' to disagree).
-_ALIVE_TRUST = 0.9 * _ALIVE_TTL
+#: Time for the waits on Redis and the cache's wall time, when no clock is given.
+_CLOCK = MonotonicClock()
+
 #: Lock attempts of unknown fate remembered for cleanup once Redis answers again.
 _MAX_GHOSTS = 256
-
-
-class BackendUnavailableError(TransportError):
-    """The shared backend (Redis) could not be reached within the configured wait."""
-
-
-#: Lua preamble: ``now`` from ARGV[1] when given (tests drive the clock), else the Redis
-#: server's own clock, shared by every process.
-_NOW = """
-local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-"""
-
-_ACQUIRE = (
-    _NOW
-    + """
-local quarantined = 0
-if redis.call('PEXPIRE', KEYS[4], 86400000) == 0 then
-  redis.call('SET', KEYS[4], '1', 'PX', 86400000)
-  if ARGV[8] == '1' then
-    local q = now + tonumber(ARGV[10])
-    local old = tonumber(redis.call('HGET', KEYS[3], 'cooldown_until') or '0')
-    if q > old then redis.call('HSET', KEYS[3], 'cooldown_until', q) end
-    redis.call('PEXPIRE', KEYS[3], 86400000)
-    quarantined = 1
-  end
-end
-local t = now
-local cd = tonumber(redis.call('HGET', KEYS[3], 'cooldown_until') or '0')
-if cd > t then t = cd end
-local count = tonumber(ARGV[2])
-local span = tonumber(ARGV[3])
-local ceiling = tonumber(redis.call('HGET', KEYS[3], 'ceiling') or '0')
-if now >= tonumber(redis.call('HGET', KEYS[3], 'ceiling_until') or '0') then ceiling = 0 end
-if ceiling > 0 and (count == 0 or ceiling < count) and count > 0 then count = ceiling end
-local shared_edge = t
-if count > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)
-  local card = redis.call('ZCARD', KEYS[1])
-  if card >= count then
-    local e = redis.call('ZRANGE', KEYS[1], card - count, card - count, 'WITHSCORES')
-    local edge = tonumber(e[2]) + span
-    if edge > shared_edge then shared_edge = edge end
-  end
-  if card > 0 then
-    local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-    local newest = tonumber(last[2])
-    if newest > shared_edge then shared_edge = newest end
-    local f0 = tonumber(redis.call('HGET', KEYS[3], 'factor0') or '1')
-    if f0 < 1 then
-      local f = f0
-      local since = shared_edge - cd
-      if since > 0 then f = f0 + tonumber(ARGV[9]) * since / span end
-      if f < 1 then
-        local spaced = newest + span / (count * f)
-        if spaced > shared_edge then shared_edge = spaced end
-      end
-    end
-  end
-end
-local key_edge = t
-local kcount = tonumber(ARGV[4])
-local kspan = tonumber(ARGV[5])
-if kcount > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - kspan)
-  local kcard = redis.call('ZCARD', KEYS[2])
-  if kcard >= kcount then
-    local e = redis.call('ZRANGE', KEYS[2], kcard - kcount, kcard - kcount, 'WITHSCORES')
-    local edge = tonumber(e[2]) + kspan
-    if edge > key_edge then key_edge = edge end
-  end
-  if kcard > 0 then
-    local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-    if tonumber(last[2]) > key_edge then key_edge = tonumber(last[2]) end
-  end
-end
-local slot = shared_edge
-local binding = 'shared'
-if key_edge > slot then
-  slot = key_edge
-  binding = 'key'
-end
-if slot - now > tonumber(ARGV[6]) then
-  return {0, tostring(slot - now), binding, quarantined}
-end
-if count > 0 then
-  redis.call('ZADD', KEYS[1], slot, ARGV[7])
-  redis.call('PEXPIRE', KEYS[1], math.ceil((slot - now + span) * 1000) + 1000)
-end
-if kcount > 0 then
-  redis.call('ZADD', KEYS[2], slot, ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], math.ceil((slot - now + kspan) * 1000) + 1000)
-end
-return {1, tostring(slot - now), binding, quarantined}
-"""
-)
-
-_PENALIZE = (
-    _NOW
-    + """
-if ARGV[9] ~= nil and ARGV[9] ~= '' then
-  local held = redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[10]), now)
-  if held < tonumber(ARGV[9]) then return '-1' end
-end
-local cd = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '0')
-local f0 = tonumber(redis.call('HGET', KEYS[1], 'factor0') or '1')
-local guard = tonumber(redis.call('HGET', KEYS[1], 'decrease_guard') or '0')
-local period = tonumber(ARGV[8])
-local f = f0
-if f0 < 1 then
-  local since = now - cd
-  if since > 0 then f = math.min(1, f0 + tonumber(ARGV[7]) * since / period) end
-end
-local wait = tonumber(ARGV[2])
-if wait < 0 then wait = tonumber(ARGV[4]) end
-if now + wait > cd then
-  cd = now + wait
-  redis.call('HSET', KEYS[1], 'cooldown_until', cd)
-end
-local limit = tonumber(ARGV[3])
-if limit > 0 then
-  local c = tonumber(redis.call('HGET', KEYS[1], 'ceiling') or '0')
-  if now >= tonumber(redis.call('HGET', KEYS[1], 'ceiling_until') or '0') then c = 0 end
-  if c == 0 or limit < c then
-    redis.call('HSET', KEYS[1], 'ceiling', limit)
-    redis.call('HSET', KEYS[1], 'ceiling_until', cd + period / tonumber(ARGV[7]))
-  end
-end
-if now >= guard then
-  redis.call('HSET', KEYS[1], 'factor0', math.max(tonumber(ARGV[6]), f * tonumber(ARGV[5])))
-  redis.call('HSET', KEYS[1], 'decrease_guard', cd)
-end
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return tostring(cd - now)
-"""
-)
 
 
 #: The single-flight lock of one item, taken with a fresh token per attempt, read together
@@ -339,15 +189,6 @@ def _quiet(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _scaled(rate: Rate | None, share: int) -> Rate | None:
-    """``rate`` divided among ``share`` processes, rounded so the sum never exceeds it."""
-    if rate is None or share <= 1:
-        return rate
-    if rate.count >= share:
-        return Rate(rate.count // share, rate.period)
-    return Rate(1, rate.period * math.ceil(share / rate.count))
-
-
 class RedisBackend:
     """Limiter state, usage cache, single flight and token shared through Redis.
 
@@ -390,14 +231,11 @@ class RedisBackend:
         self.lock_ttl = lock_ttl
         self.probe_interval = probe_interval
         self._owns_client = owns_client
-        self._acquire = client.register_script(_ACQUIRE)
-        self._penalize = client.register_script(_PENALIZE)
         self._lock = client.register_script(_LOCK)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._cache_put = client.register_script(_CACHE_PUT)
         self._cache_get = client.register_script(_CACHE_GET)
-        self._limiters: list[RedisLimiter] = []
         self._background: set[asyncio.Task[Any]] = set()
         #: Redis is known to be down: operations fail at once until the probe finds it again.
         self._down = False
@@ -441,19 +279,19 @@ class RedisBackend:
         Raises :class:`BackendUnavailableError` then, and at once while Redis is known to be
         down (the first operation that ran out of ``wait`` marks it so).
         """
-        loop = asyncio.get_running_loop()  # the clock asyncio.timeout runs on
-        deadline = loop.time() + self.wait
+        now = _CLOCK.now
+        deadline = now() + self.wait
         delay = 0.05
         failed = False
         while True:
             if self._down:
                 raise BackendUnavailableError("Redis unavailable (waiting for it to answer again)")
             try:
-                async with asyncio.timeout(max(0.01, deadline - loop.time())):
+                async with asyncio.timeout(max(0.01, deadline - now())):
                     result = await fn()
             except (RedisError, OSError, TimeoutError) as exc:
                 failed = True
-                if loop.time() + delay >= deadline:
+                if now() + delay >= deadline:
                     self._trip(exc)
                     raise BackendUnavailableError(f"Redis unavailable: {exc}") from exc
                 await asyncio.sleep(delay)
@@ -520,12 +358,25 @@ class RedisBackend:
 
     def limiter(
         self, name: str, *, shared: Rate | None, per_key: Rate | None, margin: float, clock: Clock
-    ) -> RedisLimiter:
-        limiter = RedisLimiter(
-            self, name, shared=shared, per_key=per_key, margin=margin, clock=clock
+    ) -> EndpointLimiter:
+        """The limiter of endpoint ``name``, its windows and state in Redis."""
+        store = RedisWindowStore(
+            self.redis,
+            functools.partial(self.key, name),
+            call=self.call,
+            clock=clock,
+            on_lost=self._state_lost,
         )
-        self._limiters.append(limiter)
-        return limiter
+        return EndpointLimiter(
+            name,
+            shared=shared,
+            per_key=per_key,
+            clock=clock,
+            margin=margin,
+            stamp_sends=True,
+            store=store,
+            fail_open=self.fail_open,
+        )
 
     def cache(
         self, name: str, *, ttl: float, long_ttl: float, maxsize: int, clock: Clock
@@ -572,364 +423,6 @@ class RedisBackend:
                 await self.redis.aclose(close_connection_pool=True)
 
 
-class RedisLimiter:
-    """An endpoint's limits kept in Redis (see the module docs)."""
-
-    def __init__(
-        self,
-        backend: RedisBackend,
-        name: str,
-        *,
-        shared: Rate | None,
-        per_key: Rate | None,
-        margin: float,
-        clock: Clock,
-    ) -> None:
-        self.name = name
-        self._backend = backend
-        self._clock = clock
-        self._shared = shared
-        self._per_key = per_key
-        self._margin = margin
-        self._span = shared.period * (1 + margin) if shared else 0.0
-        self._key_span = per_key.period * (1 + margin) if per_key else 0.0
-        spacing = (self._span / shared.count) if shared else 0.05
-        #: Reserve a slot this long before it comes (keeps the budget saturated).
-        self.lookahead = min(0.5, max(0.02, 2 * spacing))
-        self._lanes: tuple[deque[tuple[asyncio.Future[tuple[str, float]], str | None]], ...] = (
-            deque(),
-            deque(),
-        )
-        self._dispatcher: asyncio.Task[None] | None = None
-        #: When (this limiter's clock) it last saw Redis' ``alive`` marker.
-        self._marker_seen: float | None = None
-        #: How long the fallback lasts between checks, and quarantines hold: one period of
-        #: the shared limit (of the per-key limit when there is no shared one).
-        self._hold_period = self._span or self._key_span
-        self._closed = False
-        self._local: EndpointLimiter | None = None  # fail-open fallback
-        self._local_until = 0.0
-        self._quarantine_until = 0.0
-        #: Until then the shared cool-down lasts longer than callers wait: they are refused.
-        self._refuse_until = 0.0
-        #: key -> (end of its own cool-down, refused): 429s charged to one key (this process).
-        self._key_holds: dict[str, tuple[float, bool]] = {}
-        self.last_headers: Mapping[str, str] = {}
-        self.waited = 0.0
-        #: Admissions that found Redis' state lost and waited one period.
-        self.quarantines = 0
-
-    def _keys(self, key: str | None) -> list[str]:
-        b = self._backend
-        return [
-            b.key(self.name, "log"),
-            b.key(self.name, "key", key or "-"),
-            b.key(self.name, "state"),
-            b.key(self.name, "alive"),
-        ]
-
-    async def reserve(self, key: str | None, now: float | None = None) -> tuple[bool, float, str]:
-        """One script call: (reserved, delay until the slot, binding limit)."""
-        shared, per_key = self._shared, self._per_key
-        member = secrets.token_hex(8)
-        seen = self._marker_seen
-        # The marker can only be missing through a loss if it was seen within its lifetime.
-        lost_if_missing = seen is not None and self._clock.now() - seen < _ALIVE_TRUST
-        result = await self._backend._acquire(
-            keys=self._keys(key),
-            args=[
-                "" if now is None else repr(now),
-                shared.count if shared else 0,
-                self._span,
-                per_key.count if (per_key and key is not None) else 0,
-                self._key_span,
-                self.lookahead,
-                member,
-                1 if lost_if_missing else 0,
-                C.RATE_RECOVERY_STEP,
-                max(self._hold_period, 0.001),
-            ],
-        )
-        self._marker_seen = self._clock.now()
-        reserved, delay, binding, quarantined = result
-        if int(quarantined):
-            self.quarantines += 1
-            logger.warning("redis backend: state of %s was lost; waiting one period", self.name)
-            self._backend._state_lost()
-        return (
-            bool(int(reserved)),
-            float(delay),
-            binding.decode() if isinstance(binding, bytes) else str(binding),
-        )
-
-    async def acquire(
-        self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
-    ) -> Slot | None:
-        if self._closed:
-            raise LimiterClosedError(f"limiter {self.name!r} is closed")
-        start = self._clock.now()
-        try:
-            while True:
-                hold = self._held_until(key, self._clock.now())
-                if hold > 0.0:
-                    await self._clock.sleep(hold)  # this key's own cool-down
-                    continue
-                local = self._fallback()
-                if local is not None:
-                    return await local.acquire(key, priority)
-                fut: asyncio.Future[tuple[str, float]] = asyncio.get_running_loop().create_future()
-                self._lanes[priority].append((fut, key))
-                if self._dispatcher is None:
-                    self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
-                kind, delay = await fut
-                if kind == "ok":
-                    if delay > 0:
-                        await self._clock.sleep(delay)
-                    return None
-                if kind == "fallback":
-                    continue
-                await self._clock.sleep(max(0.0, delay))  # this key's own window
-        finally:
-            self.waited += self._clock.now() - start
-
-    def _fallback(self) -> EndpointLimiter | None:
-        """The local limiter while Redis is unreachable (fail-open only): at least one period
-        of the shared limit, then for as long as the backend knows Redis to be down."""
-        if self._local is None:
-            return None
-        if self._clock.now() < self._local_until or not self._backend.available:
-            return self._local
-        # Back to Redis, which knows nothing of the local admissions: hold one period first so
-        # local and shared admissions cannot add up within a window.
-        self._local = None
-        self._quarantine_until = max(self._quarantine_until, self._clock.now() + self._hold_period)
-        return None
-
-    def _head(self) -> tuple[asyncio.Future[tuple[str, float]], str | None] | None:
-        for lane in self._lanes:
-            while lane and lane[0][0].done():
-                lane.popleft()
-            if lane:
-                return lane[0]
-        return None
-
-    def _pop(self, fut: asyncio.Future[tuple[str, float]]) -> None:
-        for lane in self._lanes:
-            if lane and lane[0][0] is fut:
-                lane.popleft()
-                return
-
-    async def _dispatch(self) -> None:
-        clock = self._clock
-        try:
-            while (head := self._head()) is not None:
-                fut, key = head
-                pause = self._quarantine_until - clock.now()
-                if pause > 0:
-                    await clock.sleep(pause)
-                    continue
-                try:
-                    reserved, delay, binding = await self._backend.call(
-                        functools.partial(self.reserve, key)
-                    )
-                except BackendUnavailableError as exc:
-                    if self._backend.fail_open is None:
-                        self._fail_all(exc)  # every queued caller at once, not one per wait
-                        continue
-                    self._start_fallback(exc)
-                    for lane in self._lanes:
-                        while lane:
-                            waiter, _ = lane.popleft()
-                            if not waiter.done():
-                                waiter.set_result(("fallback", 0.0))
-                    return
-                if reserved:
-                    self._pop(fut)
-                    if not fut.done():
-                        fut.set_result(("ok", delay))
-                elif binding == "key":
-                    self._pop(fut)
-                    if not fut.done():
-                        fut.set_result(("key", delay - self.lookahead))
-                else:
-                    await clock.sleep(max(0.001, delay - self.lookahead))
-        finally:
-            self._dispatcher = None
-
-    def _fail_all(self, exc: BackendUnavailableError) -> None:
-        for lane in self._lanes:
-            while lane:
-                fut, _ = lane.popleft()
-                if not fut.done():
-                    error = BackendUnavailableError(str(exc))
-                    error.__cause__ = exc.__cause__
-                    fut.set_exception(error)
-
-    def _start_fallback(self, exc: Exception) -> None:
-        share = self._backend.fail_open or 1
-        logger.warning(
-            "redis backend unavailable (%s): %s falls back to local limits at 1/%d of the budget",
-            exc,
-            self.name,
-            share,
-        )
-        self._local = EndpointLimiter(
-            self.name,
-            shared=_scaled(self._shared, share),
-            per_key=_scaled(self._per_key, share),
-            clock=self._clock,
-            margin=self._margin,
-        )
-        self._local_until = self._clock.now() + self._hold_period
-
-    def _held_until(self, key: str | None, now: float) -> float:
-        """Seconds to wait for a cool-down of this process's knowledge before asking Redis;
-        raises ``RateLimitedError`` while one lasts longer than callers wait."""
-        left = self._refuse_until - now
-        if left > 0.0:
-            raise cooldown_refusal(self.name, left)
-        if key is None or not self._key_holds:
-            return 0.0
-        hold = self._key_holds.get(key)
-        if hold is None:
-            return 0.0
-        until, refused = hold
-        if until <= now:
-            del self._key_holds[key]
-            return 0.0
-        if refused:
-            raise cooldown_refusal(self.name, until - now, key_limited=True)
-        return until - now
-
-    def _hold_shared(self, until: float, waitable: bool) -> None:
-        self._quarantine_until = max(self._quarantine_until, until)
-        if waitable:
-            return
-        self._refuse_until = max(self._refuse_until, until)
-        left = self._refuse_until - self._clock.now()
-        for lane in self._lanes:
-            while lane:
-                fut, _ = lane.popleft()
-                if not fut.done():
-                    fut.set_exception(cooldown_refusal(self.name, left))
-
-    def _hold_key(self, key: str, until: float, waitable: bool) -> None:
-        now = self._clock.now()
-        holds = self._key_holds
-        old = holds.pop(key, None)
-        refused = not waitable
-        if old is not None and old[0] > now:
-            until, refused = max(until, old[0]), refused or old[1]
-        holds[key] = (until, refused)
-        if len(holds) > 1024:
-            for k in [k for k, (u, _) in holds.items() if u <= now]:
-                del holds[k]
-
-    def penalize(
-        self,
-        retry_after: float | None,
-        limit: int | None = None,
-        *,
-        key: str | None = None,
-        waitable: bool = True,
-    ) -> None:
-        """Charge a 429 to the limit that tripped it (see ``EndpointLimiter.penalize``): the
-        shared cool-down lives in Redis for every process; a key's own cool-down, and whether
-        a cool-down is waited for, are this process's."""
-        shared, per_key = self._shared, self._per_key
-        period = (shared or per_key or Rate(1, 1.0)).period
-        default = period * C.DEFAULT_COOLDOWN_PERIODS
-        wait = retry_after if retry_after is not None else default
-        now = self._clock.now()
-        may_be_shared = key is None or (
-            shared is not None
-            and (retry_after is None or retry_after <= max(1.0, math.ceil(shared.period)))
-            and not (
-                limit is not None
-                and per_key is not None
-                and limit == per_key.count
-                and limit != shared.count
-            )
-        )
-        need = ""
-        if key is not None:
-            key_wait = (
-                retry_after
-                if retry_after is not None
-                else (per_key or shared or Rate(1, period)).period
-            )
-            self._hold_key(key, now + key_wait, waitable)
-            if not may_be_shared:
-                return
-            # The shared limit only if its window (in Redis) held nearly its count.
-            assert shared is not None
-            need = str(min(shared.count, math.floor(shared.count * C.SHARED_CHARGE_FILL) + 1))
-        else:
-            # Hold this process at once; share the cool-down with every other process.
-            self._hold_shared(now + wait, waitable)
-        backend = self._backend
-
-        async def charge() -> None:
-            left = await backend.call(
-                lambda: backend._penalize(
-                    keys=[backend.key(self.name, "state"), backend.key(self.name, "log")],
-                    args=[
-                        "",
-                        -1 if retry_after is None else retry_after,
-                        limit or 0,
-                        default,
-                        C.RATE_DECREASE_FACTOR,
-                        C.RATE_MIN_FACTOR,
-                        C.RATE_RECOVERY_STEP,
-                        period,
-                        need,
-                        self._span,
-                    ],
-                )
-            )
-            if need and float(left) >= 0:
-                self._hold_shared(now + wait, waitable)
-
-        backend.spawn(charge())
-
-    def record_headers(self, headers: Mapping[str, str]) -> None:
-        self.last_headers = headers
-
-    def state(self) -> LimiterState:
-        now = self._clock.now()
-        until = max(self._quarantine_until, 0.0)
-        key_cooldowns = sum(1 for u, _ in self._key_holds.values() if u > now)
-        return LimiterState(
-            name=self.name,
-            configured=self._shared,
-            per_key=self._per_key,
-            effective_per_second=self._shared.per_second if self._shared else None,
-            cooldown_until=until,
-            cooldown_remaining=max(0.0, until - now),
-            waiters=sum(1 for lane in self._lanes for f, _ in lane if not f.done()),
-            live_keys=0,
-            last_headers={
-                k: v
-                for k, v in self.last_headers.items()
-                if k.lower().startswith("x-ratelimit") or k.lower() == "retry-after"
-            },
-            key_cooldowns=key_cooldowns,
-        )
-
-    async def aclose(self) -> None:
-        self._closed = True
-        task = self._dispatcher
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for lane in self._lanes:
-            while lane:
-                fut, _ = lane.popleft()
-                if not fut.done():
-                    fut.set_exception(LimiterClosedError(f"limiter {self.name!r} is closed"))
-
-
 class _Prefetched:
     """A cached answer read together with a lock, handed to the first read inside it."""
 
@@ -973,7 +466,7 @@ class RedisCache:
         long_ttl: float,
         clock: Clock | None = None,
     ) -> None:
-        self._wall: Callable[[], float] = clock.wall if clock is not None else MonotonicClock().wall
+        self._wall: Callable[[], float] = (clock or _CLOCK).wall
         self._backend = backend
         self._name = name
         self._ttl = ttl

@@ -14,7 +14,7 @@ from ..transport import Request
 from ..validation import validate_page_size
 
 if TYPE_CHECKING:
-    from ..client import BaseClient
+    from ..context import ClientContext
 
 __all__ = ["Resource"]
 
@@ -42,16 +42,17 @@ class Resource:
     """A namespace of endpoints (``client.sims``, ``client.packages``...).
 
     Each method declares its request (endpoint, path parameters, query, body, response type,
-    limit key, idempotency) and runs it through the client's one pipeline.
+    limit key, idempotency) and runs it through the client's one pipeline, which it sees
+    through a :class:`~esim_async.context.ClientContext`.
     """
 
-    __slots__ = ("_client",)
+    __slots__ = ("_ctx",)
 
-    def __init__(self, client: BaseClient) -> None:
-        self._client = client
+    def __init__(self, context: ClientContext) -> None:
+        self._ctx = context
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} of {self._client!r}>"
+        return f"<{type(self).__name__} of {self._ctx!r}>"
 
     async def _call(
         self,
@@ -72,22 +73,22 @@ class Resource:
         timeout: float | None = None,
         max_retries: int | None = None,
     ) -> Any:
-        client = self._client
+        ctx = self._ctx
         headers = {"Accept-Language": language} if language else None
         form: Sequence[tuple[str, str]] | None = None
         json_body: Any = None
         if body is not None:
             # Absent optional fields are left out; a field in `nullable` is sent as null.
             kept = {k: v for k, v in body.items() if v is not None or k in nullable}
-            if (encoding or client.profile.write_format) == "form":
+            if (encoding or ctx.profile.write_format) == "form":
                 form = _form(kept)
             else:
                 json_body = kept
         request: Request[Any] = Request(
             method,
-            client._path(endpoint, **(path_params or {})),
+            ctx.path(endpoint, **(path_params or {})),
             decoder(response),
-            limiter=client._endpoint_limiter(endpoint),
+            limiter=ctx.limiter(endpoint),
             key=key,
             priority=Priority.INTERACTIVE,
             idempotent=method in ("GET", "PUT") if idempotent is None else idempotent,
@@ -97,18 +98,11 @@ class Resource:
             headers=headers,
             timeout=timeout,
             max_retries=max_retries,
-            account_limiter=client._account_limiter,
+            account_limiter=ctx.account_limiter,
             outcome_hint=outcome_hint,
             empty_ok=empty_ok,
         )
-        if not request.idempotent:
-            # A write is never cut short: the transport alone can tell whether it may have
-            # reached the provider (closing the client fails its waits and its connection).
-            return await client._transport.request(request)
-        # A read runs in the client's call scope: closing the client ends its waits at once.
-        return await client._calls.run(
-            client._transport.request(request), name=f"esim_async call {endpoint}"
-        )
+        return await ctx.request(request, name=endpoint)
 
     async def _page(
         self,

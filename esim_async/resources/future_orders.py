@@ -13,7 +13,7 @@ from ..models._base import Envelope
 from ..models.account import FutureOrder
 from ..validation import validate_choice, validate_url
 from ._base import Resource
-from .orders import _HINT, SharingOption, _order_body
+from .orders import OUTCOME_HINT, SharingOption, order_body
 
 __all__ = ["FutureOrdersResource"]
 
@@ -66,7 +66,7 @@ class FutureOrdersResource(Resource):
 
         The order is delivered to ``webhook_url`` (or the URL opted in for ``async_orders``).
         """
-        body = _order_body(
+        body = order_body(
             package_id,
             quantity,
             type="sim",
@@ -77,7 +77,7 @@ class FutureOrdersResource(Resource):
             copy_address=copy_address,
         )
         del body["type"]
-        body["due_date"] = due_date_text(due_date, now=self._client._utcnow())
+        body["due_date"] = due_date_text(due_date, now=self._ctx.utcnow())
         if webhook_url is not None:
             body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[FutureOrder] = await self._call(
@@ -86,7 +86,7 @@ class FutureOrdersResource(Resource):
             method="POST",
             body=body,
             encoding="json",
-            outcome_hint=_HINT,
+            outcome_hint=OUTCOME_HINT,
         )
         return envelope.data
 

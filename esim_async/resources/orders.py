@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import InvalidRequestError, WaitTimeoutError
+from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.orders import AsyncOrder, Order
 from ..models.pagination import Page
@@ -34,13 +33,14 @@ OrderInclude = Literal["sims", "user", "status"]
 OrderStatusFilter = Literal["completed", "failed", "partially_refunded", "refunded"]
 
 _ORDER_INCLUDES = ("sims", "user", "status")
-_HINT = (
+#: What a write whose outcome is unknown tells its caller to do.
+OUTCOME_HINT = (
     " Orders have no idempotency key: look for it with client.orders.list(description=...) "
     "using the description you sent (your own order id) before ordering again."
 )
 
 
-def _order_body(
+def order_body(
     package_id: str,
     quantity: int,
     *,
@@ -111,7 +111,7 @@ class OrdersResource(Resource):
             BusinessError: e.g. code 11 (insufficient credit), 33/34 (out of stock).
             OutcomeUnknownError: the order may or may not exist; it was not retried.
         """
-        body = _order_body(
+        body = order_body(
             package_id,
             quantity,
             type=type,
@@ -122,7 +122,7 @@ class OrdersResource(Resource):
             copy_address=copy_address,
         )
         envelope: Envelope[Order] = await self._call(
-            "orders", Envelope[Order], method="POST", body=body, outcome_hint=_HINT
+            "orders", Envelope[Order], method="POST", body=body, outcome_hint=OUTCOME_HINT
         )
         return envelope.data
 
@@ -220,7 +220,7 @@ class OrdersResource(Resource):
             OutcomeUnknownError: the top-up may or may not have been bought; not retried.
         """
         validate_slug(package_id, field="package_id")
-        self._client._validate_iccid(iccid)
+        self._ctx.validate_iccid(iccid)
         if description is not None:
             validate_text(description, field="description")
         envelope: Envelope[Order] = await self._call(
@@ -228,11 +228,23 @@ class OrdersResource(Resource):
             Envelope[Order],
             method="POST",
             body={"package_id": package_id, "iccid": iccid, "description": description},
-            outcome_hint=_HINT,
+            outcome_hint=OUTCOME_HINT,
         )
-        for listener in self._client._topup_listeners:
+        for listener in self._ctx.topup_listeners:
             listener(iccid)
         return envelope.data
+
+    def add_topup_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(iccid)`` after each successful :meth:`topup` (a
+        :class:`~esim_async.webhooks.WebhookReceiver` with ``client=`` re-arms that eSIM's
+        low-data thresholds this way)."""
+        self._ctx.topup_listeners.append(listener)
+
+    def deliver_async_order(self, event: AsyncOrderEvent) -> None:
+        """An async order's webhook arrived: resolve the :meth:`wait_async` waiting for it, or
+        keep it for one that comes later (a :class:`~esim_async.webhooks.WebhookReceiver`
+        with ``client=`` calls this)."""
+        self._ctx.async_orders.deliver(event)
 
 
 class AiraloOrdersResource(OrdersResource):
@@ -248,25 +260,9 @@ class AiraloOrdersResource(OrdersResource):
 
         Raises:
             WaitTimeoutError: nothing arrived within ``timeout`` seconds.
+            TransportError: the client was closed (before or during the wait).
         """
-        client = self._client
-        early = client._async_early.pop(request_id, None)
-        if early is not None:
-            return early
-        waiter = client._async_waiters.get(request_id)
-        if waiter is None or waiter.done():
-            waiter = asyncio.get_running_loop().create_future()
-            client._async_waiters[request_id] = waiter
-        try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter)
-        except TimeoutError:
-            raise WaitTimeoutError(
-                f"no webhook for async order {request_id} within {timeout:g} s"
-            ) from None
-        finally:
-            if not waiter.done() and client._async_waiters.get(request_id) is waiter:
-                client._async_waiters.pop(request_id, None)
+        return await self._ctx.async_orders.wait(request_id, timeout)
 
     async def create_async(
         self,
@@ -286,7 +282,7 @@ class AiraloOrdersResource(OrdersResource):
         The finished order arrives by webhook at ``webhook_url`` (or the URL opted in for
         ``async_orders``); keep the returned ``request_id`` to match it.
         """
-        body = _order_body(
+        body = order_body(
             package_id,
             quantity,
             type=type,
@@ -299,6 +295,10 @@ class AiraloOrdersResource(OrdersResource):
         if webhook_url is not None:
             body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[AsyncOrder] = await self._call(
-            "orders_async", Envelope[AsyncOrder], method="POST", body=body, outcome_hint=_HINT
+            "orders_async",
+            Envelope[AsyncOrder],
+            method="POST",
+            body=body,
+            outcome_hint=OUTCOME_HINT,
         )
         return envelope.data

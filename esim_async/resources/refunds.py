@@ -65,7 +65,7 @@ class RefundsResource(Resource):
                 f"iccids must be a list of 1 to {MAX_ICCIDS} ICCIDs", field="iccids"
             )
         for iccid in ids:
-            self._client._validate_iccid(iccid)
+            self._ctx.validate_iccid(iccid)
         validate_choice(reason, REASONS, field="reason")
         if notes is not None:
             validate_text(notes, field="notes")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import msgspec
 
@@ -22,7 +21,10 @@ from ..transport import Request
 from ..validation import date_range, validate_includes, validate_text
 from ._base import Resource
 
-__all__ = ["AiraloSimsResource", "SimsResource"]
+if TYPE_CHECKING:
+    from ..context import ClientContext
+
+__all__ = ["AiraloSimsResource", "SimsResource", "stamp_usage", "usage_is_recycled"]
 
 T = TypeVar("T")
 
@@ -33,31 +35,87 @@ _LANGUAGE_MAX = 16
 _usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
 
 
-class _UsagePolicy:
-    """How one shared usage request runs: the best priority and the most patient retries of
-    every caller waiting for it (a caller that joins improves them, also while the request
-    waits for budget or between its attempts)."""
+def stamp_usage(usage: Usage, wall: float) -> None:
+    """Stamp a new usage answer with the wall time it arrived (``usage.fetched_at``)."""
+    usage.fetched_at = datetime.fromtimestamp(wall, UTC)
 
-    __slots__ = ("max_retries", "request", "retry_rate_limited", "ticket")
 
-    def __init__(self, priority: Priority, max_retries: int, retry_rate_limited: bool) -> None:
-        self.ticket = QueueTicket(priority)
+def usage_is_recycled(usage: Usage) -> bool:
+    """A recycled eSIM's usage never changes again: it is kept for the negative TTL."""
+    return usage.status is UsageStatus.RECYCLED
+
+
+class _UsageCall:
+    """One usage request, shared by every caller waiting for it.
+
+    It runs with the best priority and the most patient retries of them all: a caller that
+    joins improves them (:meth:`join`), also while the request waits for budget or between its
+    attempts (the transport reads the request's policy when it needs it).
+    """
+
+    __slots__ = (
+        "ctx",
+        "iccid",
+        "max_retries",
+        "priority",
+        "request",
+        "retry_rate_limited",
+        "ticket",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        ctx: ClientContext,
+        iccid: str,
+        timeout: float | None,
+        priority: Priority,
+        max_retries: int,
+        retry_rate_limited: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.iccid = iccid
+        self.timeout = timeout
+        self.priority = priority
         self.max_retries = max_retries
         self.retry_rate_limited = retry_rate_limited
-        #: The request once it is built (the transport reads its policy when it needs it).
+        #: The limiter lane, once the request waits in one.
+        self.ticket: QueueTicket | None = None
+        #: The request once it is built.
         self.request: Request[Envelope[Usage]] | None = None
 
-    def join(self, other: _UsagePolicy) -> None:
-        self.ticket.raise_to(other.ticket.priority)
+    def join(self, other: _UsageCall) -> None:
+        """A caller with the policy ``other`` joined: take the better of both."""
+        if other.priority < self.priority:
+            self.priority = other.priority
+            if self.ticket is not None:
+                self.ticket.raise_to(other.priority)
         if other.max_retries > self.max_retries:
             self.max_retries = other.max_retries
         if other.retry_rate_limited:
             self.retry_rate_limited = True
         request = self.request
         if request is not None:
-            request.priority = self.ticket.priority
+            request.priority = self.priority
             request.max_retries = self.max_retries
             request.retry_rate_limited = self.retry_rate_limited
+
+    async def __call__(self) -> Usage:
+        ctx = self.ctx
+        ticket = self.ticket = QueueTicket(self.priority)
+        self.request = request = Request(
+            "GET",
+            ctx.path("usage", iccid=self.iccid),
+            _usage_decoder,
+            limiter=ctx.limiter("usage"),
+            key=self.iccid,
+            priority=self.priority,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            retry_rate_limited=self.retry_rate_limited,
+        )
+        with ticket.bind():
+            return (await ctx.send(request)).data
 
 
 class SimsResource(Resource):
@@ -99,33 +157,17 @@ class SimsResource(Resource):
             RateLimitedError: still throttled after the retries.
             EsimError: any other failure, typed (see ``esim_async.errors``).
         """
-        self._client._validate_iccid(iccid)
-        if not refresh:
-            entry = self._cached(iccid, max_age)
-            if entry is not None:
-                return _unwrap(iccid, entry)
-        entry, _ = await self._fetch(
+        entry, _ = await self.usage_entry(
             iccid,
-            timeout,
-            max_retries,
-            priority,
-            True,
             refresh=refresh,
             max_age=max_age,
+            timeout=timeout,
+            max_retries=max_retries,
+            priority=priority,
         )
         return _unwrap(iccid, entry)
 
-    def _cached(self, iccid: str, max_age: float | None) -> CacheEntry[Usage] | None:
-        entry: CacheEntry[Usage] | None = self._client._usage_cache.get(iccid, max_age)
-        if entry is not None:
-            stats = self._client.stats
-            if entry.value is None:
-                stats.negative_cache_hits += 1
-            else:
-                stats.cache_hits += 1
-        return entry
-
-    async def _usage_entry(
+    async def usage_entry(
         self,
         iccid: str,
         *,
@@ -136,112 +178,36 @@ class SimsResource(Resource):
         priority: Priority = Priority.INTERACTIVE,
         retry_rate_limited: bool = True,
     ) -> tuple[CacheEntry[Usage], bool]:
-        """The cache entry answering ``iccid`` and whether it came without a request."""
-        self._client._validate_iccid(iccid)
+        """The cache entry answering ``iccid``, and whether it came without a request of this
+        call (from a cache, or by joining a request in flight): what :meth:`usage` and
+        :meth:`usage_many` build on.
+
+        A negative entry (``value`` is ``None``) says the provider does not know the eSIM.
+        The arguments are those of :meth:`usage`; ``retry_rate_limited=False`` makes a 429
+        the answer at once instead of waiting out its ``Retry-After`` (a sweep re-queues the
+        ICCID instead).
+
+        Raises:
+            InvalidIccidError, NotFoundError, RateLimitedError, EsimError: as :meth:`usage`.
+        """
+        ctx = self._ctx
+        ctx.validate_iccid(iccid)
+        endpoint = ctx.usage_endpoint
         if not refresh:
-            entry = self._cached(iccid, max_age)
+            # The hot path, answered before a request is even described (fetch would find
+            # the same entry first).
+            entry = endpoint.get(iccid, max_age)
             if entry is not None:
                 return entry, True
-        return await self._fetch(
+        call = _UsageCall(
+            ctx,
             iccid,
             timeout,
-            max_retries,
             priority,
-            retry_rate_limited,
-            refresh=refresh,
-            max_age=max_age,
-        )
-
-    async def _fetch(
-        self,
-        iccid: str,
-        timeout: float | None,
-        max_retries: int | None,
-        priority: Priority,
-        retry_rate_limited: bool,
-        *,
-        refresh: bool = False,
-        max_age: float | None = None,
-    ) -> tuple[CacheEntry[Usage], bool]:
-        """The answer for ``iccid`` from the shared cache or one request (shared with concurrent
-        callers), stored in the caches; and whether it came without a request.
-
-        A caller that joins a request in flight lends it its priority and retry policy if they
-        are better; with ``refresh`` the caller never joins a request already in flight.
-        """
-        client = self._client
-        wall = client.config.clock.wall
-        cache = client._usage_cache
-        shared = client._usage_l2
-        path_head, path_tail = client._usage_path_parts
-        started = wall()
-        policy = _UsagePolicy(
-            priority,
-            client._transport.max_retries if max_retries is None else max_retries,
+            ctx.config.max_retries if max_retries is None else max_retries,
             retry_rate_limited,
         )
-
-        async def fetch() -> tuple[CacheEntry[Usage], bool]:
-            with policy.ticket.bind():
-                return await fetch_in_lane()
-
-        async def fetch_in_lane() -> tuple[CacheEntry[Usage], bool]:
-            now = client._clock.now()
-            if shared is not None:
-                found = await shared.get(iccid)
-                # Another process's answer serves unless this call wants a fresher one; one
-                # fetched while this call waited for that process's lock is fresh enough.
-                if found is not None and (
-                    (not refresh and (max_age is None or started - found.fetched_at <= max_age))
-                    or found.fetched_at >= started
-                ):
-                    local = CacheEntry(
-                        found.value,
-                        found.fetched_at,
-                        now - max(0.0, wall() - found.fetched_at),
-                        found.long_lived,
-                    )
-                    cache.set(iccid, local)
-                    return local, False
-            request = Request(
-                "GET",
-                f"{path_head}{iccid}{path_tail}",
-                _usage_decoder,
-                limiter=client._usage_limiter,
-                key=iccid,
-                priority=policy.ticket.priority,
-                timeout=timeout,
-                max_retries=policy.max_retries,
-                retry_rate_limited=policy.retry_rate_limited,
-            )
-            policy.request = request
-            try:
-                usage = (await client._transport.request(request)).data
-            except NotFoundError:
-                negative: CacheEntry[Usage] = CacheEntry(None, wall(), client._clock.now(), True)
-                cache.set(iccid, negative)
-                if shared is not None:
-                    await shared.set(iccid, negative)
-                raise
-            stamp = wall()
-            usage.fetched_at = datetime.fromtimestamp(stamp, UTC)
-            # Its age counts from the answer, not from the start of the wait for budget.
-            entry = CacheEntry(
-                usage, stamp, client._clock.now(), usage.status is UsageStatus.RECYCLED
-            )
-            cache.set(iccid, entry)
-            if shared is not None:
-                await shared.set(iccid, entry)
-            return entry, True
-
-        (entry, requested), joined = await client._usage_flight.run(
-            iccid, fetch, fresh=refresh, options=policy
-        )
-        if joined:
-            client.stats.coalesced += 1
-        elif not requested:
-            client.stats.cache_hits += 1
-        return entry, joined or not requested
+        return await endpoint.fetch(iccid, call, refresh=refresh, max_age=max_age, options=call)
 
     def usage_many(
         self,
@@ -279,8 +245,8 @@ class SimsResource(Resource):
             progress: called with a :class:`~esim_async.sweep.SweepProgress` after every result.
             low_data_fraction: the summary lists limited eSIMs with at most this share left.
         """
-        state = self._client.rate_limit_state().get("usage")
-        per_second = state.effective_per_second if state is not None else None
+        ctx = self._ctx
+        limiter = ctx.limiter("usage")
         return UsageSweep(
             self,
             iccids,
@@ -290,14 +256,17 @@ class SimsResource(Resource):
             max_age=max_age,
             progress=progress,
             low_data_fraction=low_data_fraction,
-            per_second=per_second,
-            clock=self._client.config.clock,
+            per_second=limiter.state().effective_per_second,
+            clock=ctx.clock,
+            budget=limiter.state,
+            cache=ctx.usage_endpoint,
+            validate=ctx.validate_iccid,
         )
 
     async def get(self, iccid: str, include: Iterable[SimInclude] | None = None) -> Esim:
         """One eSIM ordered through the API (``include``: ``order``, ``order.status``,
         ``order.user``, ``share``)."""
-        self._client._validate_iccid(iccid)
+        self._ctx.validate_iccid(iccid)
         include_value = validate_includes(include, _SIM_INCLUDES)
         envelope: Envelope[Esim] = await self._call(
             "sim",
@@ -357,7 +326,7 @@ class SimsResource(Resource):
         Raises:
             BusinessError: code 73 when the eSIM was recycled.
         """
-        self._client._validate_iccid(iccid)
+        self._ctx.validate_iccid(iccid)
         envelope: Envelope[builtins.list[TopupPackage]] = await self._call(
             "sim_topups", Envelope[builtins.list[TopupPackage]], path_params={"iccid": iccid}
         )
@@ -372,39 +341,24 @@ class SimsResource(Resource):
         15 minutes, as the providers ask; ``refresh=True`` skips the cache and never joins a
         request already in flight.
         """
-        client = self._client
-        client._validate_iccid(iccid)
-        clock = client.config.clock
-        cache = client._history_cache
-        if not refresh:
-            entry = cache.get(iccid)
-            if entry is not None:
-                client.stats.cache_hits += 1
-                return _unwrap(iccid, entry)
+        ctx = self._ctx
+        ctx.validate_iccid(iccid)
 
-        async def fetch() -> CacheEntry[builtins.list[PackageHistoryEntry]]:
-            try:
-                envelope: Envelope[builtins.list[PackageHistoryEntry]] = await self._call(
-                    "package_history",
-                    Envelope[builtins.list[PackageHistoryEntry]],
-                    path_params={"iccid": iccid},
-                    key=iccid,
-                )
-            except NotFoundError:
-                cache.set(iccid, CacheEntry(None, clock.wall(), clock.now(), True))
-                raise
-            entry = CacheEntry(envelope.data, clock.wall(), clock.now(), False)
-            cache.set(iccid, entry)
-            return entry
+        async def fetch() -> builtins.list[PackageHistoryEntry]:
+            envelope: Envelope[builtins.list[PackageHistoryEntry]] = await self._call(
+                "package_history",
+                Envelope[builtins.list[PackageHistoryEntry]],
+                path_params={"iccid": iccid},
+                key=iccid,
+            )
+            return envelope.data
 
-        entry, joined = await client._history_flight.run(iccid, fetch, fresh=refresh)
-        if joined:
-            client.stats.coalesced += 1
+        entry, _ = await ctx.history_endpoint.fetch(iccid, fetch, refresh=refresh)
         return _unwrap(iccid, entry)
 
     async def instructions(self, iccid: str, language: str = "en") -> Instructions:
         """Installation instructions (iOS and Android) in ``language`` (``Accept-Language``)."""
-        self._client._validate_iccid(iccid)
+        self._ctx.validate_iccid(iccid)
         validate_text(language, field="language", max_length=_LANGUAGE_MAX)
         envelope: Envelope[InstructionsData] = await self._call(
             "instructions",
@@ -419,13 +373,7 @@ class SimsResource(Resource):
 
         With a shared backend the shared entry is deleted too (in the background).
         """
-        client = self._client
-        client._usage_cache.invalidate(iccid)
-        shared = client._usage_l2
-        if shared is not None:
-            task = asyncio.get_running_loop().create_task(shared.invalidate(iccid))
-            client._background.add(task)
-            task.add_done_callback(client._background.discard)
+        self._ctx.usage_endpoint.invalidate(iccid)
 
 
 class _Brand(msgspec.Struct):
@@ -439,7 +387,7 @@ class AiraloSimsResource(SimsResource):
 
     async def update_brand(self, iccid: str, brand_settings_name: str | None) -> str | None:
         """Set the brand used for this eSIM's sharing (``None``: unbranded); returns it."""
-        self._client._validate_iccid(iccid)
+        self._ctx.validate_iccid(iccid)
         if brand_settings_name is not None:
             validate_text(brand_settings_name, field="brand_settings_name")
         envelope: Envelope[_Brand] = await self._call(

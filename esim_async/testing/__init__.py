@@ -12,6 +12,15 @@ With pytest-asyncio installed, the ``esim_emulator`` fixture yields a started :c
 """
 
 from .fleet import Fleet, SimRecord
+from .path import PathDelay
 from .server import Emulator, EmulatorStats, Faults, ServerLimits
 
-__all__ = ["Emulator", "EmulatorStats", "Faults", "Fleet", "ServerLimits", "SimRecord"]
+__all__ = [
+    "Emulator",
+    "EmulatorStats",
+    "Faults",
+    "Fleet",
+    "PathDelay",
+    "ServerLimits",
+    "SimRecord",
+]

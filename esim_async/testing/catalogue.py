@@ -1,12 +1,35 @@
-"""A small deterministic package catalogue in the providers' shapes, for the emulator."""
+"""A small deterministic package catalogue in the providers' shapes, for the emulator.
+
+Each operator carries what the official SDKs read when they flatten the catalogue: the countries
+it covers (``countries[].country_code``: one for a local operator, several for a regional or
+global one), its image, ``info`` lines and ``other_info``, and per package the fair-usage fields.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CATALOGUE", "catalogue_entries", "find_package", "topups_for"]
+__all__ = ["CATALOGUE", "COUNTRY_TITLES", "catalogue_entries", "find_package", "topups_for"]
 
 _RATES = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79}
+
+#: Country code -> name, for every country the catalogue covers.
+COUNTRY_TITLES = {
+    "US": "United States",
+    "FR": "France",
+    "DE": "Germany",
+    "JP": "Japan",
+    "TR": "Türkiye",
+    "GB": "United Kingdom",
+    "IT": "Italy",
+    "ES": "Spain",
+}
+#: Countries a regional or global entry covers, by slug.
+_REGIONS = {
+    "europe": ("FR", "DE", "GB", "IT", "ES"),
+    "world": ("US", "FR", "DE", "JP", "TR", "GB", "IT", "ES"),
+}
+_CDN = "https://cdn.emulator.test"
 
 # (slug, country_code, title, operator id, operator title, type, [(GB, days, price)], unlimited)
 _ENTRIES: list[tuple[str, str, str, int, str, str, list[tuple[int, int, float]]]] = [
@@ -37,6 +60,19 @@ _ENTRIES: list[tuple[str, str, str, int, str, str, list[tuple[int, int, float]]]
 ]
 
 
+def _image(path: str) -> dict[str, Any]:
+    return {"width": 132, "height": 99, "url": f"{_CDN}/{path}.png"}
+
+
+def _country(code: str) -> dict[str, Any]:
+    """An operator's ``countries[]`` item."""
+    return {
+        "country_code": code,
+        "title": COUNTRY_TITLES[code],
+        "image": _image(f"countries/{code.lower()}"),
+    }
+
+
 def _prices(price: float, net: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "recommended_retail_price": {c: round(price * r, 2) for c, r in _RATES.items()}
@@ -63,7 +99,60 @@ def _package(operator: str, gb: int, days: int, price: float, kind: str) -> dict
         "voice": None,
         "text": None,
         "short_info": None,
+        "qr_installation": "<p>Settings &gt; Cellular &gt; Add eSIM &gt; Scan the QR code</p>",
+        "manual_installation": "<p>Settings &gt; Cellular &gt; Add eSIM &gt; Enter details</p>",
+        "is_fair_usage_policy": False,
+        "fair_usage_policy": None,
         "prices": _prices(price, net),
+    }
+
+
+def _operator(
+    slug: str, codes: tuple[str, ...], op_id: int, op_title: str, op_type: str
+) -> dict[str, Any]:
+    """An operator without its packages, with every field the SDKs read."""
+    countries = [_country(c) for c in codes]
+    many = len(codes) > 1
+    where = f" in {len(codes)} countries." if many else "."
+    return {
+        "id": op_id,
+        "style": "dark" if many else "light",
+        "gradient_start": "#0f1b3f",
+        "gradient_end": "#194281",
+        "type": op_type,
+        "is_prepaid": True,
+        "title": op_title,
+        "esim_type": "Prepaid",
+        "warning": None,
+        "apn_type": "automatic",
+        "apn_value": None,
+        "is_roaming": op_type == "global",
+        "info": [
+            "LTE data-only eSIM.",
+            "Rechargeable online with no expiry.",
+            f"Operates on the {op_title} network{where}",
+        ],
+        "image": _image(f"operators/{slug}"),
+        "plan_type": "data",
+        "activation_policy": "first-usage",
+        "is_kyc_verify": False,
+        "rechargeability": True,
+        "other_info": f"Covers {len(codes)} countries." if many else None,
+        "coverages": [
+            {
+                "name": c["country_code"],
+                "code": c["country_code"],
+                "networks": [{"name": op_title, "types": ["4G", "5G"]}],
+            }
+            for c in countries
+        ],
+        "install_window_days": 180,
+        "topup_grace_window_days": 30,
+        "apn": {
+            "ios": {"apn_type": "automatic", "apn_value": None},
+            "android": {"apn_type": "automatic", "apn_value": None},
+        },
+        "countries": countries,
     }
 
 
@@ -73,34 +162,16 @@ def _build() -> list[dict[str, Any]]:
         packages = [_package(op_title, gb, d, p, "sim") for gb, d, p in plans]
         packages += [_package(op_title, gb, d, round(p * 0.9, 2), "topup") for gb, d, p in plans]
         cheapest = min(p for _, _, p in plans)
+        codes = (cc,) if cc else _REGIONS[slug]
+        operator = _operator(slug, codes, op_id, op_title, op_type)
         entries.append(
             {
                 "slug": slug,
                 "country_code": cc,
                 "title": title,
-                "image": {"width": 132, "height": 99, "url": f"https://cdn.example/{slug}.png"},
+                "image": _image(slug),
                 "min_price": _prices(cheapest, round(cheapest * 0.8, 2)),
-                "operators": [
-                    {
-                        "id": op_id,
-                        "title": op_title,
-                        "type": op_type,
-                        "plan_type": "data",
-                        "is_roaming": op_type == "global",
-                        "rechargeability": True,
-                        "packages": packages,
-                        "activation_policy": "first-usage",
-                        "install_window_days": 180,
-                        "topup_grace_window_days": 30,
-                        "coverages": [
-                            {
-                                "name": cc or slug,
-                                "code": cc,
-                                "networks": [{"name": op_title, "types": ["4G", "5G"]}],
-                            }
-                        ],
-                    }
-                ],
+                "operators": [{**operator, "packages": packages}],
             }
         )
     return entries

@@ -4,9 +4,12 @@ Laravel pagination, timestamps and request ids."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -17,7 +20,9 @@ __all__ = [
     "NOT_FOUND",
     "REQUEST_ID_ALPHABET",
     "business",
+    "form_fields",
     "invalid",
+    "language",
     "new_request_id",
     "not_found",
     "now_stamp",
@@ -42,20 +47,99 @@ def new_request_id() -> str:
     return "".join(secrets.choice(REQUEST_ID_ALPHABET) for _ in range(25))
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """A JSON or form body as a dict (form ``name[]`` fields become lists)."""
-    if request.content_type == "application/json":
-        body = await request.json()
-        return body if isinstance(body, dict) else {}
-    form = await request.post()
+#: ``name[a][]`` -> ``("name", "[a][]")``: a form key and its PHP-style bracket suffix.
+_BRACKETED = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])+)$")
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+#: Deepest bracket nesting read as structure; deeper keys stay plain keys.
+MAX_FORM_DEPTH = 8
+
+
+def _assign(node: dict[str, Any], parts: list[str], value: str) -> None:
+    """Put ``value`` at the path ``parts``; an empty part appends (``name[]``)."""
+    head, rest = parts[0], parts[1:]
+    if head == "":
+        head = str(len(node))
+    if not rest:
+        node[head] = value
+        return
+    child = node.get(head)
+    if not isinstance(child, dict):
+        child = {}
+        node[head] = child
+    _assign(child, rest, value)
+
+
+def _listify(value: Any) -> Any:
+    """Nested dicts whose keys are all indices become lists, in index order."""
+    if not isinstance(value, dict):
+        return value
+    if value and all(k.isdigit() for k in value):
+        return [_listify(value[k]) for k in sorted(value, key=int)]
+    return {k: _listify(v) for k, v in value.items()}
+
+
+def form_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Form fields as a dict, the way Laravel reads them.
+
+    A repeated plain key keeps its last value; ``name[]`` appends to a list; PHP's indexed and
+    nested keys (``sharing_option[0]``, ``vouchers[0][package_id]``) build lists and objects.
+    """
     out: dict[str, Any] = {}
-    for key in form:
-        values = [str(v) for v in form.getall(key)]
-        if key.endswith("[]"):
-            out[key[:-2]] = values
-        else:
-            out[key] = values[-1]
-    return out
+    for key, value in pairs:
+        match = _BRACKETED.match(key)
+        parts = [match.group(1), *_BRACKET.findall(match.group(2))] if match else []
+        if not parts or len(parts) > MAX_FORM_DEPTH:
+            out[key] = value
+            continue
+        if not isinstance(out.get(parts[0]), dict):
+            out[parts[0]] = {}
+        _assign(out[parts[0]], parts[1:], value)
+    return {k: _listify(v) for k, v in out.items()}
+
+
+def _json_fields(raw: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _urlencoded_fields(raw: bytes) -> dict[str, Any] | None:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text or "=" not in text:
+        return None
+    return form_fields(parse_qsl(text, keep_blank_values=True)) or None
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The request's fields, from a JSON, form-urlencoded or multipart body.
+
+    The declared content type is tried first, then the other encoding: the official PHP SDK
+    sends form bodies labelled ``application/json``, and the API takes them. A body that is
+    neither gives no fields (so the handler answers with its missing-field errors).
+    """
+    if request.content_type.startswith("multipart/"):
+        form = await request.post()
+        return form_fields((key, str(value)) for key, value in form.items())
+    raw = await request.read()
+    if not raw:
+        return {}
+    readers = (_json_fields, _urlencoded_fields)
+    if "json" not in request.content_type:
+        readers = readers[::-1]
+    for reader in readers:
+        fields = reader(raw)
+        if fields is not None:
+            return fields
+    return {}
+
+
+def language(request: web.Request, default: str = "en") -> str:
+    """The primary language ``Accept-Language`` asks for, upper-case (``"EN"`` when none)."""
+    header = request.headers.get("Accept-Language", "")
+    first = header.split(",")[0].split(";")[0].strip()
+    return (first.split("-")[0] or default).upper()
 
 
 def invalid(fields: dict[str, str]) -> web.Response:

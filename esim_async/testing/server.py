@@ -13,6 +13,14 @@ Example::
             await client.sims.usage(emu.fleet.iccids()[0])
         assert emu.stats.rate_limited == 0
 
+With ``tls=True`` it serves https with a throwaway certificate for loopback: clients trust the
+file at :attr:`Emulator.cert_path` (written where ``cert_out`` says), or use
+:meth:`Emulator.ssl_context`::
+
+    async with Emulator(tls=True, cert_out="emu.pem") as emu:
+        async with AiraloClient("id", "secret", base_url=emu.url, ssl=emu.ssl_context()) as c:
+            ...
+
 The emulator binds to 127.0.0.1 only. :class:`Emulator` is the composition root: it owns one
 :class:`~esim_async.testing.state.EmulatorState` and mounts the route modules of
 :mod:`esim_async.testing.routes` on it.
@@ -21,7 +29,10 @@ The emulator binds to 127.0.0.1 only. :class:`Emulator` is the composition root:
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 from aiohttp import web
@@ -31,11 +42,13 @@ from .. import Rate
 from .faults import FaultKind, Faults
 from .fleet import Fleet
 from .limits import ServerLimits
+from .path import PathDelay, PathMiddleware, PathStats
 from .routes import account, catalogue, esims, notifications, orders, voice
 from .state import Clock, EmulatorState, EmulatorStats, SystemClock
+from .tls import Certificates, TlsFiles, make_certificates
 from .webhooks import WebhookSender
 
-__all__ = ["Emulator", "EmulatorStats", "Faults", "ServerLimits"]
+__all__ = ["Emulator", "EmulatorStats", "Faults", "PathDelay", "ServerLimits"]
 
 AIRALO = "/v2"
 PRESSONE = "/customer/v2"
@@ -133,9 +146,19 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         middlewares: Iterable[Middleware] = (),
+        tls: bool | Certificates = False,
+        cert_out: str | os.PathLike[str] | None = None,
+        path: PathDelay | None = None,
     ) -> None:
+        """``tls``: serve https, with fresh certificates (``True``) or the given ones;
+        ``cert_out``: where to write the certificate clients trust (default: a private
+        temporary file, removed when the emulator stops); ``path``: a one-way delay with
+        jitter applied to every request before anything else sees it (see
+        :class:`~esim_async.testing.path.PathDelay`)."""
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the emulator binds to loopback only")
+        if cert_out is not None and tls is False:
+            raise ValueError("cert_out needs tls")
         #: Everything the emulator knows; the route handlers share it.
         self.state = EmulatorState(
             fleet=fleet if fleet is not None else Fleet.generate(50),
@@ -152,14 +175,32 @@ class Emulator:
         #: aiohttp middlewares around every handler, outermost first (an independent request
         #: log, say); they see each request before the emulator counts or limits it.
         self.middlewares: list[Middleware] = list(middlewares)
+        self._path = PathMiddleware(path, lambda: self.state.clock)
         self._runner: web.AppRunner | None = None
+        self._tls = tls
+        self._cert_out = cert_out
+        self._tls_files: TlsFiles | None = None
         self.url = ""
+
+    @property
+    def path(self) -> PathDelay | None:
+        """The network path in front of the server (``None``: none); settable mid-run."""
+        return self._path.path
+
+    @path.setter
+    def path(self, path: PathDelay | None) -> None:
+        self._path.path = path
+
+    @property
+    def path_stats(self) -> PathStats:
+        """Requests that crossed :attr:`path`, and the delays drawn."""
+        return self._path.stats
 
     # ------------------------------------------------------------------ control
 
     def app(self) -> web.Application:
         """The aiohttp application (mount it or run it yourself)."""
-        app = web.Application(middlewares=self.middlewares)
+        app = web.Application(middlewares=[self._path.middleware, *self.middlewares])
         router, state = app.router, self.state
         data = (AIRALO, PRESSONE)
         account.add_routes(router, state, data)
@@ -176,13 +217,46 @@ class Emulator:
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
+        server_context: ssl.SSLContext | None = None
+        if self._tls is not False:
+            certificates = self._tls if isinstance(self._tls, Certificates) else None
+            files = TlsFiles(certificates or make_certificates(), self._cert_out)
+            self._tls_files = files
+            server_context = files.server_context()
+        try:
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=server_context)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            self._drop_tls_files()
+            raise
         self._runner = runner
         addresses = runner.addresses
         port = addresses[0][1] if addresses else self._port
-        self.url = f"http://{self._host}:{port}"
+        scheme = "https" if server_context is not None else "http"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.url = f"{scheme}://{host}:{port}"
         return self.url
+
+    @property
+    def cert_path(self) -> Path | None:
+        """The certificate https clients trust (PEM), while serving with ``tls``; else ``None``.
+
+        Point ``SSL_CERT_FILE``, ``NODE_EXTRA_CA_CERTS`` or ``curl --cacert`` at it.
+        """
+        return self._tls_files.cert_path if self._tls_files is not None else None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client SSL context that trusts this emulator, verification on (pass it as
+        ``ssl=`` to :class:`~esim_async.AiraloClient`). Only while serving with ``tls``."""
+        if self._tls_files is None:
+            raise RuntimeError("the emulator is not serving https (start it with tls=True)")
+        return self._tls_files.client_context()
+
+    def _drop_tls_files(self) -> None:
+        files, self._tls_files = self._tls_files, None
+        if files is not None:
+            files.cleanup()
 
     async def stop(self) -> None:
         """Cancel pending webhook deliveries and stop serving."""
@@ -194,6 +268,7 @@ class Emulator:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        self._drop_tls_files()
 
     async def __aenter__(self) -> Emulator:
         await self.start()

@@ -22,7 +22,6 @@ async def main(redis_url: str, emulator_url: str, size: int, seed: int, rate: in
         base_url=emulator_url,
         company_rate=Rate(rate, 1.0),
         backend=backend,
-        rate_margin=0.3,
     ) as client:
         ok = errors = 0
         async with client.sims.usage_many(iccids) as results:

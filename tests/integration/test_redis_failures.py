@@ -167,7 +167,7 @@ async def test_fail_open_keeps_its_share_of_the_budget_while_redis_stays_down() 
     admitted: list[float] = []
     async with asyncio.timeout(5):  # hang guard
         for i in range(40):
-            await limiter.acquire(f"iccid-{i}")
+            (await limiter.acquire(f"iccid-{i}")).mark(clock.now())  # it goes out at once
             admitted.append(clock.now())
     assert max_in_any_window(admitted, 1.0) <= 5  # budget / 2
     assert admitted[-1] < 10.0, admitted  # 40 at 5 per second: about 8 s, no 61 s stops
@@ -235,12 +235,15 @@ async def test_restart_quarantine_holds_the_shared_period(redis_server: RedisSer
         margin=0.0,
         clock=MonotonicClock(),
     )
-    ok, delay, _ = await limiter.reserve("8944", now=50.0)
-    assert ok and delay == 0
+    clock = MonotonicClock()
+    (await limiter.acquire("8944")).mark(clock.now())
     await b.redis.flushall()  # as after a restart without persistence
-    ok, delay, _ = await limiter.reserve("8945", now=50.1)
-    assert limiter.quarantines == 1
-    assert 0.99 <= delay <= 1.01, delay  # the company period, not the per-eSIM minute
+    lost = clock.now()
+    (await limiter.acquire("8945")).mark(clock.now())
+    assert limiter.state().quarantines == 1
+    held = clock.now() - lost
+    assert 0.99 <= held < 30.0, held  # the company period, not the per-eSIM minute
+    await limiter.aclose()
     await b.aclose()
 
 
@@ -248,25 +251,26 @@ async def test_an_idle_marker_that_expired_is_not_lost_state(redis_server: Redis
     b = backend(redis_server)
     clock = ManualClock()
     limiter = b.limiter("acct:usage", shared=Rate(5, 1.0), per_key=None, margin=0.0, clock=clock)
-    ok, _, _ = await limiter.reserve(None, now=50.0)
-    assert ok
+    (await limiter.acquire()).mark(clock.now())
     clock.advance(25 * 3600.0)  # a day of idleness ...
-    await b.redis.delete(b.key("acct:usage", "alive"))  # ... after which Redis expired it
-    ok, delay, _ = await limiter.reserve(None, now=50.0 + 25 * 3600.0)
-    assert ok and delay == 0
-    assert limiter.quarantines == 0
+    await b.redis.delete(b.key("acct:usage", "state"))  # ... after which Redis expired it
+    (await limiter.acquire()).mark(clock.now())
+    assert clock.now() == 25 * 3600.0  # not held
+    assert limiter.state().quarantines == 0
+    await limiter.aclose()
     await b.aclose()
 
 
 async def test_every_key_has_a_ttl(redis_server: RedisServer) -> None:
     b = backend(redis_server)
+    clock = MonotonicClock()
     limiter = b.limiter(
-        "acct:usage", shared=Rate(5, 1.0), per_key=Rate(10, 60.0), margin=0.0, clock=ManualClock()
+        "acct:usage", shared=Rate(5, 0.2), per_key=Rate(10, 60.0), margin=0.0, clock=clock
     )
-    await limiter.reserve("8944", now=50.0)
+    (await limiter.acquire("8944")).mark(clock.now())
     await b.redis.flushall()
-    await limiter.reserve("8944", now=50.1)  # quarantined: the state is written anew
-    assert limiter.quarantines == 1
+    await limiter.acquire("8944")  # quarantined: the state is written anew; still pending
+    assert limiter.state().quarantines == 1
     cache = b.shared_cache("acct:usage", int, ttl=60.0, long_ttl=600.0)
     await cache.set("8944", CacheEntry(1, time.time(), 0.0))
     store = b.token_store("acct")
@@ -286,7 +290,7 @@ async def test_the_keys_of_one_script_share_a_cluster_slot(redis_server: RedisSe
         "acct:usage", shared=Rate(5, 1.0), per_key=Rate(10, 60.0), margin=0.0, clock=ManualClock()
     )
     await limiter.acquire("8944")
-    limiter.penalize(1.0, 3, key="8944")
+    await limiter.penalize(1.0, None)
     cache = b.shared_cache("acct:usage", int, ttl=60.0, long_ttl=600.0)
     await cache.set("8944", CacheEntry(1, time.time(), 0.0))
     await b.flight("acct:usage").run("8944", lambda: cache.get("8944"))

@@ -54,7 +54,7 @@ async def test_random_cancellations_leave_nothing_behind() -> None:
             )
             state = client.rate_limit_state()["usage"]
             assert state.waiters == 0
-            assert len(client._usage_flight) == 0  # type: ignore[arg-type]
+            assert len(client._context.usage_endpoint.flight) == 0  # type: ignore[arg-type]
             session = client._transport._session
             await client.aclose()
             assert session is not None and session.closed

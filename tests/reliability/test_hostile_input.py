@@ -107,11 +107,10 @@ def test_any_response_is_a_model_or_a_typed_error(
 def test_iccids_never_alter_the_url(value: str) -> None:
     client = AiraloClient("id", "secret")
     try:
-        client._validate_iccid(value)
+        client._context.validate_iccid(value)
     except InvalidIccidError:
         return
-    head, tail = client._usage_path_parts
-    url = URL(client.base_url + f"{head}{value}{tail}")
+    url = URL(client.base_url + client._context.path("usage", iccid=value))
     assert url.path == f"/v2/sims/{value}/usage"
     assert url.query_string == "" and url.fragment == ""
     assert url.host == "partners-api.airalo.com"

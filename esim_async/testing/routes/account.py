@@ -45,6 +45,15 @@ REFUND_REASONS = frozenset(
 EXCHANGE_RATES = {"AUD": "1.6059162", "GBP": "0.80433592", "EUR": "0.96191527"}
 
 
+def text(value: object) -> str:
+    """A body field as text: strings and numbers as they are, anything else empty."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return ""
+
+
 class AccountRoutes:
     """Handlers for tokens, the balance, exchange rates and refunds."""
 
@@ -63,7 +72,10 @@ class AccountRoutes:
         ]
 
     async def token(self, request: web.Request) -> web.StreamResponse:
-        """``POST /token``: the token limit and faults apply; no bearer token is needed."""
+        """``POST /token``: the token limit and faults apply; no bearer token is needed.
+
+        The credentials come as a form (as documented) or as JSON (as the Node SDK sends them).
+        """
         state = self.state
         count_arrival(state, "token", request)
         limited = check_limit(state, "token", "all", state.limits.token)
@@ -72,9 +84,10 @@ class AccountRoutes:
         fault = await apply_fault(state, state.fault_plan.next("token", state.faults), request)
         if fault is not None:
             return fault
-        form = await request.post()
-        client_id = str(form.get("client_id", ""))
-        client_secret = str(form.get("client_secret", ""))
+        body = await read_body(request)
+        client_id, client_secret, grant_type = (
+            text(body.get(name)) for name in ("client_id", "client_secret", "grant_type")
+        )
         if not client_id:
             return web.json_response(
                 {
@@ -96,7 +109,7 @@ class AccountRoutes:
         if (
             not client_secret
             or (expected is not None and client_secret != expected)
-            or (form.get("grant_type") != "client_credentials")
+            or grant_type != "client_credentials"
         ):
             return web.json_response(
                 {"data": [], "meta": {"message": "Client authentication failed"}}, status=401

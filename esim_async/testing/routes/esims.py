@@ -18,6 +18,7 @@ from ..catalogue import find_package, topups_for
 from ..fleet import SimRecord
 from ..guard import guard
 from ..http import invalid, not_found, paginate, read_body
+from ..http import language as accept_language
 from ..payloads import recycled, sim_json
 from ..state import EmulatorState
 
@@ -200,7 +201,7 @@ class EsimRoutes:
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
-        language = request.headers.get("Accept-Language", "en").upper()
+        language = accept_language(request)
         qr = sim_json(sim)["qrcode"]
         steps = {
             "1": "Go to Settings > Cellular > Add Cellular Plan.",

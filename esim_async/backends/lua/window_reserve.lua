@@ -1,0 +1,85 @@
+-- Reserve one send in a limiter's windows on the server's clock: in the shared window and in
+-- one key's, both or neither. A reservation counts in every window until it is settled
+-- (window_settle.lua); one older than the pending bound counts as sent at that bound.
+-- KEYS: state hash, shared sent, shared pending, key sent, key pending
+-- ARGV: version, armed (the caller saw this state lately, so a missing one was lost),
+--       not before, member, pending bound (s), state ttl (ms),
+--       count, span, spacing (shared window; count 0: none), key count, key span (0: none)
+-- Returns {now, 0} reserved | {now, 1 or 2, wait} full (2: the key's window) |
+--         {now, 3 or 4, '', state} the state is not at that version (4: it was lost)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local stamp = string.format('%.6f', now)
+local version = tonumber(ARGV[1])
+local count, span, spacing = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local kcount, kspan = tonumber(ARGV[10]), tonumber(ARGV[11])
+local bound = tonumber(ARGV[5])
+
+local v = redis.call('HGET', KEYS[1], 'version')
+local lost = 0
+if v then
+  v = tonumber(v)
+elseif ARGV[2] == '1' then
+  -- lost (a restart): hold every caller for one period of the windows asked about
+  lost, v = 1, math.floor(now * 1000)
+  local hold = span
+  if count == 0 then hold = kspan end
+  redis.call('HSET', KEYS[1], 'version', v, 'cooldown_until', string.format('%.6f', now + hold))
+else
+  v = version
+  redis.call('HSET', KEYS[1], 'version', v)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if v ~= version then
+  return {stamp, 3 + lost, '', redis.call('HGETALL', KEYS[1])}
+end
+
+-- The first time one more send fits: sends at or before now - width have left the window.
+local function edge(sent, pending, n, width)
+  local old = redis.call('ZRANGEBYSCORE', pending, '-inf', now - bound, 'WITHSCORES')
+  for i = 1, #old, 2 do
+    redis.call('ZREM', pending, old[i])
+    redis.call('ZADD', sent, tonumber(old[i + 1]) + bound, old[i])
+    redis.call('PEXPIRE', sent, math.ceil(width * 1000) + 1000)
+  end
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - width)
+  local s = redis.call('ZCARD', sent)
+  local need = s + redis.call('ZCARD', pending) + 1 - n
+  if need <= 0 then return now end
+  if need > s then -- full of reservations: ask again soon (one may be given back)
+    return now + math.min(width, math.max(0.01, width / 100))
+  end
+  return tonumber(redis.call('ZRANGE', sent, need - 1, need - 1, 'WITHSCORES')[2]) + width
+end
+
+local at = tonumber(ARGV[3])
+if at < now then at = now end
+local status = 1
+if count > 0 then
+  local e = edge(KEYS[2], KEYS[3], count, span)
+  if spacing > 0 then
+    local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+    if last + spacing > e then e = last + spacing end
+  end
+  if e > at then at = e end
+end
+if kcount > 0 then
+  local e = edge(KEYS[4], KEYS[5], kcount, kspan)
+  if e > at then at, status = e, 2 end
+end
+if at > now then
+  return {stamp, status, string.format('%.6f', at - now)}
+end
+
+local function hold(sent, pending, width)
+  local ms = math.ceil((width + bound) * 1000) + 1000
+  redis.call('ZADD', pending, now, ARGV[4])
+  redis.call('PEXPIRE', pending, ms)
+  redis.call('PEXPIRE', sent, ms)
+end
+if count > 0 then
+  hold(KEYS[2], KEYS[3], span)
+  redis.call('HSET', KEYS[1], 'last', stamp)
+end
+if kcount > 0 then hold(KEYS[4], KEYS[5], kspan) end
+return {stamp, 0}

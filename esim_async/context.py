@@ -1,0 +1,200 @@
+"""What a client hands its resource namespaces: the pipeline and the state they share.
+
+A resource (``client.sims``, ``client.orders``...) sees its client only through a
+:class:`ClientContext`: send a request, the limiter of an endpoint, the clock, the counters, the
+settings, the two cached endpoints, top-up listeners and async-order waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+
+from .cache import CachedEndpoint, CallScope
+from .errors import TransportError, WaitTimeoutError
+from .validation import validate_iccid
+
+if TYPE_CHECKING:
+    from .backends.base import RateLimiter
+    from .clock import Clock
+    from .config import ClientConfig
+    from .models.sims import PackageHistoryEntry
+    from .models.usage import Usage
+    from .providers import ProviderProfile
+    from .stats import ClientStats
+    from .transport import Request, Transport
+    from .webhooks import AsyncOrderEvent
+
+__all__ = ["AsyncOrders", "ClientContext"]
+
+T = TypeVar("T")
+
+#: Async-order events kept for a ``wait_async`` that comes after them.
+EARLY_EVENTS = 1000
+
+
+class AsyncOrders:
+    """Waits for async orders' webhooks: :meth:`deliver` resolves :meth:`wait` (or keeps the
+    event for a wait that comes later); :meth:`close` fails every wait, now and later."""
+
+    __slots__ = ("_closed", "_early", "_waiters")
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}
+        self._early: OrderedDict[str, AsyncOrderEvent] = OrderedDict()
+        self._closed = False
+
+    def deliver(self, event: AsyncOrderEvent) -> None:
+        """An async order's webhook arrived: wake whoever waits for it, or keep it."""
+        waiter = self._waiters.pop(event.request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event)
+            return
+        self._early[event.request_id] = event
+        while len(self._early) > EARLY_EVENTS:
+            self._early.popitem(last=False)
+
+    async def wait(self, request_id: str, timeout: float) -> AsyncOrderEvent:
+        """The event of ``request_id``: one kept already, or the next delivered.
+
+        Raises:
+            WaitTimeoutError: nothing arrived within ``timeout`` seconds.
+            TransportError: the client was closed (before or during the wait).
+        """
+        early = self._early.pop(request_id, None)
+        if early is not None:
+            return early
+        if self._closed:
+            raise TransportError("the client is closed")
+        waiter = self._waiters.get(request_id)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[request_id] = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
+            raise WaitTimeoutError(
+                f"no webhook for async order {request_id} within {timeout:g} s"
+            ) from None
+        finally:
+            if not waiter.done() and self._waiters.get(request_id) is waiter:
+                self._waiters.pop(request_id, None)
+
+    def close(self) -> None:
+        """Fail every wait with a ``TransportError``; later waits are refused."""
+        self._closed = True
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            if not waiter.done():
+                waiter.set_exception(TransportError("the client was closed while waiting"))
+
+
+class ClientContext:
+    """The narrow surface a client gives its resources.
+
+    Args:
+        label: how the client shows itself (no secret).
+        config: the client's settings (its ``profile``: the provider's paths and dialect).
+        stats: the client's counters.
+        transport: the HTTP pipeline.
+        limiter: the limiter of an endpoint, by name.
+        account_limiter: the limit over every request of the account (Sandbox), if any.
+        usage_endpoint: the cached usage endpoint.
+        history_endpoint: the cached package-history endpoint.
+    """
+
+    __slots__ = (
+        "_calls",
+        "_iccid_max",
+        "_iccid_min",
+        "_label",
+        "_limiter",
+        "_transport",
+        "account_limiter",
+        "async_orders",
+        "clock",
+        "config",
+        "history_endpoint",
+        "profile",
+        "stats",
+        "topup_listeners",
+        "usage_endpoint",
+    )
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        config: ClientConfig,
+        stats: ClientStats,
+        transport: Transport,
+        limiter: Callable[[str], RateLimiter],
+        account_limiter: RateLimiter | None,
+        usage_endpoint: CachedEndpoint[Usage],
+        history_endpoint: CachedEndpoint[list[PackageHistoryEntry]],
+    ) -> None:
+        self._label = label
+        self._iccid_min, self._iccid_max = config.iccid_length
+        self.config = config
+        self.profile: ProviderProfile = config.profile
+        self.clock: Clock = config.clock
+        self.stats = stats
+        self._transport = transport
+        self._limiter = limiter
+        self.account_limiter = account_limiter
+        self.usage_endpoint = usage_endpoint
+        self.history_endpoint = history_endpoint
+        #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
+        self.topup_listeners: list[Callable[[str], None]] = []
+        self.async_orders = AsyncOrders()
+        #: Reads in progress outside the flights: closing the client ends their waits.
+        self._calls = CallScope()
+
+    def __repr__(self) -> str:
+        return self._label
+
+    def limiter(self, endpoint: str) -> RateLimiter:
+        """The limiter of ``endpoint`` (created on first use)."""
+        return self._limiter(endpoint)
+
+    def path(self, endpoint: str, **params: str) -> str:
+        """The path of ``endpoint`` with its parameters filled in."""
+        template = self.profile.path(endpoint)
+        return template.format(**params) if params else template
+
+    def validate_iccid(self, iccid: object) -> str:
+        """``iccid`` if it is well formed (the client's ``iccid_length``), else
+        :class:`~esim_async.errors.InvalidIccidError`."""
+        return validate_iccid(iccid, min_length=self._iccid_min, max_length=self._iccid_max)
+
+    def utcnow(self) -> datetime:
+        """The clock's current UTC time (for date rules such as a future order's due date)."""
+        return datetime.fromtimestamp(self.clock.wall(), UTC)
+
+    async def request(self, req: Request[T], *, name: str = "request") -> T:
+        """Run ``req`` (of the endpoint ``name``) through the pipeline.
+
+        A read runs in the client's call scope: closing the client ends its waits at once. A
+        write is never cut short: the transport alone can tell whether it may have reached the
+        provider (closing the client fails its waits and its connection).
+        """
+        if not req.idempotent:
+            return await self._transport.request(req)
+        return await self._calls.run(self._transport.request(req), name=f"esim_async call {name}")
+
+    async def send(self, req: Request[T]) -> T:
+        """Run ``req`` through the pipeline as it is, for a call that a single flight already
+        scopes (closing the client cancels the flight)."""
+        return await self._transport.request(req)
+
+    async def aclose(self) -> None:
+        """End every call in progress and every wait: their callers get a
+        ``TransportError``, as do later calls."""
+        await self.usage_endpoint.aclose()
+        await self.history_endpoint.aclose()
+        await self._calls.aclose()
+        self.async_orders.close()

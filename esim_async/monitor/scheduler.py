@@ -1,0 +1,166 @@
+"""Which eSIM to read next, in O(log n) per read: two heaps with lazy invalidation.
+
+``due`` holds every schedulable eSIM keyed by the time it is next worth reading; ``parked``
+holds those taken off ``due`` because they may not be read yet (their cache entry, on our side
+and the server's, is still fresh), keyed by the time they may. An eSIM has at most one live
+entry, named by its ``token``; rescheduling pushes a new entry with a new token and leaves the
+old one to be skipped when it surfaces. Nothing scans the fleet per read.
+
+:meth:`Schedule.pick` returns, at the moment a read can start, the eligible eSIM with the
+earliest due time: only one already due when the budget is not the limit (``spare=False``), or
+the earliest even if not yet due when the budget would otherwise go unused (``spare=True``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable
+
+from .estimator import SimState
+
+__all__ = ["Pacer", "Schedule"]
+
+_Entry = tuple[float, int, SimState]
+
+
+class Schedule:
+    """The due-time and eligibility heaps over the tracked eSIMs."""
+
+    __slots__ = ("_due", "_parked", "_tokens", "_urgent")
+
+    def __init__(self) -> None:
+        self._due: list[_Entry] = []
+        self._parked: list[_Entry] = []
+        self._urgent: list[_Entry] = []
+        self._tokens = itertools.count(1)
+
+    def __len__(self) -> int:
+        """Entries held (live and stale)."""
+        return len(self._due) + len(self._parked) + len(self._urgent)
+
+    def push(self, state: SimState) -> None:
+        """(Re)schedule ``state`` at its ``due`` time; an earlier entry of it goes stale."""
+        token = next(self._tokens)
+        state.token = token
+        if state.urgent:
+            heapq.heappush(self._urgent, (state.eligible_at, token, state))
+        elif math.isfinite(state.due):
+            heapq.heappush(self._due, (state.due, token, state))
+
+    def remove(self, state: SimState) -> None:
+        """Take ``state`` out of the schedule (its entries go stale)."""
+        state.token = 0
+
+    def rebuild(self, states: Iterable[SimState]) -> None:
+        """Drop every stale entry: one heap entry per scheduled eSIM (linear time)."""
+        due: list[_Entry] = []
+        urgent: list[_Entry] = []
+        for state in states:
+            if not state.token:
+                continue
+            token = next(self._tokens)
+            state.token = token
+            if state.urgent:
+                urgent.append((state.eligible_at, token, state))
+            elif math.isfinite(state.due):
+                due.append((state.due, token, state))
+        heapq.heapify(due)
+        heapq.heapify(urgent)
+        self._due, self._urgent, self._parked = due, urgent, []
+
+    def pick(self, now: float, *, spare: bool) -> SimState | None:
+        """Take the eSIM to read now, or ``None``. The eSIM leaves the schedule (push it back
+        once its reading is in)."""
+        urgent = self._urgent
+        while urgent:
+            when, token, state = urgent[0]
+            if state.token != token:
+                heapq.heappop(urgent)
+                continue
+            if when > now:
+                break
+            heapq.heappop(urgent)
+            state.token = 0
+            return state
+        due, parked = self._due, self._parked
+        while parked and parked[0][0] <= now:
+            _, token, state = heapq.heappop(parked)
+            if state.token == token:
+                heapq.heappush(due, (state.due, token, state))
+        while due:
+            when, token, state = due[0]
+            if state.token != token:
+                heapq.heappop(due)
+                continue
+            if when > now and not spare:
+                return None
+            heapq.heappop(due)
+            if state.eligible_at > now:
+                heapq.heappush(parked, (state.eligible_at, token, state))
+                continue
+            state.token = 0
+            return state
+        return None
+
+    def next_time(self, now: float, *, spare: bool) -> float:
+        """The earliest time :meth:`pick` may return something (``inf``: nothing scheduled).
+
+        Stale entries on top are dropped on the way; the answer may be early, never late.
+        """
+        best = math.inf
+        for heap in (self._urgent, self._due, self._parked):
+            while heap and heap[0][2].token != heap[0][1]:
+                heapq.heappop(heap)
+        if self._urgent:
+            best = self._urgent[0][0]
+        if self._due:
+            top = self._due[0]
+            best = min(best, now if spare else top[0])
+        if self._parked:
+            best = min(best, self._parked[0][0])
+        return best
+
+
+class Pacer:
+    """Keeps the starts of reads within the monitor's share of the budget: at most ``burst``
+    starts in any window of ``burst / per_second`` seconds (a sliding-window log, the same
+    guarantee the client's limiter keeps). ``per_second`` of ``inf`` means no limit (the due
+    times and the client's per-eSIM limits pace the reads).
+
+    :meth:`ready_at` says when the next read may start; :meth:`started` books it.
+    """
+
+    __slots__ = ("_log", "burst", "per_second", "window")
+
+    def __init__(self, per_second: float, burst: int = 1) -> None:
+        self._log: deque[float] = deque()
+        self.per_second = per_second
+        self.burst = 1
+        self.window = 0.0
+        self.set_rate(per_second, burst)
+
+    @property
+    def limited(self) -> bool:
+        return math.isfinite(self.per_second)
+
+    def set_rate(self, per_second: float, burst: int) -> None:
+        """Change the rate (the starts already booked still count)."""
+        self.per_second = per_second
+        self.burst = max(1, burst)
+        self.window = self.burst / per_second if math.isfinite(per_second) else 0.0
+
+    def ready_at(self, now: float) -> float:
+        log = self._log
+        while len(log) > self.burst:
+            log.popleft()
+        if len(log) < self.burst or not self.limited:
+            return now
+        return max(now, log[0] + self.window)
+
+    def started(self, now: float) -> None:
+        self._log.append(now)
+        if len(self._log) > self.burst:
+            self._log.popleft()

@@ -1,0 +1,201 @@
+"""Persistence of a fleet monitor: one SQLite file (through aiosqlite).
+
+Three tables:
+
+- ``sims``: one row per tracked eSIM: its last reading, speed estimates, what already fired for
+  its package, and its schedule (times as wall-clock POSIX seconds, so they survive a restart);
+- ``events``: every event emitted, in order (an audit log; nothing is re-emitted from it);
+- ``meta``: the fleet prior and the format version.
+
+Readings are written behind: the monitor hands over a batch of changed rows now and then (every
+cache TTL, after many readings, or soon after an event), and SQLite works in its own thread, so
+it is never on the path of a read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from ..models.usage import Usage
+
+__all__ = ["SqliteStore", "StoredEvent", "StoredSim", "encode_sim"]
+
+_FORMAT = 1
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS sims (iccid TEXT PRIMARY KEY, state BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "iccid TEXT NOT NULL, kind TEXT NOT NULL, threshold REAL, detected_at REAL NOT NULL, "
+    "usage BLOB)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)",
+)
+
+
+class StoredSim(msgspec.Struct, array_like=True, gc=False):
+    """One ``sims`` row. Times are wall-clock POSIX seconds (``None``: never)."""
+
+    usage: Usage | None = None
+    read_at: float | None = None
+    eligible_at: float | None = None
+    due: float | None = None
+    rate: float = 0.0
+    peak: float = 0.0
+    moves: int = 0
+    fails: int = 0
+    fired: int = 0
+    missing: bool = False
+    urgent: bool = False
+    still: float = 0.0
+    share: float = 0.0
+    root: float = 0.0
+    since: float | None = None
+
+
+class StoredEvent(msgspec.Struct, array_like=True, gc=False):
+    """One ``events`` row."""
+
+    iccid: str
+    kind: str
+    threshold: float | None
+    detected_at: float
+    usage: Usage | None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_sim = msgspec.msgpack.Decoder(StoredSim).decode
+_decode_any = msgspec.msgpack.Decoder().decode
+
+
+class SqliteStore:
+    """The SQLite file behind ``FleetMonitor(..., store="fleet.db")``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._db: Any = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    async def open(self) -> None:
+        """Open (and create) the file; idempotent."""
+        if self._db is not None:
+            return
+        import aiosqlite
+
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                await db.execute(statement)
+            await db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)",
+                (_encode(_FORMAT),),
+            )
+            await db.commit()
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def load(self) -> tuple[list[tuple[str, StoredSim]], dict[str, Any]]:
+        """Every stored eSIM and the meta values."""
+        db = self._db
+        assert db is not None, "open() first"
+        async with db.execute("SELECT iccid, state FROM sims") as cursor:
+            rows = await cursor.fetchall()
+        sims = [(iccid, _decode_sim(blob)) for iccid, blob in rows]
+        async with db.execute("SELECT key, value FROM meta") as cursor:
+            meta = {key: _decode_any(value) for key, value in await cursor.fetchall()}
+        return sims, meta
+
+    async def load_meta(self) -> dict[str, Any]:
+        """The meta values alone."""
+        db = self._db
+        assert db is not None, "open() first"
+        async with db.execute("SELECT key, value FROM meta") as cursor:
+            return {key: _decode_any(value) for key, value in await cursor.fetchall()}
+
+    async def add(self, rows: Iterable[tuple[str, StoredSim]]) -> None:
+        """Insert eSIMs not stored yet (existing rows are kept)."""
+        db = self._db
+        assert db is not None, "open() first"
+        await db.executemany(
+            "INSERT OR IGNORE INTO sims (iccid, state) VALUES (?, ?)",
+            [(iccid, _encode(row)) for iccid, row in rows],
+        )
+        await db.commit()
+
+    async def remove(self, iccids: Iterable[str]) -> None:
+        db = self._db
+        assert db is not None, "open() first"
+        await db.executemany("DELETE FROM sims WHERE iccid = ?", [(i,) for i in iccids])
+        await db.commit()
+
+    async def save(
+        self,
+        rows: Sequence[tuple[str, bytes]],
+        events: Sequence[StoredEvent],
+        meta: dict[str, Any],
+    ) -> None:
+        """Write a batch in one transaction: changed eSIMs (encoded with :func:`encode_sim`),
+        new events and meta values. Rows of eSIMs no longer stored are not re-created."""
+        db = self._db
+        assert db is not None, "open() first"
+        if rows:
+            await db.executemany(
+                "UPDATE sims SET state = ? WHERE iccid = ?", [(blob, i) for i, blob in rows]
+            )
+        if events:
+            await db.executemany(
+                "INSERT INTO events (iccid, kind, threshold, detected_at, usage) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.iccid,
+                        e.kind,
+                        e.threshold,
+                        e.detected_at,
+                        _encode(e.usage) if e.usage is not None else None,
+                    )
+                    for e in events
+                ],
+            )
+        if meta:
+            await db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, _encode(v)) for k, v in meta.items()],
+            )
+        await db.commit()
+
+    async def events(self) -> list[StoredEvent]:
+        """Every event stored, oldest first."""
+        db = self._db
+        assert db is not None, "open() first"
+        decode_usage = msgspec.msgpack.Decoder(Usage).decode
+        async with db.execute(
+            "SELECT iccid, kind, threshold, detected_at, usage FROM events ORDER BY id"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            StoredEvent(i, k, t, d, decode_usage(u) if u is not None else None)
+            for i, k, t, d, u in rows
+        ]
+
+
+def encode_sim(row: StoredSim) -> bytes:
+    """``row`` as stored in the ``sims`` table."""
+    return _encode(row)
