@@ -20,11 +20,11 @@ import os
 import signal
 import sys
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -666,6 +666,25 @@ def webhooks() -> None:
     """Receive Airalo's signed notifications."""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _metrics_options(command: F) -> F:
+    """``--metrics-port`` and ``--metrics-host``, shared by the long-running commands."""
+    command = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address of the metrics page (loopback by default).",
+    )(command)
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
+    )(command)
+
+
 @webhooks.command(name="serve")
 @click.option(
     "--host",
@@ -693,18 +712,7 @@ def webhooks() -> None:
     default=None,
     help="Stop after this many seconds (default: run until interrupted).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the metrics page (loopback by default).",
-)
+@_metrics_options
 def webhooks_serve(
     host: str,
     port: int,
@@ -912,18 +920,7 @@ class _LiveView:
     show_default=True,
     help="eSIMs in the emulator's fleet.",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
-)
-@click.option(
-    "--metrics-host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address of the metrics page (loopback by default).",
-)
+@_metrics_options
 @click.option("--quiet", "-q", is_flag=True, help="No live view.")
 @_common
 @click.pass_context
