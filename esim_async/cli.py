@@ -28,14 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._version import __version__
@@ -43,10 +36,11 @@ from .client import AiraloClient, BaseClient, PressOneClient
 from .clock import MonotonicClock
 from .errors import InvalidRequestError
 from .limits import Rate
-from .sweep import RECORD_USAGE_FIELDS, SweepProgress, SweepSummary, UsageResult
+from .sweep import RECORD_USAGE_FIELDS, SweepProgress, UsageResult
 
 if TYPE_CHECKING:
     from .monitor import FleetMonitor, UsageEvent
+    from .testing import ServerLimits
 
 __all__ = ["main"]
 
@@ -67,9 +61,31 @@ _FLAGS = {
     "client_secret": "--client-id/--client-secret",
     "base_url": "--base-url",
 }
+#: The emulator demonstration of the monitor runs the providers' time 1,200 times faster:
+#: their 20-minute usage cache lasts a second, and their limits are scaled the same way.
+EMULATOR_SCALE = 1200.0
+EMULATOR_CACHE_TTL = 1.0
+EMULATOR_COMPANY_RATE = Rate(50, 1.0)
+EMULATOR_ICCID_RATE = Rate(10, 3.0)
+#: Events kept on screen by the live view.
+RECENT_EVENTS = 8
+_SYSTEM_CLOCK = MonotonicClock()
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parse_rate(value: str | None) -> Rate | None:
+def _options(*options: Callable[[Any], Any]) -> Callable[[F], F]:
+    """One decorator applying ``options`` in the order they are listed (as ``--help`` shows)."""
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _parse_rate(_ctx: Any, _param: Any, value: str | None) -> Rate | None:
     if value is None:
         return None
     try:
@@ -79,8 +95,70 @@ def _parse_rate(value: str | None) -> Rate | None:
         raise click.BadParameter(f"expected COUNT/SECONDS such as 5/1, got {value!r}") from exc
 
 
+def _parse_thresholds(_ctx: Any, _param: Any, value: str) -> tuple[float, ...]:
+    try:
+        marks = tuple(sorted({float(part) for part in value.split(",") if part.strip()}))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected fractions such as 0.75,0.9, got {value!r}") from exc
+    if not marks or any(not (0.0 < t <= 1.0) for t in marks):
+        raise click.BadParameter("thresholds are fractions of data used, each in (0, 1]")
+    return marks
+
+
+_rates = _options(
+    *(
+        click.option(
+            f"--{name}-rate",
+            default=None,
+            metavar="COUNT/SECONDS",
+            callback=_parse_rate,
+            help=f"Override the per-{label} usage limit, e.g. {example}.",
+        )
+        for name, label, example in (("company", "company", "5/1"), ("iccid", "ICCID", "10/60"))
+    )
+)
+_duration = click.option(
+    "--duration",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Stop after this many seconds (default: run until interrupted).",
+)
+_port = click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+_as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_refresh = click.option("--refresh", is_flag=True, help="Skip cached values.")
+_metrics = _options(
+    click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
+    ),
+    click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address of the metrics page (loopback by default).",
+    ),
+)
+
+
+def _emulator_options(size: int, what: str) -> Callable[[F], F]:
+    return _options(
+        click.option("--emulator", is_flag=True, help=what + " (no credentials needed)."),
+        click.option(
+            "--emulator-size",
+            type=click.IntRange(min=1),
+            default=size,
+            show_default=True,
+            help="eSIMs in the emulator's fleet.",
+        ),
+    )
+
+
 @dataclass
 class Settings:
+    """The options every API command shares."""
+
     provider: str
     client_id: str | None
     client_secret: str | None
@@ -89,26 +167,21 @@ class Settings:
     company_rate: Rate | None
     iccid_rate: Rate | None
 
-    def client(
-        self,
-        *,
-        base_url: str | None = None,
-        cid: str | None = None,
-        secret: str | None = None,
-        **overrides: Any,
-    ) -> BaseClient:
-        """The provider's client from ``from_env``: the arguments, then the flags, win over
-        the environment (``overrides`` are further constructor keywords). A missing variable
-        or a bad setting is a usage error (exit 2)."""
+    def client(self, *, emulator: str | None = None, **overrides: Any) -> BaseClient:
+        """The provider's client from ``from_env``: the flags win over the environment
+        (``emulator``: the URL of a bundled emulator, with its credentials; ``overrides`` are
+        further constructor keywords). A missing variable or a bad setting is a usage error
+        (exit 2)."""
         options: dict[str, Any] = {
-            "client_id": cid or self.client_id or None,
-            "client_secret": secret or self.client_secret or None,
-            "base_url": base_url or self.base_url or None,
+            "client_id": self.client_id or None,
+            "client_secret": self.client_secret or None,
+            "base_url": self.base_url or None,
         }
-        if self.company_rate is not None:
-            options["company_rate"] = self.company_rate
-        if self.iccid_rate is not None:
-            options["iccid_rate"] = self.iccid_rate
+        if emulator is not None:
+            options.update(client_id=EMULATOR_ID, client_secret=EMULATOR_SECRET, base_url=emulator)
+        for name in ("company_rate", "iccid_rate"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
         options.update(overrides)
         try:
             if self.provider == "pressone":
@@ -119,63 +192,82 @@ class Settings:
             raise click.UsageError(f"{exc} (or pass {flag})" if flag else str(exc)) from None
 
 
-def _common(f: Any) -> Any:
-    options = [
-        click.option(
-            "--provider",
-            type=click.Choice(["airalo", "pressone"]),
-            default="airalo",
-            show_default=True,
-            envvar="ESIM_PROVIDER",
-            help="Which API to call.",
+_common = _options(
+    click.option(
+        "--provider",
+        type=click.Choice(["airalo", "pressone"]),
+        default="airalo",
+        show_default=True,
+        envvar="ESIM_PROVIDER",
+        help="Which API to call.",
+    ),
+    click.option(
+        "--client-id",
+        default=None,
+        help=(
+            f"API client id (default: ${AiraloClient.ENV_VARS.client_id} or "
+            f"${PressOneClient.ENV_VARS.client_id})."
         ),
-        click.option(
-            "--client-id",
-            default=None,
-            help=(
-                f"API client id (default: ${AiraloClient.ENV_VARS.client_id} or "
-                f"${PressOneClient.ENV_VARS.client_id})."
-            ),
-        ),
-        click.option(
-            "--client-secret",
-            default=None,
-            help="API client secret (default: from the environment; never echoed).",
-        ),
-        click.option(
-            "--base-url",
-            default=None,
-            help=f"Scheme + host (PressOne: default ${PressOneClient.ENV_VARS.base_url}).",
-        ),
-        click.option("--sandbox", is_flag=True, help="Airalo Sandbox mode (usage cached 60 min)."),
-        click.option(
-            "--company-rate",
-            default=None,
-            metavar="COUNT/SECONDS",
-            help="Override the per-company usage limit, e.g. 5/1.",
-        ),
-        click.option(
-            "--iccid-rate",
-            default=None,
-            metavar="COUNT/SECONDS",
-            help="Override the per-ICCID usage limit, e.g. 10/60.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ),
+    click.option(
+        "--client-secret",
+        default=None,
+        help="API client secret (default: from the environment; never echoed).",
+    ),
+    click.option(
+        "--base-url",
+        default=None,
+        help=f"Scheme + host (PressOne: default ${PressOneClient.ENV_VARS.base_url}).",
+    ),
+    click.option("--sandbox", is_flag=True, help="Airalo Sandbox mode (usage cached 60 min)."),
+    _rates,
+)
 
 
-def _settings(kw: dict[str, Any]) -> Settings:
-    return Settings(
-        provider=kw.pop("provider"),
-        client_id=kw.pop("client_id"),
-        client_secret=kw.pop("client_secret"),
-        base_url=kw.pop("base_url"),
-        sandbox=kw.pop("sandbox"),
-        company_rate=_parse_rate(kw.pop("company_rate")),
-        iccid_rate=_parse_rate(kw.pop("iccid_rate")),
-    )
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+async def _wait(duration: float | None) -> None:
+    """Wait ``duration`` seconds, or until cancelled when it is ``None``."""
+    await (asyncio.Event().wait() if duration is None else asyncio.sleep(duration))
+
+
+def _table(title: str, rows: Iterable[tuple[str, object]], **options: Any) -> Table:
+    """A two-column table of ``(label, value)`` rows, without a header."""
+    table = Table(title=title, show_header=False, **options)
+    for label, value in rows:
+        table.add_row(label, str(value))
+    return table
+
+
+def _counted(prefix: str, counts: dict[str, int]) -> list[tuple[str, object]]:
+    return [(f"  {prefix} {name}", count) for name, count in sorted(counts.items())]
+
+
+def _server_limits(kind: str, company: Rate | None, iccid: Rate | None) -> ServerLimits:
+    """The emulator's limits of ``kind`` (``airalo``, ``pressone``, ``none``), with the usage
+    limits given overriding its own."""
+    from .testing import ServerLimits
+
+    limits = {
+        "airalo": ServerLimits.airalo,
+        "pressone": ServerLimits.pressone,
+        "none": ServerLimits.unlimited,
+    }[kind]()
+    if company is not None:
+        limits.usage_company = company
+    if iccid is not None:
+        limits.usage_iccid = iccid
+    return limits
+
+
+def _open_iccids(stack: contextlib.ExitStack | contextlib.AsyncExitStack, source: str) -> IO[str]:
+    return sys.stdin if source == "-" else stack.enter_context(open(source))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,12 +281,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("iccids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--refresh", is_flag=True, help="Skip cached values.")
+@_as_json
+@_refresh
 @_common
 def usage(iccids: tuple[str, ...], as_json: bool, refresh: bool, **kw: Any) -> None:
     """Show the usage of one or more eSIMs."""
-    settings = _settings(kw)
+    settings = Settings(**kw)
 
     async def run() -> list[UsageResult]:
         async with (
@@ -235,9 +327,8 @@ def usage(iccids: tuple[str, ...], as_json: bool, refresh: bool, **kw: Any) -> N
 def _read_iccids(stream: IO[str], skip: set[str]) -> Iterator[str]:
     for line in stream:
         iccid = line.strip()
-        if not iccid or iccid.startswith("#") or iccid in skip:
-            continue
-        yield iccid
+        if iccid and not iccid.startswith("#") and iccid not in skip:
+            yield iccid
 
 
 class _CountedIccids:
@@ -265,9 +356,7 @@ def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str]:
         seekable = stream.seekable()
     except (OSError, ValueError):
         seekable = False
-    if seekable:
-        return _CountedIccids(stream, skip)
-    return _read_iccids(stream, skip)
+    return _CountedIccids(stream, skip) if seekable else _read_iccids(stream, skip)
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -281,23 +370,21 @@ def _format_eta(seconds: float | None) -> str:
 
 def _answered(path: Path, fmt: str) -> set[str]:
     """ICCIDs that already have an answer (not an error) in an earlier output file."""
-    done: set[str] = set()
     if not path.exists():
-        return done
+        return set()
     with path.open(newline="") as f:
         if fmt == "csv":
-            for row in csv.DictReader(f):
-                if row.get("iccid") and not row.get("error"):
-                    done.add(row["iccid"])
+            records: list[Any] = list(csv.DictReader(f))
         else:
+            records = []
             for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by the interruption
-                if isinstance(record, dict) and record.get("iccid") and not record.get("error"):
-                    done.add(str(record["iccid"]))
-    return done
+                with contextlib.suppress(ValueError):  # a line cut short by the interruption
+                    records.append(json.loads(line))
+    return {
+        str(r["iccid"])
+        for r in records
+        if isinstance(r, dict) and r.get("iccid") and not r.get("error")
+    }
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -306,41 +393,16 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-class _Writer:
-    def __init__(self, stream: IO[str] | None, fmt: str, header: bool) -> None:
-        self._stream = stream
-        self._csv: Any = None
-        if stream is not None and fmt == "csv":
-            self._csv = csv.DictWriter(stream, fieldnames=RECORD_FIELDS)
-            if header:
-                self._csv.writeheader()
-
-    def write(self, result: UsageResult) -> None:
-        if self._stream is None:
-            return
-        record = result.as_record()
-        if self._csv is not None:
-            self._csv.writerow(record)
-        else:
-            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-
-
-def _print_summary(console: Console, summary: SweepSummary, extra: str = "") -> None:
-    table = Table(title="Sweep summary", show_header=False)
-    table.add_row("eSIMs", str(summary.total))
-    table.add_row("answered", str(summary.ok))
-    table.add_row("errors", str(summary.errors))
-    table.add_row("from cache", str(summary.from_cache))
-    for status, count in sorted(summary.by_status.items()):
-        table.add_row(f"  status {status}", str(count))
-    for kind, count in sorted(summary.by_error.items()):
-        table.add_row(f"  error {kind}", str(count))
-    table.add_row("nearly out of data (<= 10 %)", str(summary.low_data_count))
-    rate = summary.total / summary.elapsed if summary.elapsed else 0.0
-    table.add_row("time", f"{summary.elapsed:.1f} s ({rate:.1f} eSIMs/s)")
-    if extra:
-        table.add_row("", extra)
-    console.print(table)
+def _writer(stream: IO[str] | None, fmt: str, header: bool) -> Callable[[UsageResult], Any]:
+    """Writes one result as a JSON line or a CSV row to ``stream`` (nowhere when ``None``)."""
+    if stream is None:
+        return lambda result: None
+    if fmt == "csv":
+        rows = csv.DictWriter(stream, fieldnames=RECORD_FIELDS)
+        if header:
+            rows.writeheader()
+        return lambda result: rows.writerow(result.as_record())
+    return lambda result: stream.write(json.dumps(result.as_record(), separators=(",", ":")) + "\n")
 
 
 @main.command()
@@ -370,20 +432,9 @@ def _print_summary(console: Console, summary: SweepSummary, extra: str = "") -> 
     default=None,
     help="Requests in flight (default: derived from the company limit).",
 )
-@click.option("--refresh", is_flag=True, help="Skip cached values.")
+@_refresh
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-@click.option(
-    "--emulator",
-    is_flag=True,
-    help="Sweep a generated fleet on the bundled emulator (no credentials needed).",
-)
-@click.option(
-    "--emulator-size",
-    type=click.IntRange(min=1),
-    default=300,
-    show_default=True,
-    help="eSIMs in the emulator's fleet.",
-)
+@_emulator_options(300, "Sweep a generated fleet on the bundled emulator")
 @_common
 def sweep(
     source: str | None,
@@ -402,7 +453,7 @@ def sweep(
     With --emulator, starts the bundled emulator in-process with a fleet of valid eSIMs and the
     provider's real limits, and sweeps it.
     """
-    settings = _settings(kw)
+    settings = Settings(**kw)
     if source is None and not emulator:
         raise click.UsageError("give --iccids FILE (or - for stdin), or --emulator")
     if resume and out == "-":
@@ -410,139 +461,102 @@ def sweep(
     console = Console(stderr=True)
     if emulator and out == "-" and sys.stdout.isatty():
         out = ""  # the progress bar and summary are the show; --out FILE keeps the results
-    code = _run(
-        _sweep(
-            settings,
-            source,
-            out,
-            fmt,
-            resume,
-            concurrency,
-            refresh,
-            quiet,
-            emulator,
-            emulator_size,
-            console,
-        )
-    )
-    sys.exit(code)
-
-
-async def _sweep(
-    settings: Settings,
-    source: str | None,
-    out: str,
-    fmt: str,
-    resume: bool,
-    concurrency: int | None,
-    refresh: bool,
-    quiet: bool,
-    emulator: bool,
-    emulator_size: int,
-    console: Console,
-) -> int:
     skip = _answered(Path(out), fmt) if resume else set()
-    async with contextlib.AsyncExitStack() as stack:
-        base_url = None
-        cid = secret = None
-        iccid_stream: Iterable[str]
-        if emulator:
-            from .testing import Emulator, Fleet, ServerLimits
 
-            limits = (
-                ServerLimits.airalo()
-                if settings.provider == "airalo"
-                else (ServerLimits.pressone())
-            )
-            if settings.company_rate is not None:
-                limits.usage_company = settings.company_rate
-            if settings.iccid_rate is not None:
-                limits.usage_iccid = settings.iccid_rate
-            emu = await stack.enter_async_context(
-                Emulator(fleet=Fleet.generate(emulator_size, seed=2026), limits=limits)
-            )
-            base_url, cid, secret = emu.url, EMULATOR_ID, EMULATOR_SECRET
-            if not quiet:
-                console.print(
-                    f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
-                    f"and {settings.provider}'s limits"
-                )
-        if source is not None:
-            stream = sys.stdin if source == "-" else stack.enter_context(open(source))  # noqa: SIM115
-            iccid_stream = _iccid_source(stream, skip)
-        else:
-            assert emulator
-            iccid_stream = [i for i in emu.fleet.iccids() if i not in skip]
-        out_stream: IO[str] | None = None
-        header = True
-        if out == "-":
-            out_stream = sys.stdout
-        elif out:
-            path = Path(out)
-            header = not (resume and path.exists() and path.stat().st_size > 0)
-            out_stream = stack.enter_context(
-                path.open("a" if resume else "w", newline="", encoding="utf-8")
-            )
-            if resume and not header and not _ends_with_newline(path):
-                out_stream.write("\n")  # close a line cut short by the interruption
-        writer = _Writer(out_stream, fmt, header)
-        client = await stack.enter_async_context(
-            settings.client(base_url=base_url, cid=cid, secret=secret)
-        )
-        show = not quiet and console.is_terminal
-        progress = Progress(
-            TextColumn("[bold]sweep"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f}/s"),
-            TextColumn("cache {task.fields[hits]}"),
-            TextColumn("errors {task.fields[errors]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta {task.fields[eta]}"),
-            console=console,
-            disable=not show,
-            transient=False,
-        )
-
-        def on_progress(p: SweepProgress) -> None:
-            progress.update(
-                task,
-                completed=p.done,
-                total=p.total,
-                rate=p.rate,
-                hits=p.cache_hits,
-                errors=p.errors,
-                eta=_format_eta(p.eta),
-            )
-
-        sweep = client.sims.usage_many(
-            iccid_stream, refresh=refresh, concurrency=concurrency, progress=on_progress
-        )
-        # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
-        # the first frame, before any result.
-        task: TaskID = progress.add_task(
-            "sweep",
-            total=sweep.progress.total,
-            rate=0.0,
-            hits=0,
-            errors=0,
-            eta=_format_eta(sweep.progress.eta),
-        )
-        with progress:
-            async with sweep as results:
-                async for result in results:
-                    writer.write(result)
-            if out_stream is not None:
-                out_stream.flush()
-        summary = sweep.summary
-        if not quiet:
-            extra = f"{len(skip)} skipped (already answered)" if resume else ""
+    async def run() -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            url = None
             if emulator:
-                extra = (extra + "; " if extra else "") + (
-                    f"429s from the emulator: {client.stats.rate_limited}"
+                from .testing import Emulator, Fleet
+
+                limits = _server_limits(
+                    settings.provider, settings.company_rate, settings.iccid_rate
                 )
-            _print_summary(console, summary, extra)
-        return 1 if summary.errors else 0
+                emu = await stack.enter_async_context(
+                    Emulator(fleet=Fleet.generate(emulator_size, seed=2026), limits=limits)
+                )
+                url = emu.url
+                if not quiet:
+                    console.print(
+                        f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
+                        f"and {settings.provider}'s limits"
+                    )
+            iccids: Iterable[str]
+            if source is not None:
+                iccids = _iccid_source(_open_iccids(stack, source), skip)
+            else:
+                iccids = [i for i in emu.fleet.iccids() if i not in skip]
+            out_stream: IO[str] | None = sys.stdout if out == "-" else None
+            header = True
+            if out and out != "-":
+                path = Path(out)
+                header = not (resume and path.exists() and path.stat().st_size > 0)
+                out_stream = stack.enter_context(
+                    path.open("a" if resume else "w", newline="", encoding="utf-8")
+                )
+                if resume and not header and not _ends_with_newline(path):
+                    out_stream.write("\n")  # close a line cut short by the interruption
+            write = _writer(out_stream, fmt, header)
+            client = await stack.enter_async_context(settings.client(emulator=url))
+            progress = Progress(
+                TextColumn("[bold]sweep"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.1f}/s"),
+                TextColumn("cache {task.fields[hits]}"),
+                TextColumn("errors {task.fields[errors]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta {task.fields[eta]}"),
+                console=console,
+                disable=quiet or not console.is_terminal,
+            )
+
+            def show(p: SweepProgress) -> dict[str, Any]:
+                return {
+                    "total": p.total,
+                    "rate": p.rate,
+                    "hits": p.cache_hits,
+                    "errors": p.errors,
+                    "eta": _format_eta(p.eta),
+                }
+
+            swept = client.sims.usage_many(
+                iccids,
+                refresh=refresh,
+                concurrency=concurrency,
+                progress=lambda p: progress.update(task, completed=p.done, **show(p)),
+            )
+            # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
+            # the first frame, before any result.
+            task = progress.add_task("sweep", **show(swept.progress))
+            with progress:
+                async with swept as results:
+                    async for result in results:
+                        write(result)
+                if out_stream is not None:
+                    out_stream.flush()
+            summary = swept.summary
+            if not quiet:
+                notes = [f"{len(skip)} skipped (already answered)"] if resume else []
+                if emulator:
+                    notes.append(f"429s from the emulator: {client.stats.rate_limited}")
+                rate = summary.total / summary.elapsed if summary.elapsed else 0.0
+                rows: list[tuple[str, object]] = [
+                    ("eSIMs", summary.total),
+                    ("answered", summary.ok),
+                    ("errors", summary.errors),
+                    ("from cache", summary.from_cache),
+                    *_counted("status", summary.by_status),
+                    *_counted("error", summary.by_error),
+                    ("nearly out of data (<= 10 %)", summary.low_data_count),
+                    ("time", f"{summary.elapsed:.1f} s ({rate:.1f} eSIMs/s)"),
+                ]
+                if notes:
+                    rows.append(("", "; ".join(notes)))
+                console.print(_table("Sweep summary", rows))
+            return 1 if summary.errors else 0
+
+    sys.exit(_run(run()))
 
 
 # --------------------------------------------------------------------------- emulator
@@ -556,7 +570,7 @@ async def _sweep(
     type=click.Choice(["127.0.0.1", "localhost", "::1"]),
     help="Loopback only.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@_port
 @click.option("--fleet", "size", type=click.IntRange(min=1), default=300, show_default=True)
 @click.option("--seed", type=int, default=2026, show_default=True)
 @click.option(
@@ -574,24 +588,8 @@ async def _sweep(
     default=None,
     help="Write the fleet's ICCIDs to this file.",
 )
-@click.option(
-    "--duration",
-    type=float,
-    default=None,
-    help="Stop after this many seconds (default: run until interrupted).",
-)
-@click.option(
-    "--company-rate",
-    default=None,
-    metavar="COUNT/SECONDS",
-    help="Override the per-company usage limit.",
-)
-@click.option(
-    "--iccid-rate",
-    default=None,
-    metavar="COUNT/SECONDS",
-    help="Override the per-ICCID usage limit.",
-)
+@_duration
+@_rates
 @click.option(
     "--tls",
     is_flag=True,
@@ -614,8 +612,8 @@ def emulator_command(
     algorithm: str,
     iccids_out: str | None,
     duration: float | None,
-    company_rate: str | None,
-    iccid_rate: str | None,
+    company_rate: Rate | None,
+    iccid_rate: Rate | None,
     tls: bool,
     cert_out: str | None,
 ) -> None:
@@ -624,21 +622,12 @@ def emulator_command(
     With --tls it serves https; the certificate to trust is written to --cert-out (or a
     temporary file whose path is printed), so clients in any language can verify it.
     """
-    from .testing import Emulator, Fleet, ServerLimits
+    from .testing import Emulator, Fleet
 
     if cert_out is not None and not tls:
         raise click.UsageError("--cert-out needs --tls")
-
-    server_limits = {
-        "airalo": ServerLimits.airalo,
-        "pressone": ServerLimits.pressone,
-        "none": ServerLimits.unlimited,
-    }[limits]()
+    server_limits = _server_limits(limits, company_rate, iccid_rate)
     server_limits.algorithm = algorithm  # type: ignore[assignment]
-    if company_rate is not None:
-        server_limits.usage_company = _parse_rate(company_rate)
-    if iccid_rate is not None:
-        server_limits.usage_iccid = _parse_rate(iccid_rate)
     fleet = Fleet.generate(size, seed=seed)
     if iccids_out:
         Path(iccids_out).write_text("\n".join(fleet.iccids()) + "\n")
@@ -653,36 +642,17 @@ def emulator_command(
             )
             if emu.cert_path is not None:
                 click.echo(f"certificate to trust: {emu.cert_path}")
-            if duration is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(duration)
+            await _wait(duration)
 
     _run(serve())
+
+
+# --------------------------------------------------------------------------- webhooks
 
 
 @main.group()
 def webhooks() -> None:
     """Receive Airalo's signed notifications."""
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _metrics_options(command: F) -> F:
-    """``--metrics-port`` and ``--metrics-host``, shared by the long-running commands."""
-    command = click.option(
-        "--metrics-host",
-        default="127.0.0.1",
-        show_default=True,
-        help="Address of the metrics page (loopback by default).",
-    )(command)
-    return click.option(
-        "--metrics-port",
-        type=click.IntRange(0, 65535),
-        default=None,
-        help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
-    )(command)
 
 
 @webhooks.command(name="serve")
@@ -692,7 +662,7 @@ def _metrics_options(command: F) -> F:
     show_default=True,
     help="Address to bind (put a TLS-terminating proxy in front in production).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@_port
 @click.option("--path", default="/", show_default=True, help="Where the receiver is mounted.")
 @click.option(
     "--secret-env",
@@ -706,13 +676,8 @@ def _metrics_options(command: F) -> F:
     default="immediate",
     show_default=True,
 )
-@click.option(
-    "--duration",
-    type=float,
-    default=None,
-    help="Stop after this many seconds (default: run until interrupted).",
-)
-@_metrics_options
+@_duration
+@_metrics
 def webhooks_serve(
     host: str,
     port: int,
@@ -727,6 +692,7 @@ def webhooks_serve(
     import msgspec
     from aiohttp import web
 
+    from .metrics import serve_app
     from .webhooks import RECEIVER, WebhookEvent, webhook_app
 
     secret = os.environ.get(secret_env)
@@ -741,58 +707,44 @@ def webhooks_serve(
 
     async def serve() -> None:
         receiver = webhook_app(secret, on_event=on_event, ack=ack)  # type: ignore[arg-type]
-        root = web.Application()
-        if path in ("", "/"):
-            root = receiver
-        else:
+        root = receiver
+        if path not in ("", "/"):
+            root = web.Application()
             root.add_subapp(path.rstrip("/"), receiver)
-        runner = web.AppRunner(root, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            bound = runner.addresses[0][1] if runner.addresses else port
+            bound = await stack.enter_async_context(serve_app(root, host, port))
             click.echo(f"receiving notifications on http://{host}:{bound}{path}", err=True)
             if metrics_port is not None:
-                from .metrics import WebhookCollector, new_registry, serve_metrics
+                from .metrics import WebhookCollector
 
-                try:
-                    registry = new_registry(WebhookCollector(receiver[RECEIVER].stats, by_type))
-                except RuntimeError as exc:
-                    raise click.ClickException(str(exc)) from None
-                served = await stack.enter_async_context(
-                    serve_metrics(registry, metrics_host, metrics_port)
+                collector = WebhookCollector(receiver[RECEIVER].stats, by_type)
+                await _serve_metrics(
+                    stack, collector, metrics_host, metrics_port, lambda m: click.echo(m, err=True)
                 )
-                click.echo(f"metrics on http://{metrics_host}:{served}/metrics", err=True)
-            if duration is None:
-                await asyncio.Event().wait()
-            else:
-                await asyncio.sleep(duration)
+            await _wait(duration)
 
     _run(serve())
 
 
-# --------------------------------------------------------------------------- monitor
+async def _serve_metrics(
+    stack: contextlib.AsyncExitStack,
+    collector: Any,
+    host: str,
+    port: int,
+    say: Callable[[str], Any],
+) -> None:
+    """Serve ``collector`` at ``http://host:port/metrics`` until ``stack`` closes."""
+    from .metrics import new_registry, serve_metrics
 
-#: The emulator demonstration runs the providers' time 1,200 times faster: their 20-minute
-#: usage cache lasts a second, and their limits are scaled the same way.
-EMULATOR_SCALE = 1200.0
-EMULATOR_CACHE_TTL = 1.0
-EMULATOR_COMPANY_RATE = Rate(50, 1.0)
-EMULATOR_ICCID_RATE = Rate(10, 3.0)
-#: Events kept on screen by the live view.
-RECENT_EVENTS = 8
-
-
-def _parse_thresholds(value: str) -> tuple[float, ...]:
     try:
-        marks = tuple(sorted({float(part) for part in value.split(",") if part.strip()}))
-    except ValueError as exc:
-        raise click.BadParameter(f"expected fractions such as 0.75,0.9, got {value!r}") from exc
-    if not marks or any(not (0.0 < t <= 1.0) for t in marks):
-        raise click.BadParameter("thresholds are fractions of data used, each in (0, 1]")
-    return marks
+        registry = new_registry(collector)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    bound = await stack.enter_async_context(serve_metrics(registry, host, port))
+    say(f"metrics on http://{host}:{bound}/metrics")
+
+
+# --------------------------------------------------------------------------- monitor
 
 
 def event_record(event: UsageEvent) -> dict[str, object]:
@@ -813,9 +765,6 @@ def event_record(event: UsageEvent) -> dict[str, object]:
             value = str(value)
         record[name] = value
     return record
-
-
-_SYSTEM_CLOCK = MonotonicClock()
 
 
 class _ResumedClock:
@@ -847,28 +796,25 @@ class _LiveView:
     def __rich__(self) -> Table:
         from .metrics import fleet_summary
 
-        now, reads = _SYSTEM_CLOCK.now(), self.monitor.stats.reads
+        stats = self.monitor.stats
+        now, reads = _SYSTEM_CLOCK.now(), stats.reads
         then, before = self._last
         if now - then >= 1.0:
             self._rate = (reads - before) / (now - then)
             self._last = (now, reads)
         summary = fleet_summary(self.monitor)
-        stats = self.monitor.stats
-        table = Table(title=self.title, show_header=False, expand=False)
-        table.add_row("tracked", str(summary.tracked))
-        table.add_row(
-            "by status", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))
-        )
-        table.add_row("reads", f"{stats.reads} ({self._rate:.1f}/s), errors {stats.errors}")
-        table.add_row("429s", str(self.client.stats.rate_limited))
-        table.add_row("near a threshold", str(summary.near_threshold))
-        table.add_row(
-            "events", ", ".join(f"{k} {v}" for k, v in sorted(stats.events.items())) or "-"
-        )
+        rows: list[tuple[str, object]] = [
+            ("tracked", summary.tracked),
+            ("by status", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))),
+            ("reads", f"{stats.reads} ({self._rate:.1f}/s), errors {stats.errors}"),
+            ("429s", self.client.stats.rate_limited),
+            ("near a threshold", summary.near_threshold),
+            ("events", ", ".join(f"{k} {v}" for k, v in sorted(stats.events.items())) or "-"),
+        ]
         for event in reversed(self.recent):
             what = event.kind if event.threshold is None else f"{event.kind} {event.threshold:g}"
-            table.add_row(event.detected_at.strftime("%H:%M:%S"), f"{event.iccid} {what}")
-        return table
+            rows.append((event.detected_at.strftime("%H:%M:%S"), f"{event.iccid} {what}"))
+        return _table(self.title, rows, expand=False)
 
 
 @main.group(invoke_without_command=True)
@@ -892,6 +838,7 @@ class _LiveView:
     "--thresholds",
     default="0.75,0.9",
     show_default=True,
+    callback=_parse_thresholds,
     help="Fractions of data used to report, comma-separated.",
 )
 @click.option(
@@ -901,26 +848,11 @@ class _LiveView:
     show_default=True,
     help="Fraction of the usage budget the monitor may use.",
 )
-@click.option(
-    "--duration",
-    type=click.FloatRange(min=0.0),
-    default=None,
-    help="Stop after this many seconds (default: run until interrupted).",
+@_duration
+@_emulator_options(
+    200, "Monitor a draining fleet on the bundled emulator, 1,200 times faster than real time"
 )
-@click.option(
-    "--emulator",
-    is_flag=True,
-    help="Monitor a draining fleet on the bundled emulator, 1,200 times faster than real "
-    "time (no credentials needed).",
-)
-@click.option(
-    "--emulator-size",
-    type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
-    help="eSIMs in the emulator's fleet.",
-)
-@_metrics_options
+@_metrics
 @click.option("--quiet", "-q", is_flag=True, help="No live view.")
 @_common
 @click.pass_context
@@ -930,7 +862,7 @@ def monitor(
     source: str | None,
     db: str | None,
     events_out: str | None,
-    thresholds: str,
+    thresholds: tuple[float, ...],
     share: float,
     duration: float | None,
     emulator: bool,
@@ -948,28 +880,89 @@ def monitor(
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings(kw)
-    marks = _parse_thresholds(thresholds)
+    settings = Settings(**kw)
     if source is None and not emulator:
         raise click.UsageError("give --iccids FILE (or - for stdin), or --emulator")
     console = Console(stderr=True)
-    code = _run(
-        _monitor(
-            settings,
-            source,
-            db,
-            events_out,
-            marks,
-            share,
-            duration,
-            emulator,
-            emulator_size,
-            (metrics_host, metrics_port),
-            quiet,
-            console,
-        )
-    )
-    sys.exit(code)
+
+    async def run() -> int:
+        from .monitor import FleetMonitor
+
+        stop = asyncio.Event()
+        received: list[int] = []
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            for sig in _stop_on_signals(stop, received):
+                stack.callback(loop.remove_signal_handler, sig)
+            url = None
+            overrides: dict[str, Any] = {}
+            if emulator:
+                url, iccids = await _monitor_emulator(stack, settings, emulator_size, db)
+                overrides = {
+                    "cache_ttl": EMULATOR_CACHE_TTL,
+                    "company_rate": settings.company_rate or EMULATOR_COMPANY_RATE,
+                    "iccid_rate": settings.iccid_rate or EMULATOR_ICCID_RATE,
+                }
+            else:
+                assert source is not None
+                iccids = list(_read_iccids(_open_iccids(stack, source), set()))
+            client = await stack.enter_async_context(settings.client(emulator=url, **overrides))
+            fleet_monitor = FleetMonitor(client, thresholds, store=db, share=share)
+            await fleet_monitor.track(iccids)
+            if metrics_port is not None:
+                from .metrics import MonitorCollector
+
+                collector = MonitorCollector(fleet_monitor, client)
+                await _serve_metrics(
+                    stack,
+                    collector,
+                    metrics_host,
+                    metrics_port,
+                    lambda m: console.print(m, highlight=False),
+                )
+            out: IO[str] | None = None
+            if events_out == "-":
+                out = sys.stdout
+            elif events_out:
+                out = stack.enter_context(Path(events_out).open("a", encoding="utf-8"))  # noqa: SIM115
+            view = _LiveView(
+                fleet_monitor, client, "fleet monitor" + (" (emulator)" if emulator else "")
+            )
+            show = not quiet and console.is_terminal
+
+            async def consume() -> None:
+                async for event in fleet_monitor.events():
+                    view.recent.append(event)
+                    if out is not None:
+                        out.write(json.dumps(event_record(event), separators=(",", ":")) + "\n")
+                        out.flush()
+
+            from rich.live import Live
+
+            live = Live(view, console=console, refresh_per_second=2) if show else None
+            with live or contextlib.nullcontext():
+                consumer = asyncio.ensure_future(consume())
+                try:
+                    async with fleet_monitor:
+                        waiter = asyncio.ensure_future(stop.wait())
+                        try:
+                            await asyncio.wait(
+                                {waiter, consumer}, timeout=duration, return_when="FIRST_COMPLETED"
+                            )
+                        finally:
+                            waiter.cancel()
+                finally:
+                    # The monitor has stopped: the consumer takes what is left, then ends.
+                    await consumer
+            if show:
+                console.print(
+                    f"stopped after {fleet_monitor.stats.reads} reads"
+                    + ("; run again with the same --db to resume" if db else ""),
+                    highlight=False,
+                )
+        return 130 if signal.SIGINT in received else 0
+
+    sys.exit(_run(run()))
 
 
 def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
@@ -990,142 +983,48 @@ def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
     return installed
 
 
-async def _monitor(
-    settings: Settings,
-    source: str | None,
-    db: str | None,
-    events_out: str | None,
-    thresholds: tuple[float, ...],
-    share: float,
-    duration: float | None,
-    emulator: bool,
-    emulator_size: int,
-    metrics: tuple[str, int | None],
-    quiet: bool,
-    console: Console,
-) -> int:
-    from .monitor import FleetMonitor
+async def _monitor_emulator(
+    stack: contextlib.AsyncExitStack, settings: Settings, size: int, db: str | None
+) -> tuple[str, list[str]]:
+    """Start the demonstration emulator with a living fleet (resumed from ``db``'s side file
+    when there is one, and saved to it at the end); returns its URL and ICCIDs."""
+    from .testing import Emulator, Fleet, ServerLimits
+    from .testing.life import FleetLife
 
-    stop = asyncio.Event()
-    received: list[int] = []
-    installed = _stop_on_signals(stop, received)
-    loop = asyncio.get_running_loop()
-    async with contextlib.AsyncExitStack() as stack:
-        for sig in installed:
-            stack.callback(loop.remove_signal_handler, sig)
-        base_url = cid = secret = None
-        overrides: dict[str, Any] = {}
-        iccids: list[str]
-        life_file = Path(f"{db}.emulator.json") if db is not None else None
-        clock: _ResumedClock | None = None
-        if emulator:
-            from .testing import Emulator, Fleet, ServerLimits
-            from .testing.life import FleetLife
+    life_file = Path(f"{db}.emulator.json") if db is not None else None
+    saved: dict[str, Any] = {}
+    if life_file is not None and life_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            saved = json.loads(life_file.read_text())
+    generated = saved.get("generated_at")
+    fleet = Fleet.generate(
+        size,
+        seed=2026,
+        now=datetime.fromisoformat(generated) if isinstance(generated, str) else None,
+    )
+    clock = _ResumedClock()
+    limits = ServerLimits(
+        usage_company=settings.company_rate or EMULATOR_COMPANY_RATE,
+        usage_iccid=settings.iccid_rate or EMULATOR_ICCID_RATE,
+        token=None,
+    )
+    emu = Emulator(fleet=fleet, limits=limits, cache_ttl=EMULATOR_CACHE_TTL, clock=clock)
+    life = FleetLife(emu, time_scale=EMULATOR_SCALE, seed=2026)
+    clock.base = float(saved.get("elapsed", 0.0))  # the fleet's life resumes where it was
+    life.attach()
+    await stack.enter_async_context(emu)
+    if life_file is not None:
+        generated_at = fleet.generated_at
 
-            saved: dict[str, Any] = {}
-            if life_file is not None and life_file.exists():
-                with contextlib.suppress(ValueError, OSError):
-                    saved = json.loads(life_file.read_text())
-            generated = saved.get("generated_at")
-            fleet = Fleet.generate(
-                emulator_size,
-                seed=2026,
-                now=datetime.fromisoformat(generated) if isinstance(generated, str) else None,
-            )
-            company = settings.company_rate or EMULATOR_COMPANY_RATE
-            per_iccid = settings.iccid_rate or EMULATOR_ICCID_RATE
-            clock = _ResumedClock()
-            emu = Emulator(
-                fleet=fleet,
-                limits=ServerLimits(usage_company=company, usage_iccid=per_iccid, token=None),
-                cache_ttl=EMULATOR_CACHE_TTL,
-                clock=clock,
-            )
-            life = FleetLife(emu, time_scale=EMULATOR_SCALE, seed=2026)
-            clock.base = float(saved.get("elapsed", 0.0))
-            life.attach()
-            await stack.enter_async_context(emu)
-            if life_file is not None:
-                generated_at = fleet.generated_at
-                demo_clock = clock
-
-                def save_life() -> None:
-                    record = {
-                        "elapsed": demo_clock.now(),
-                        "generated_at": generated_at.isoformat() if generated_at else None,
-                    }
-                    life_file.write_text(json.dumps(record))
-
-                stack.callback(save_life)
-            base_url, cid, secret = emu.url, EMULATOR_ID, EMULATOR_SECRET
-            overrides = {
-                "cache_ttl": EMULATOR_CACHE_TTL,
-                "company_rate": company,
-                "iccid_rate": per_iccid,
+        def save_life() -> None:
+            record = {
+                "elapsed": clock.now(),
+                "generated_at": generated_at.isoformat() if generated_at else None,
             }
-            iccids = list(fleet.iccids())
-        else:
-            assert source is not None
-            stream = sys.stdin if source == "-" else stack.enter_context(open(source))  # noqa: SIM115
-            iccids = list(_read_iccids(stream, set()))
-        client = await stack.enter_async_context(
-            settings.client(base_url=base_url, cid=cid, secret=secret, **overrides)
-        )
-        fleet_monitor = FleetMonitor(client, thresholds, store=db, share=share)
-        await fleet_monitor.track(iccids)
-        host, port = metrics
-        if port is not None:
-            from .metrics import MonitorCollector, new_registry, serve_metrics
+            life_file.write_text(json.dumps(record))
 
-            try:
-                registry = new_registry(MonitorCollector(fleet_monitor, client))
-            except RuntimeError as exc:
-                raise click.ClickException(str(exc)) from None
-            bound = await stack.enter_async_context(serve_metrics(registry, host, port))
-            console.print(f"metrics on http://{host}:{bound}/metrics", highlight=False)
-        out: IO[str] | None = None
-        if events_out == "-":
-            out = sys.stdout
-        elif events_out:
-            out = stack.enter_context(Path(events_out).open("a", encoding="utf-8"))  # noqa: SIM115
-        title = "fleet monitor" + (" (emulator)" if emulator else "")
-        view = _LiveView(fleet_monitor, client, title)
-        show = not quiet and console.is_terminal
-
-        async def consume() -> None:
-            async for event in fleet_monitor.events():
-                view.recent.append(event)
-                if out is not None:
-                    out.write(json.dumps(event_record(event), separators=(",", ":")) + "\n")
-                    out.flush()
-
-        from rich.live import Live
-
-        with (
-            Live(view, console=console, refresh_per_second=2, transient=False)
-            if show
-            else (contextlib.nullcontext())
-        ):
-            consumer = asyncio.ensure_future(consume())
-            try:
-                async with fleet_monitor:
-                    waiter = asyncio.ensure_future(stop.wait())
-                    try:
-                        await asyncio.wait(
-                            {waiter, consumer}, timeout=duration, return_when="FIRST_COMPLETED"
-                        )
-                    finally:
-                        waiter.cancel()
-            finally:
-                # The monitor has stopped: the consumer takes what is left, then ends.
-                await consumer
-        if show:
-            console.print(
-                f"stopped after {fleet_monitor.stats.reads} reads"
-                + ("; run again with the same --db to resume" if db else ""),
-                highlight=False,
-            )
-    return 130 if signal.SIGINT in received else 0
+        stack.callback(save_life)
+    return emu.url, list(fleet.iccids())
 
 
 @monitor.command(name="status")
@@ -1139,17 +1038,16 @@ async def _monitor(
     "--thresholds",
     default="0.75,0.9",
     show_default=True,
+    callback=_parse_thresholds,
     help="The thresholds the monitor runs with (for the near-threshold count).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def monitor_status(db: str, thresholds: str, as_json: bool) -> None:
+@_as_json
+def monitor_status(db: str, thresholds: tuple[float, ...], as_json: bool) -> None:
     """Print a monitored fleet's state from its store: eSIMs by status, how many are near a
     threshold, the last event of each kind, and the ages of the freshest and stalest
     readings."""
     from .metrics import summarise
     from .monitor.store import SqliteStore
-
-    marks = _parse_thresholds(thresholds)
 
     async def load() -> tuple[list[Any], list[Any]]:
         store = SqliteStore(db)
@@ -1170,46 +1068,40 @@ def monitor_status(db: str, thresholds: str, as_json: bool) -> None:
             (
                 row.usage,
                 at(row.read_at),
-                [t for i, t in enumerate(marks) if row.fired & (1 << i)],
+                [t for i, t in enumerate(thresholds) if row.fired & (1 << i)],
                 row.missing,
             )
             for _, row in rows
         ),
-        marks,
+        thresholds,
     )
     last: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for event in events:
         counts[event.kind] += 1
         last[event.kind] = max(last.get(event.kind, event.detected_at), event.detected_at)
-    record: dict[str, Any] = {
-        "tracked": summary.tracked,
-        "by_status": dict(sorted(summary.by_status.items())),
-        "near_threshold": summary.near_threshold,
-        "events": dict(sorted(counts.items())),
-        "last_event": {k: datetime.fromtimestamp(v, UTC).isoformat() for k, v in last.items()},
-        "freshest_reading_age": summary.freshest_age,
-        "stalest_reading_age": summary.stalest_age,
-    }
+    last_event = {k: datetime.fromtimestamp(v, UTC).isoformat() for k, v in last.items()}
     if as_json:
+        record: dict[str, Any] = {
+            "tracked": summary.tracked,
+            "by_status": dict(sorted(summary.by_status.items())),
+            "near_threshold": summary.near_threshold,
+            "events": dict(sorted(counts.items())),
+            "last_event": last_event,
+            "freshest_reading_age": summary.freshest_age,
+            "stalest_reading_age": summary.stalest_age,
+        }
         click.echo(json.dumps(record, indent=2, sort_keys=True))
         return
-    table = Table(title=f"Fleet monitor: {db}", show_header=False)
-    table.add_row("tracked", str(summary.tracked))
-    for status, count in sorted(summary.by_status.items()):
-        table.add_row(f"  status {status}", str(count))
-    table.add_row("near a threshold", str(summary.near_threshold))
-    for kind, count in sorted(counts.items()):
-        when = record["last_event"][kind]
-        table.add_row(f"  events {kind}", f"{count} (last {when})")
+    rows_shown: list[tuple[str, object]] = [
+        ("tracked", summary.tracked),
+        *_counted("status", summary.by_status),
+        ("near a threshold", summary.near_threshold),
+        *[
+            (f"  events {kind}", f"{count} (last {last_event[kind]})")
+            for kind, count in sorted(counts.items())
+        ],
+    ]
     for name, age in (("freshest", summary.freshest_age), ("stalest", summary.stalest_age)):
-        table.add_row(f"{name} reading", "-" if age is None else f"{age:.0f} s ago")
-    Console().print(table)
-
-
-def _run(coro: Any) -> Any:
-    try:
-        return asyncio.run(coro)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        rows_shown.append((f"{name} reading", "-" if age is None else f"{age:.0f} s ago"))
+    Console().print(_table(f"Fleet monitor: {db}", rows_shown))

@@ -17,6 +17,7 @@ them.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
 NEAR_MARGIN = 0.05
 #: Receiver counters that are refusals, and the HTTP status each gets.
 REFUSALS = {"rejected": 401, "too_large": 413, "malformed": 400}
+_MISSING = 'metrics need prometheus_client: pip install "esim-async[metrics]"'
 
 
 def is_near(
@@ -134,10 +136,19 @@ def _families() -> Any:
     try:
         from prometheus_client import core
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            'metrics need prometheus_client: pip install "esim-async[metrics]"'
-        ) from exc
+        raise RuntimeError(_MISSING) from exc
     return core
+
+
+def _family(
+    cls: Any, name: str, text: str, value: float = 0.0, *, label: str = "", samples: Any = ()
+) -> Any:
+    """A metric family of class ``cls``: one ``value``, or with a ``label``, one sample per
+    ``(label value, value)`` of ``samples``."""
+    family = cls(name, text, labels=[label] if label else None)
+    for key, sample in samples if label else [((), value)]:
+        family.add_metric([str(key)] if label else [], sample)
+    return family
 
 
 class MonitorCollector:
@@ -152,73 +163,58 @@ class MonitorCollector:
     def collect(self) -> Iterator[Any]:
         """The metric families, read live (called by the registry at every scrape)."""
         core = _families()
-        stats = self._monitor.stats
-        reads = core.CounterMetricFamily(
-            "esim_monitor_reads", "Usage readings received by the monitor."
+        counter = functools.partial(_family, core.CounterMetricFamily)
+        gauge = functools.partial(_family, core.GaugeMetricFamily)
+        stats, summary = self._monitor.stats, fleet_summary(self._monitor)
+        yield counter("esim_monitor_reads", "Usage readings received by the monitor.", stats.reads)
+        yield counter(
+            "esim_monitor_read_errors", "Usage reads that failed (retried later).", stats.errors
         )
-        reads.add_metric([], stats.reads)
-        yield reads
-        errors = core.CounterMetricFamily(
-            "esim_monitor_read_errors", "Usage reads that failed (retried later)."
+        yield counter(
+            "esim_monitor_events",
+            "Events emitted by the monitor, by kind.",
+            label="kind",
+            samples=sorted(stats.events.items()),
         )
-        errors.add_metric([], stats.errors)
-        yield errors
-        events = core.CounterMetricFamily(
-            "esim_monitor_events", "Events emitted by the monitor, by kind.", labels=["kind"]
-        )
-        for kind, count in sorted(stats.events.items()):
-            events.add_metric([kind], count)
-        yield events
-        summary = fleet_summary(self._monitor)
-        tracked = core.GaugeMetricFamily(
+        yield gauge(
             "esim_monitor_tracked_esims",
             "eSIMs tracked, by the status of their last reading.",
-            labels=["status"],
+            label="status",
+            samples=sorted(summary.by_status.items()),
         )
-        for status, count in sorted(summary.by_status.items()):
-            tracked.add_metric([status], count)
-        yield tracked
-        near = core.GaugeMetricFamily(
+        yield gauge(
             "esim_monitor_near_threshold_esims",
             f"eSIMs within {NEAR_MARGIN:.0%} of data of their next threshold.",
+            summary.near_threshold,
         )
-        near.add_metric([], summary.near_threshold)
-        yield near
         for name, age, text in (
             ("freshest", summary.freshest_age, "the most recent reading"),
             ("stalest", summary.stalest_age, "the oldest last reading of an eSIM"),
         ):
             if age is not None:
-                gauge = core.GaugeMetricFamily(
-                    f"esim_monitor_{name}_reading_age_seconds", f"Age of {text}."
-                )
-                gauge.add_metric([], age)
-                yield gauge
-        yield from _client_families(core, self._client)
-
-
-def _client_families(core: Any, client: BaseClient) -> Iterator[Any]:
-    rate = core.GaugeMetricFamily(
-        "esim_rate_limit_effective_per_second",
-        "Requests per second the client's limiter admits now, by endpoint.",
-        labels=["endpoint"],
-    )
-    waiters = core.GaugeMetricFamily(
-        "esim_rate_limit_waiters",
-        "Requests waiting for the client's limiter, by endpoint.",
-        labels=["endpoint"],
-    )
-    for endpoint, state in sorted(client.rate_limit_state().items()):
-        if state.effective_per_second is not None:
-            rate.add_metric([endpoint], state.effective_per_second)
-        waiters.add_metric([endpoint], state.waiters)
-    yield rate
-    yield waiters
-    limited = core.CounterMetricFamily(
-        "esim_rate_limited_responses", "429 responses received by the client."
-    )
-    limited.add_metric([], client.stats.rate_limited)
-    yield limited
+                yield gauge(f"esim_monitor_{name}_reading_age_seconds", f"Age of {text}.", age)
+        limiters = sorted(self._client.rate_limit_state().items())
+        yield gauge(
+            "esim_rate_limit_effective_per_second",
+            "Requests per second the client's limiter admits now, by endpoint.",
+            label="endpoint",
+            samples=[
+                (n, s.effective_per_second)
+                for n, s in limiters
+                if s.effective_per_second is not None
+            ],
+        )
+        yield gauge(
+            "esim_rate_limit_waiters",
+            "Requests waiting for the client's limiter, by endpoint.",
+            label="endpoint",
+            samples=[(n, s.waiters) for n, s in limiters],
+        )
+        yield counter(
+            "esim_rate_limited_responses",
+            "429 responses received by the client.",
+            self._client.stats.rate_limited,
+        )
 
 
 class WebhookCollector:
@@ -236,29 +232,30 @@ class WebhookCollector:
 
     def collect(self) -> Iterator[Any]:
         """The metric families, read live (called by the registry at every scrape)."""
-        core = _families()
-        received = core.CounterMetricFamily(
-            "esim_webhook_requests", "Notifications received (verified or not)."
+        counter = functools.partial(_family, _families().CounterMetricFamily)
+        stats = self._stats
+        yield counter(
+            "esim_webhook_requests",
+            "Notifications received (verified or not).",
+            stats.get("received", 0),
         )
-        received.add_metric([], self._stats.get("received", 0))
-        yield received
-        events = core.CounterMetricFamily(
-            "esim_webhook_events", "New verified events, by type.", labels=["type"]
+        yield counter(
+            "esim_webhook_events",
+            "New verified events, by type.",
+            label="type",
+            samples=sorted(self._by_type.items()),
         )
-        for name, count in sorted(self._by_type.items()):
-            events.add_metric([name], count)
-        yield events
-        duplicates = core.CounterMetricFamily(
-            "esim_webhook_duplicates", "Redelivered notifications answered without handling."
+        yield counter(
+            "esim_webhook_duplicates",
+            "Redelivered notifications answered without handling.",
+            stats.get("duplicates", 0),
         )
-        duplicates.add_metric([], self._stats.get("duplicates", 0))
-        yield duplicates
-        refusals = core.CounterMetricFamily(
-            "esim_webhook_refusals", "Notifications refused, by HTTP status.", labels=["status"]
+        yield counter(
+            "esim_webhook_refusals",
+            "Notifications refused, by HTTP status.",
+            label="status",
+            samples=sorted((status, stats.get(key, 0)) for key, status in REFUSALS.items()),
         )
-        for key, status in sorted(REFUSALS.items(), key=lambda item: item[1]):
-            refusals.add_metric([str(status)], self._stats.get(key, 0))
-        yield refusals
 
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:
@@ -276,33 +273,29 @@ def metrics_app(registry: CollectorRegistry) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve_metrics(
-    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108
-) -> AsyncIterator[int]:
-    """Serve ``registry`` at ``http://host:port/metrics`` for the duration of the block;
-    yields the bound port (useful with ``port=0``)."""
-    runner = web.AppRunner(
-        metrics_app(registry), access_log=None, handle_signals=False, shutdown_timeout=1.0
-    )
+async def serve_app(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
+    """Serve ``app`` at ``http://host:port`` for the duration of the block; yields the bound
+    port (useful with ``port=0``)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        yield int(bound)
+        await web.TCPSite(runner, host, port).start()
+        yield int(runner.addresses[0][1] if runner.addresses else port)
     finally:
         await runner.cleanup()
 
 
+def serve_metrics(
+    registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108
+) -> contextlib.AbstractAsyncContextManager[int]:
+    """Serve ``registry`` at ``http://host:port/metrics`` for the duration of the block;
+    yields the bound port (useful with ``port=0``)."""
+    return serve_app(metrics_app(registry), host, port)
+
+
 def new_registry(*collectors: Any) -> CollectorRegistry:
     """A registry holding only ``collectors`` (no process or platform metrics)."""
-    try:
-        from prometheus_client import CollectorRegistry
-    except ImportError as exc:
-        raise RuntimeError(
-            'metrics need prometheus_client: pip install "esim-async[metrics]"'
-        ) from exc
-    registry = CollectorRegistry(auto_describe=False)
+    registry: CollectorRegistry = _families().CollectorRegistry(auto_describe=False)
     for collector in collectors:
         registry.register(collector)
     return registry

@@ -28,6 +28,7 @@ too), a top-up re-arms that eSIM's thresholds, and an async-order event resolves
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -339,18 +340,8 @@ class WebhookReceiver:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Counters: received, too_large, rejected (bad signature), malformed, duplicates,
         #: delivered and handler_errors (the last two by :meth:`handle`).
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "received",
-                "too_large",
-                "rejected",
-                "malformed",
-                "duplicates",
-                "delivered",
-                "handler_errors",
-            ),
-            0,
-        )
+        counters = ("received", "too_large", "rejected", "malformed", "duplicates")
+        self.stats: dict[str, int] = dict.fromkeys((*counters, "delivered", "handler_errors"), 0)
         if client is not None:
             client.orders.add_topup_listener(self.rearm)
 
@@ -510,10 +501,8 @@ class WebhookReceiver:
         self.stats["delivered"] += 1
 
     async def _dispatch_logged(self, event: WebhookEvent) -> None:
-        try:
+        with contextlib.suppress(Exception):  # logged and counted; the receiver keeps going
             await self._dispatch(event)
-        except Exception:  # already logged and counted; the receiver keeps going
-            return
 
     async def drain(self) -> None:
         """Wait for handlers still running (called on app shutdown)."""
@@ -532,24 +521,11 @@ def webhook_app(
     clock: Clock | None = None,
 ) -> web.Application:
     """An ``aiohttp.web`` application receiving notifications at its root path ``/``: the
-    body read under ``max_body``, then :meth:`WebhookReceiver.handle`.
+    body read under ``max_body``, then :meth:`WebhookReceiver.handle` (the arguments are
+    :class:`WebhookReceiver`'s). ``HEAD /`` answers 200 (the opt-in liveness check); a body
+    cut short answers 400.
 
     Mount it as a sub-app (``app.add_subapp("/airalo", webhook_app(...))``) or run it alone.
-
-    - ``HEAD /`` answers 200 (the opt-in liveness check).
-    - ``POST /``: a missing or wrong ``airalo-signature`` gets 401 and nothing is passed on; an
-      oversized body gets 413, a malformed one 400. A redelivered body (same SHA-256 within
-      ``dedup_ttl`` seconds) gets 200 and is not passed on again; a top-up through ``client``
-      re-arms that eSIM's thresholds.
-    - ``ack="immediate"`` (default) answers 200 at once and runs ``on_event`` in the background
-      (a raising handler is logged, the app keeps going); ``ack="after_handler"`` answers only
-      after ``on_event`` succeeded, and 500 if it raised, so the provider redelivers.
-
-    Args:
-        secret: your client secret (the signing key).
-        on_event: ``async def on_event(event)`` receiving :data:`WebhookEvent` values.
-        client: invalidate cached usage on low-data events and resolve
-            ``client.orders.wait_async(request_id)`` on async-order events.
     """
     receiver = WebhookReceiver(
         secret,

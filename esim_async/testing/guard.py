@@ -4,7 +4,10 @@ applied and any fault served, in that order."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
@@ -12,7 +15,15 @@ from .. import Rate
 from .faults import FaultKind
 from .state import EmulatorState
 
-__all__ = ["LimitCheck", "apply_fault", "authorized", "check_limit", "count_arrival", "guard"]
+__all__ = [
+    "LimitCheck",
+    "apply_fault",
+    "authorized",
+    "check_limit",
+    "count_arrival",
+    "guard",
+    "guarded",
+]
 
 #: (limit name, key, rate) — one window a request counts against; a ``None`` rate is no limit.
 LimitCheck = tuple[str, str, Rate | None]
@@ -110,3 +121,32 @@ async def guard(
         if limited is not None:
             return limited
     return await apply_fault(state, state.fault_plan.next(endpoint, state.faults), request)
+
+
+class _Routes(Protocol):
+    state: EmulatorState
+
+
+R = TypeVar("R", bound=_Routes)
+Handler = Callable[[R, web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(
+    endpoint: str, *, limited: bool = False, key: str | None = None
+) -> Callable[[Handler[R]], Handler[R]]:
+    """A route handler that runs once :func:`guard` lets the request through. ``limited``:
+    the request also counts against the limit called ``endpoint`` (one window for the
+    company, or one per value of the path's ``key`` part)."""
+
+    def wrap(handler: Handler[R]) -> Handler[R]:
+        @functools.wraps(handler)
+        async def run(self: R, request: web.Request) -> web.StreamResponse:
+            state = self.state
+            window = request.match_info[key] if key else "all"
+            checks = ((endpoint, window, state.limits.rate(endpoint)),) if limited else ()
+            answered = await guard(state, request, endpoint, checks)
+            return answered if answered is not None else await handler(self, request)
+
+        return run
+
+    return wrap

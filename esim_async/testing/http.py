@@ -26,6 +26,7 @@ __all__ = [
     "new_request_id",
     "not_found",
     "now_stamp",
+    "ok",
     "paginate",
     "read_body",
     "utc_now",
@@ -140,6 +141,11 @@ def language(request: web.Request, default: str = "en") -> str:
     header = request.headers.get("Accept-Language", "")
     first = header.split(",")[0].split(";")[0].strip()
     return (first.split("-")[0] or default).upper()
+
+
+def ok(data: Any, message: str = "success") -> web.Response:
+    """200 with ``data`` in the providers' envelope."""
+    return web.json_response({"data": data, "meta": {"message": message}})
 
 
 def invalid(fields: dict[str, str]) -> web.Response:

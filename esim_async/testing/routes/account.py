@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from ..guard import apply_fault, check_limit, count_arrival, guard
-from ..http import invalid, now_stamp, read_body, utc_now
+from ..guard import apply_fault, check_limit, count_arrival, guarded
+from ..http import invalid, now_stamp, ok, read_body, utc_now
 from ..state import EmulatorState
 
 __all__ = ["REFUND_REASONS", "AccountRoutes", "add_routes"]
@@ -115,61 +115,43 @@ class AccountRoutes:
                 {"data": [], "meta": {"message": "Client authentication failed"}}, status=401
             )
         token = state.issue_token(client_id, client_secret)
-        return web.json_response(
+        return ok(
             {
-                "data": {
-                    "token_type": "Bearer",
-                    "expires_in": state.token_ttl,
-                    "access_token": token,
-                },
-                "meta": {"message": "success"},
+                "token_type": "Bearer",
+                "expires_in": state.token_ttl,
+                "access_token": token,
             }
         )
 
+    @guarded("balance")
     async def balance(self, request: web.Request) -> web.StreamResponse:
         """``GET /balance``: the state's ``balance`` in USD."""
-        answered = await guard(self.state, request, "balance")
-        if answered is not None:
-            return answered
-        return web.json_response(
+        return ok(
             {
-                "data": {
-                    "balances": {
-                        "name": "main",
-                        "availableBalance": {"amount": self.state.balance, "currency": "USD"},
-                    }
-                },
-                "meta": {"message": "success"},
+                "balances": {
+                    "name": "main",
+                    "availableBalance": {"amount": self.state.balance, "currency": "USD"},
+                }
             }
         )
 
+    @guarded("exchange_rates")
     async def exchange_rates(self, request: web.Request) -> web.StreamResponse:
         """``GET /finance/exchange-rates``: USD mid rates for ``to`` (default: all known)."""
-        answered = await guard(self.state, request, "exchange_rates")
-        if answered is not None:
-            return answered
         wanted = [c for c in request.query.get("to", "").split(",") if c] or list(EXCHANGE_RATES)
-        return web.json_response(
+        return ok(
             {
-                "data": {
-                    "date": request.query.get("date", utc_now().date().isoformat()),
-                    "rates": [
-                        {"from": "USD", "mid": EXCHANGE_RATES.get(c, "1.0"), "to": c}
-                        for c in wanted
-                    ],
-                },
-                "meta": {"message": "success"},
+                "date": request.query.get("date", utc_now().date().isoformat()),
+                "rates": [
+                    {"from": "USD", "mid": EXCHANGE_RATES.get(c, "1.0"), "to": c} for c in wanted
+                ],
             }
         )
 
+    @guarded("refund", limited=True)
     async def refund(self, request: web.Request) -> web.StreamResponse:
         """``POST /refund``: the company's eSIMs and a documented reason; 202 when accepted."""
         state = self.state
-        answered = await guard(
-            state, request, "refund", (("refund", "all", state.limits.rate("refund")),)
-        )
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("refund", body))
         iccids = body.get("iccids") or []

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from ..catalogue import catalogue_entries, find_package
-from ..guard import guard
+from ..guard import guarded
 from ..http import invalid, paginate
 from ..state import EmulatorState
 
@@ -41,14 +41,10 @@ class CatalogueRoutes:
             web.get(prefix + "/compatible-devices-lite", self.devices),
         ]
 
+    @guarded("packages", limited=True)
     async def packages(self, request: web.Request) -> web.StreamResponse:
         """``GET /packages``: filtered by type and country, paginated, top-ups on request."""
         state = self.state
-        answered = await guard(
-            state, request, "packages", (("packages", "all", state.limits.rate("packages")),)
-        )
-        if answered is not None:
-            return answered
         q = request.query
         kind = q.get("filter[type]")
         if kind is not None and kind not in ("local", "global"):
@@ -67,18 +63,10 @@ class CatalogueRoutes:
         body["pricing"] = dict(PRICING)
         return web.json_response(body)
 
+    @guarded("product_information", limited=True, key="slug")
     async def product_information(self, request: web.Request) -> web.StreamResponse:
         """``GET /packages/{slug}/product-information``: limited per package."""
         slug = request.match_info["slug"]
-        state = self.state
-        answered = await guard(
-            state,
-            request,
-            "product_information",
-            (("product_information", slug, state.limits.rate("product_information")),),
-        )
-        if answered is not None:
-            return answered
         found = find_package(slug)
         if found is None:
             return web.json_response(
@@ -115,11 +103,9 @@ class CatalogueRoutes:
             }
         )
 
+    @guarded("compatible_devices")
     async def devices(self, request: web.Request) -> web.StreamResponse:
         """``GET /compatible-devices-lite``: the whole list, unpaginated."""
-        answered = await guard(self.state, request, "compatible_devices")
-        if answered is not None:
-            return answered
         return web.json_response({"data": DEVICES})
 
 

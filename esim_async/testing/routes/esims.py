@@ -16,8 +16,8 @@ from aiohttp import web
 
 from ..catalogue import find_package, topups_for
 from ..fleet import SimRecord
-from ..guard import guard
-from ..http import invalid, not_found, paginate, read_body
+from ..guard import guard, guarded
+from ..http import invalid, not_found, ok, paginate, read_body
 from ..http import language as accept_language
 from ..payloads import recycled, sim_json
 from ..state import EmulatorState
@@ -119,11 +119,9 @@ class EsimRoutes:
 
     # ------------------------------------------------------------------ eSIMs
 
+    @guarded("sims")
     async def list_sims(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims``: the fleet, filtered by ICCID (LIKE), paginated."""
-        answered = await guard(self.state, request, "sims")
-        if answered is not None:
-            return answered
         needle = request.query.get("filter[iccid]")
         sims = [
             sim_json(s)
@@ -132,21 +130,17 @@ class EsimRoutes:
         ]
         return web.json_response(paginate(request, sims, base="/sims"))
 
+    @guarded("sim")
     async def get_sim(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims/{iccid}``."""
-        answered = await guard(self.state, request, "sim")
-        if answered is not None:
-            return answered
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
         return web.json_response({"data": sim_json(sim), "meta": {"message": "succes"}})
 
+    @guarded("sim_topups")
     async def sim_topups(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims/{iccid}/topups``: the top-ups offered for the eSIM's package."""
-        answered = await guard(self.state, request, "sim_topups")
-        if answered is not None:
-            return answered
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
@@ -157,19 +151,10 @@ class EsimRoutes:
             return web.json_response({"data": []})
         return web.json_response({"pricing": dict(PRICING), "data": offered})
 
+    @guarded("package_history", limited=True, key="iccid")
     async def package_history(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims/{iccid}/packages``: the eSIM's package, then its top-ups; limited per
         ICCID."""
-        state = self.state
-        iccid = request.match_info["iccid"]
-        answered = await guard(
-            state,
-            request,
-            "package_history",
-            (("package_history", iccid, state.limits.rate("package_history")),),
-        )
-        if answered is not None:
-            return answered
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
@@ -193,11 +178,9 @@ class EsimRoutes:
             )
         return web.json_response({"pricing": dict(PRICING), "data": entries})
 
+    @guarded("instructions")
     async def instructions(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims/{iccid}/instructions``: in the ``Accept-Language`` asked for."""
-        answered = await guard(self.state, request, "instructions")
-        if answered is not None:
-            return answered
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
@@ -227,20 +210,11 @@ class EsimRoutes:
                 "is_roaming": True,
             },
         }
-        return web.json_response(
-            {
-                "data": {
-                    "instructions": {"language": language, "ios": [device], "android": [device]}
-                },
-                "meta": {"message": "success"},
-            }
-        )
+        return ok({"instructions": {"language": language, "ios": [device], "android": [device]}})
 
+    @guarded("brand")
     async def brand(self, request: web.Request) -> web.StreamResponse:
         """``PUT /sims/{iccid}/brand``: the key must be present; empty or null unbrands."""
-        answered = await guard(self.state, request, "brand")
-        if answered is not None:
-            return answered
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
@@ -250,12 +224,7 @@ class EsimRoutes:
                 {"brand_settings_name": "The brand settings name field must be present."}
             )
         sim.brand_settings_name = body["brand_settings_name"] or None
-        return web.json_response(
-            {
-                "data": {"brand_settings_name": sim.brand_settings_name},
-                "meta": {"message": "success"},
-            }
-        )
+        return ok({"brand_settings_name": sim.brand_settings_name})
 
 
 def add_routes(

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..guard import guard
-from ..http import invalid, read_body
+from ..guard import guarded
+from ..http import invalid, ok, read_body
 from ..state import EmulatorState
 from ..webhooks import WebhookSender
 
@@ -51,12 +51,10 @@ class NotificationRoutes:
             web.post(prefix + "/simulator/webhook", self.simulate),
         ]
 
+    @guarded("notifications_opt_in")
     async def opt_in(self, request: web.Request) -> web.StreamResponse:
         """``POST /notifications/opt-in``: an e-mail for ``email_*`` types, else a webhook URL."""
         state = self.state
-        answered = await guard(state, request, "notifications_opt_in")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         kind = body.get("type")
         if kind not in NOTIFICATION_TYPES:
@@ -72,40 +70,28 @@ class NotificationRoutes:
         if body.get("levels"):
             notification["levels"] = body["levels"]
         state.notifications[str(kind)] = notification
-        return web.json_response(
-            {"data": {"notification": notification}, "meta": {"message": "success"}}
-        )
+        return ok({"notification": notification})
 
+    @guarded("notifications_opt_in")
     async def get_opt_in(self, request: web.Request) -> web.StreamResponse:
         """``GET /notifications/opt-in``: the latest opt-in, or ``null``."""
-        answered = await guard(self.state, request, "notifications_opt_in")
-        if answered is not None:
-            return answered
         current = next(reversed(self.state.notifications.values()), None)
-        return web.json_response(
-            {"data": {"notification": current}, "meta": {"message": "success"}}
-        )
+        return ok({"notification": current})
 
+    @guarded("notifications_opt_out")
     async def opt_out(self, request: web.Request) -> web.StreamResponse:
         """``POST /notifications/opt-out``: 204."""
-        answered = await guard(self.state, request, "notifications_opt_out")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         if body.get("type") not in NOTIFICATION_TYPES:
             return invalid({"type": "The selected type is invalid."})
         self.state.notifications.pop(str(body["type"]), None)
         return web.Response(status=204)
 
+    @guarded("simulator", limited=True)
     async def simulate(self, request: web.Request) -> web.StreamResponse:
         """``POST /simulator/webhook``: sends the event's documented payload, signed, to the
         given ``webhook_url`` or the opted-in one."""
         state = self.state
-        answered = await guard(
-            state, request, "simulator", (("simulator", "all", state.limits.rate("simulator")),)
-        )
-        if answered is not None:
-            return answered
         body = await read_body(request)
         event = body.get("event")
         if event not in tuple(SIMULATED_EVENTS):

@@ -17,13 +17,14 @@ from aiohttp import web
 
 from ..catalogue import find_package, topups_for
 from ..fleet import INSTALL_WINDOW, Fleet, SimRecord, stamp
-from ..guard import guard
+from ..guard import guarded
 from ..http import (
     business,
     invalid,
     new_request_id,
     not_found,
     now_stamp,
+    ok,
     paginate,
     read_body,
     utc_now,
@@ -175,12 +176,10 @@ class OrderRoutes:
 
     # ------------------------------------------------------------------ orders
 
+    @guarded("orders")
     async def create_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /orders``: the eSIMs are made at once and join the fleet."""
         state = self.state
-        answered = await guard(state, request, "orders")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("orders", body))
         checked = self.validate_order(body)
@@ -189,14 +188,12 @@ class OrderRoutes:
         package, quantity = checked
         sims = self.new_sims(package, quantity)
         order = self.record_order(package, quantity, sims, body.get("description"), "sim")
-        return web.json_response({"data": order, "meta": {"message": "success"}})
+        return ok(order)
 
+    @guarded("orders_async")
     async def create_async_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /orders-async``: 202 with a request id; the order is POSTed to the webhook."""
         state = self.state
-        answered = await guard(state, request, "orders_async")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("orders_async", body))
         checked = self.validate_order(body)
@@ -227,11 +224,9 @@ class OrderRoutes:
             status=202,
         )
 
+    @guarded("orders")
     async def list_orders(self, request: web.Request) -> web.StreamResponse:
         """``GET /orders``: newest first, filtered by description, code and ICCID (LIKE)."""
-        answered = await guard(self.state, request, "orders")
-        if answered is not None:
-            return answered
         q = request.query
         orders = sorted(self.state.orders.values(), key=lambda o: -int(o["id"]))
 
@@ -249,26 +244,22 @@ class OrderRoutes:
         ]
         return web.json_response(paginate(request, orders, base="/orders"))
 
+    @guarded("order")
     async def get_order(self, request: web.Request) -> web.StreamResponse:
         """``GET /orders/{order_id}``."""
-        answered = await guard(self.state, request, "order")
-        if answered is not None:
-            return answered
         try:
             order = self.state.orders.get(int(request.match_info["order_id"]))
         except ValueError:
             order = None
         if order is None:
             return not_found()
-        return web.json_response({"data": order, "meta": {"message": "success"}})
+        return ok(order)
 
+    @guarded("topup_order")
     async def topup(self, request: web.Request) -> web.StreamResponse:
         """``POST /orders/topups``: only a top-up offered for that eSIM; a lapsed eSIM
         restarts with the top-up's validity."""
         state = self.state
-        answered = await guard(state, request, "topup_order")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("topup_order", body))
         errors = {
@@ -298,16 +289,14 @@ class OrderRoutes:
             sim.expired_at = stamp(now + timedelta(days=int(package["day"])))
         order = self.record_order(package, 1, [], body.get("description"), "topup")
         order["sims"] = []
-        return web.json_response({"data": order, "meta": {"message": "success"}})
+        return ok(order)
 
     # ------------------------------------------------------------------ future orders
 
+    @guarded("future_orders")
     async def create_future_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /future-orders``: due ``"Y-m-d H:i"`` (UTC), the day after tomorrow or later."""
         state = self.state
-        answered = await guard(state, request, "future_orders")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("future_orders", body))
         errors: dict[str, str] = {}
@@ -342,30 +331,19 @@ class OrderRoutes:
             "latest_cancellation_date": (due - timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
         }
         state.future_orders[request_id] = item
-        return web.json_response(
-            {
-                "data": {
-                    k: item[k] for k in ("request_id", "due_date", "latest_cancellation_date")
-                },
-                "meta": {"message": "success"},
-            }
-        )
+        return ok({k: item[k] for k in ("request_id", "due_date", "latest_cancellation_date")})
 
+    @guarded("future_orders")
     async def list_future_orders(self, request: web.Request) -> web.StreamResponse:
         """``GET /future-orders``: by ``status`` (default ``pending``), paginated."""
-        answered = await guard(self.state, request, "future_orders")
-        if answered is not None:
-            return answered
         status = request.query.get("status", "pending")
         items = [f for f in self.state.future_orders.values() if f["status"] == status]
         return web.json_response(paginate(request, items, base="/future-orders"))
 
+    @guarded("cancel_future_orders")
     async def cancel_future_orders(self, request: web.Request) -> web.StreamResponse:
         """``POST /cancel-future-orders``: every id must exist and still be pending."""
         state = self.state
-        answered = await guard(state, request, "cancel_future_orders")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         ids = body.get("request_ids") or []
         errors = {}
@@ -388,12 +366,10 @@ class OrderRoutes:
 
     # ------------------------------------------------------------------ vouchers
 
+    @guarded("voucher_esim")
     async def esim_voucher(self, request: web.Request) -> web.StreamResponse:
         """``POST /voucher/esim``: codes for catalogue packages."""
         state = self.state
-        answered = await guard(state, request, "voucher_esim")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("voucher_esim", body))
         out = []
@@ -413,27 +389,22 @@ class OrderRoutes:
                     "booking_reference": line.get("booking_reference"),
                 }
             )
-        return web.json_response({"data": out, "meta": {"message": "success"}})
+        return ok(out)
 
+    @guarded("voucher_airmoney")
     async def airmoney_voucher(self, request: web.Request) -> web.StreamResponse:
         """``POST /voucher/airmoney``: echoes the voucher, with a code if none was given."""
         state = self.state
-        answered = await guard(state, request, "voucher_airmoney")
-        if answered is not None:
-            return answered
         body = await read_body(request)
         state.write_log.append(("voucher_airmoney", body))
-        return web.json_response(
+        return ok(
             {
-                "data": {
-                    "id": len(state.write_log),
-                    "code": body.get("voucher_code") or f"AIR{secrets.token_hex(3).upper()}",
-                    "usage_limit": body.get("usage_limit"),
-                    "amount": body.get("amount"),
-                    "is_paid": bool(body.get("is_paid")),
-                    "created_at": now_stamp(),
-                },
-                "meta": {"message": "success"},
+                "id": len(state.write_log),
+                "code": body.get("voucher_code") or f"AIR{secrets.token_hex(3).upper()}",
+                "usage_limit": body.get("usage_limit"),
+                "amount": body.get("amount"),
+                "is_paid": bool(body.get("is_paid")),
+                "created_at": now_stamp(),
             }
         )
 
