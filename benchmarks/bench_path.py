@@ -9,6 +9,13 @@ path and window: 429s received, sweep time, and efficiency = (N / R) / time.
     python benchmarks/bench_path.py                  # N=100 at 5/s, four paths, both windows
     python benchmarks/bench_path.py --quick          # N=25, two paths, both windows
     python benchmarks/bench_path.py --margin 0.2     # the client's rate_margin (default: its own)
+    python benchmarks/bench_path.py --spread-factor 0.5 --spread-factor 1   # share of the spread
+
+The client widens its windows by ``PATH_SPREAD_FACTOR`` times the spread of its own send ->
+response-headers times (``esim_async.limits``); ``--spread-factor`` sets that share (repeat it
+to compare several). The stray-429 runs make the server answer one 429 half-way through a
+sweep; its cost is the time against the same path without it. ``margin`` is the margin in
+force at the end of the sweep, as a share of the period.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 from _common import fmt, parser, record
 
+import esim_async.limits
 from esim_async import AiraloClient, Rate
 from esim_async.testing import Emulator, Fleet, PathDelay, ServerLimits
 from esim_async.testing.limits import Algorithm
@@ -41,8 +49,9 @@ async def one_run(
     algorithm: Algorithm,
     margin: float | None,
     stray: bool = False,
-) -> tuple[float, int, int, int]:
-    """Sweep ``n - 1`` eSIMs; return (seconds, 429s at the client, 429s at the server, answered).
+) -> tuple[float, int, int, int, float]:
+    """Sweep ``n - 1`` eSIMs; return (seconds, 429s at the client, 429s at the server,
+    answered, margin in force at the end as a share of the period).
 
     ``stray``: the server answers one 429 half-way through (a lone 429 the windows did not
     cause), to measure what the client's reaction to it costs.
@@ -70,11 +79,13 @@ async def one_run(
                 if stray and ok == n // 2:
                     emu.inject("usage", "429")
         elapsed = time.perf_counter() - start
+        margin = max((s.margin for s in client.rate_limit_state().values()), default=0.0)
         return (
             elapsed,
             client.stats.rate_limited - client_before,
             emu.stats.rate_limited - server_before,
             ok,
+            margin,
         )
 
 
@@ -87,7 +98,13 @@ def main() -> None:
         choices=[label for label, _ in PATHS],
         help="run only this path (repeatable)",
     )
-    p.add_argument("--no-stray", action="store_true", help="skip the stray-429 run")
+    p.add_argument("--no-stray", action="store_true", help="skip the stray-429 runs")
+    p.add_argument(
+        "--spread-factor",
+        type=float,
+        action="append",
+        help="share of the path's spread added to the window (repeatable; default: the client's)",
+    )
     args = p.parse_args()
     logging.getLogger("esim_async").setLevel(logging.ERROR)  # 429s are counted, not logged
     per_second = 5
@@ -95,36 +112,47 @@ def main() -> None:
     paths = [PATHS[1], PATHS[3]] if args.quick else PATHS
     if args.path:
         paths = [(label, path) for label, path in PATHS if label in args.path]
-    header = ("path", "window", "eSIMs", "429s", "time s", "efficiency", "answered")
+    factors: list[float | None] = list(args.spread_factor or [None])
+    header = ("k", "path", "window", "eSIMs", "429s", "time s", "efficiency", "margin", "answered")
     rows: list[tuple[str, ...]] = [header]
     runs = [(label, path, algorithm, False) for label, path in paths for algorithm in WINDOWS]
     if not args.no_stray:
         runs.append(("clean, 1 stray 429", None, "sliding", True))
-    for label, path, algorithm, stray in runs:
-        elapsed, _client429, server429, ok = asyncio.run(
-            one_run(n, per_second, path, algorithm, args.margin, stray)
-        )
-        swept = n - 1
-        rows.append(
-            (
-                label,
-                "strict sliding" if algorithm == "sliding" else "fixed (Laravel)",
-                str(swept),
-                str(server429),
-                fmt(elapsed, 1),
-                f"{100 * (swept / per_second) / elapsed:.0f} %",
-                f"{ok}/{swept}",
+        runs.append(("50-200 ms, 1 stray 429", PATHS[3][1], "sliding", True))
+    default_factor = esim_async.limits.PATH_SPREAD_FACTOR
+    for k in factors:
+        esim_async.limits.PATH_SPREAD_FACTOR = default_factor if k is None else k
+        for label, path, algorithm, stray in runs:
+            elapsed, _client429, server429, ok, margin = asyncio.run(
+                one_run(n, per_second, path, algorithm, args.margin, stray)
             )
-        )
-        print(" | ".join(rows[-1]), flush=True)
+            swept = n - 1
+            rows.append(
+                (
+                    f"{esim_async.limits.PATH_SPREAD_FACTOR:g}",
+                    label,
+                    "strict sliding" if algorithm == "sliding" else "fixed (Laravel)",
+                    str(swept),
+                    str(server429),
+                    fmt(elapsed, 1),
+                    f"{100 * (swept / per_second) / elapsed:.0f} %",
+                    f"{margin:.3f}",
+                    f"{ok}/{swept}",
+                )
+            )
+            print(" | ".join(rows[-1]), flush=True)
+    esim_async.limits.PATH_SPREAD_FACTOR = default_factor
     margin = "default" if args.margin is None else f"{args.margin:g}"
     record(
         f"Sweeps across a jittered path, {per_second}/s"
         + (" (quick)" if args.quick else "")
-        + f", rate_margin {margin}",
+        + f", rate_margin {margin}, adaptive margin",
         rows,
         "Emulator in process with a one-way delay per request (uniform in the range, order kept"
-        " per connection); 429s counted at the server; efficiency = (eSIMs / rate) / time.",
+        " per connection); 429s counted at the server (the stray runs include the injected one);"
+        " efficiency = (eSIMs / rate) / time; k = share of the measured spread of send ->"
+        " response-headers times added to each window; margin = rate_margin plus that widening"
+        " at the end of the sweep, as a share of the period.",
         enabled=not args.no_record,
     )
 

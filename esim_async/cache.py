@@ -1,15 +1,13 @@
-"""The usage cache (a TTL cache mirroring the server's), single flight, the cached endpoint
-built on them, and the scope of calls in progress that closing the client ends.
-
-cachetools is not async-aware, so the cache holds finished values only and a small map of
-in-flight tasks merges concurrent calls for the same key.
+"""The TTL cache mirroring the server's, single flight, the cached endpoint built on them, and
+the scope of calls in progress that closing the client ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -58,9 +56,9 @@ class TTLStore(Generic[K, T]):
     """A bounded TTL cache of :class:`CacheEntry` with two lifetimes.
 
     Normal entries live ``ttl`` seconds, at most ``maxsize`` of them; long-lived ones (404s,
-    recycled eSIMs) live ``long_ttl`` seconds in a second cache of at most ``long_maxsize``
-    (a tenth of ``maxsize`` by default). Each is a cachetools ``TTLCache``: when full, expired
-    entries go first, then the least recently used. Time comes from the injected clock.
+    recycled eSIMs) live ``long_ttl`` seconds, at most a tenth of ``maxsize``. Each is a
+    cachetools ``TTLCache`` on the injected clock: when full, expired entries go first, then the
+    least recently used.
     """
 
     def __init__(
@@ -69,7 +67,6 @@ class TTLStore(Generic[K, T]):
         ttl: float = C.DEFAULT_CACHE_TTL,
         long_ttl: float = C.DEFAULT_NEGATIVE_CACHE_TTL,
         maxsize: int = C.DEFAULT_CACHE_MAXSIZE,
-        long_maxsize: int | None = None,
         clock: Clock,
     ) -> None:
         if ttl < 0 or long_ttl < 0:
@@ -79,16 +76,11 @@ class TTLStore(Generic[K, T]):
         self.ttl = ttl
         self.long_ttl = long_ttl
         self._clock = clock
-        long_size = long_maxsize if long_maxsize is not None else max(1, maxsize // 10)
         self._data: TTLCache[K, CacheEntry[T]] = TTLCache(maxsize=maxsize, ttl=ttl, timer=clock.now)
         self._long: TTLCache[K, CacheEntry[T]] = TTLCache(
-            maxsize=long_size, ttl=long_ttl, timer=clock.now
+            maxsize=max(1, maxsize // 10), ttl=long_ttl, timer=clock.now
         )
         self._any_long = False
-
-    @property
-    def maxsize(self) -> int:
-        return int(self._data.maxsize)
 
     def __len__(self) -> int:
         return len(self._data) + len(self._long)
@@ -147,17 +139,28 @@ class FlightOptions(Protocol):
 
 
 class _Call(Generic[T]):
-    __slots__ = ("options", "task", "waiters")
+    """One shared call: its task, its options, and the futures of the callers waiting."""
 
-    def __init__(self, task: asyncio.Task[T], options: FlightOptions | None) -> None:
-        self.task = task
+    __slots__ = ("options", "started", "task", "waiters")
+
+    #: Set right after the call is made (the task runs the call).
+    task: asyncio.Task[None]
+
+    def __init__(self, options: FlightOptions | None) -> None:
         self.options = options
-        self.waiters = 0
+        self.waiters: list[asyncio.Future[T]] = []
+        #: The task has taken its first step (a task cancelled before it never runs its body).
+        self.started = False
 
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # mark retrieved: callers that left must not cause warnings
+    def settle(self, result: Any, error: BaseException | None) -> None:
+        """Hand every caller still waiting the result (or the error)."""
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(result)
+                else:
+                    waiter.set_exception(error)
 
 
 def _closing_error() -> TransportError:
@@ -167,19 +170,18 @@ def _closing_error() -> TransportError:
 class SingleFlight(Generic[K, T]):
     """Concurrent calls for the same key share one in-flight task.
 
-    A cancelled caller does not cancel the others, and the shared request is not cancelled while
-    anyone still waits for it; it is cancelled only when every caller waiting for it has gone,
-    and a caller that comes after that starts a new one. A caller that joins brings its
-    :class:`FlightOptions`, which the shared call merges into its own. After :meth:`aclose`
-    every waiting caller gets a :class:`~esim_async.errors.TransportError`, and so does every
-    later call.
+    The shared task is cancelled only when every caller waiting for it has gone (a caller that
+    comes after that starts a new one). A caller that joins brings its :class:`FlightOptions`,
+    which the shared call merges into its own. After :meth:`aclose` every waiting caller gets a
+    :class:`~esim_async.errors.TransportError`, and so does every later call. The task hands its
+    outcome to each caller's own future: one wake-up per caller.
     """
 
     def __init__(self) -> None:
         #: The call a new caller joins, per key.
         self._calls: dict[K, _Call[T]] = {}
         #: Every call still running (a ``fresh`` call can run beside an older one).
-        self._tasks: set[asyncio.Task[T]] = set()
+        self._running: dict[asyncio.Task[None], _Call[T]] = {}
         self._closed = False
 
     def __len__(self) -> int:
@@ -197,72 +199,81 @@ class SingleFlight(Generic[K, T]):
         options: FlightOptions | None = None,
     ) -> tuple[T, bool]:
         """Run ``fn`` for ``key`` unless a call is already in flight; return (result, joined).
-
-        Args:
-            key: what identifies the call (an ICCID).
-            fn: starts the work when no call for ``key`` is in flight.
-            fresh: never join a call already in flight (it started before this one); later
-                callers join the new call.
-            options: this caller's options; a joined call merges them into its own.
-        """
+        ``fresh`` never joins a call already in flight (later callers join the new one)."""
         if self._closed:
             raise TransportError("the client is closed")
+        loop = asyncio.get_running_loop()
         call = None if fresh else self._calls.get(key)
-        if call is not None and (call.task.cancelled() or call.task.cancelling()):
-            call = None  # it is being cancelled: its answer will never come
+        if call is not None:
+            task = call.task
+            if task.cancelling():
+                call = None  # it is being cancelled: its answer will never come
+            elif options is not None and call.options is not None:
+                call.options.join(options)
         joined = call is not None
         if call is None:
-            task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
-                fn(),  # type: ignore[arg-type]
-                name=f"esim_async flight {key}",
-            )
-            call = _Call(task, options)
+            call = _Call(options)
             self._calls[key] = call
-            self._tasks.add(task)
-            task.add_done_callback(_consume)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(self._forget, key, call))
-        elif options is not None and call.options is not None:
-            call.options.join(options)
-        call.waiters += 1
+            task = call.task = loop.create_task(
+                self._shared(key, call, fn), name=f"esim_async flight {key}"
+            )
+            self._running[task] = call
+        waiter: asyncio.Future[T] = loop.create_future()
+        call.waiters.append(waiter)
         try:
-            return await asyncio.shield(call.task), joined
+            return await waiter, joined
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if call.task.cancelled() and me is not None and me.cancelling() == 0:
-                # The shared request was cancelled under us (the client is closing), not
-                # this caller: answer with a typed error instead of a stray cancellation.
-                raise _closing_error() from None
+            if not waiter.cancelled():
+                waiter.exception()  # answered as this caller left: mark it retrieved
             raise
         finally:
-            call.waiters -= 1
-            if call.waiters == 0 and not call.task.done():
-                # The last caller left: nobody wants the answer. Whoever comes next starts a
-                # new call rather than joining one that is being cancelled.
-                self._forget(key, call)
-                call.task.cancel()
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    call.waiters.remove(waiter)
+                if not call.waiters and not task.done():
+                    # The last caller left: nobody wants the answer. Whoever comes next
+                    # starts a new call rather than joining one that is being cancelled.
+                    if self._calls.get(key) is call:
+                        del self._calls[key]
+                    task.cancel()
+                    if not call.started:
+                        del self._running[task]  # it ends at its first step, running nothing
 
-    def _forget(self, key: K, call: _Call[T], _task: object = None) -> None:
-        if self._calls.get(key) is call:
-            del self._calls[key]
+    async def _shared(self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]]) -> None:
+        """The shared task: run ``fn`` and hand its outcome to every caller waiting."""
+        call.started = True
+        try:
+            result = await fn()
+        except asyncio.CancelledError:
+            # Cancelled with callers still waiting: the client is closing.
+            call.settle(None, _closing_error())
+            raise
+        except BaseException as exc:
+            call.settle(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            call.settle(result, None)
+        finally:
+            if self._calls.get(key) is call:
+                del self._calls[key]
+            self._running.pop(call.task, None)
 
     async def aclose(self) -> None:
         """Cancel every shared call still in flight; later calls are refused."""
         self._closed = True
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        calls = list(self._running.values())
+        await _cancel_all(self._running)
+        for call in calls:  # (one cancelled before its first step never ran to tell them)
+            call.settle(None, _closing_error())
+        self._running.clear()
+        self._calls.clear()
 
 
 class CallScope:
-    """Runs calls as tasks that :meth:`aclose` cancels.
-
-    Closing the client thus ends every wait of a call in progress (rate limits, a per-key
-    window, a retry's back-off) at once: its caller gets a
-    :class:`~esim_async.errors.TransportError` instead of waiting, and no task is left behind.
-    A cancelled caller cancels its own call, as if it ran inline.
+    """Runs calls as tasks that :meth:`aclose` cancels: closing the client ends every wait of a
+    call in progress at once, with a :class:`~esim_async.errors.TransportError`. A cancelled
+    caller cancels its own call, as if it ran inline.
     """
 
     __slots__ = ("_closed", "_tasks")
@@ -281,44 +292,45 @@ class CallScope:
             raise TransportError("the client is closed")
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(_consume)
-        task.add_done_callback(self._tasks.discard)
+        # The caller waits for the task to end, even when cancelled (it cancels the task).
         try:
             return await task
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if task.cancelled() and self._closed and me is not None and me.cancelling() == 0:
-                raise _closing_error() from None
+            if not task.cancelled():
+                task.exception()  # it ended as this caller left: mark it retrieved
+            elif self._closed:
+                me = asyncio.current_task()
+                if me is None or not me.cancelling():
+                    raise _closing_error() from None
             raise
+        finally:
+            self._tasks.discard(task)
 
     async def aclose(self) -> None:
         """Cancel every call in progress; later calls are refused."""
         self._closed = True
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
+
+
+async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class CachedEndpoint(Generic[T]):
-    """One cached endpoint (usage, package history): its cache, its single flight, the shared
-    level across processes, negative entries and the cache counters, behind one path.
+    """One cached endpoint (usage, package history): its cache, single flight, the level shared
+    across processes (``shared``), negative entries and the cache counters, behind one path.
 
-    :meth:`fetch` answers from, in order: this process's cache; the shared level (with the age
-    the shared level judged, so a copy lives only the rest of its TTL here); one call shared by
-    every concurrent caller for the key. An answer is stored, in both levels, at the time it
-    arrived (a wait for budget does not age it). A :class:`~esim_async.errors.NotFoundError` is
-    remembered for the negative TTL, as is an answer ``long_lived`` picks (a recycled eSIM).
-
-    Args:
-        cache: this process's cache (:meth:`Backend.cache`).
-        flight: single flight (:meth:`Backend.flight`).
-        clock: the client's clock: ages, and the wall time answers are stamped with.
-        stats: the client's counters: ``cache_hits``, ``negative_cache_hits``, ``coalesced``.
-        shared: the level shared across processes (the Redis backend's), if any.
-        long_lived: which answers live the negative TTL.
-        on_answer: called with each new answer and its wall time (to stamp it).
+    :meth:`fetch` answers from, in order: this process's cache; the shared level (a copy lives
+    only the rest of its TTL here); one call shared by every concurrent caller for the key. An
+    answer is stored, in both levels, at the time it arrived. A
+    :class:`~esim_async.errors.NotFoundError` is remembered for the negative TTL, as is an
+    answer ``long_lived`` picks (a recycled eSIM). ``on_answer`` is called with each new answer
+    and the wall time it arrived.
     """
 
     __slots__ = (
@@ -374,16 +386,17 @@ class CachedEndpoint(Generic[T]):
         if entry is not None:
             self._count_hit(entry)
             if self._instrumentation is not None:
-                self._report_hit(self._instrumentation, key)
+                with self._reported_call(self._instrumentation, key) as scope:
+                    scope.cache("hit")
         return entry
 
-    def _report_hit(self, instrumentation: Instrumentation, key: Hashable) -> None:
-        """A call answered from this process's cache, as the instrumentation sees it."""
+    def _reported_call(self, instrumentation: Instrumentation, key: Hashable) -> InstrumentScope:
+        """The instrumentation's scope of one call for ``key``."""
         endpoint, route, base = self._route
         name = str(key)
-        url = base + route.replace("{iccid}", name)
-        with instrumentation.call(endpoint, "GET", route, url, name) as scope:
-            scope.cache("hit")
+        return instrumentation.call(
+            endpoint, "GET", route, base + route.replace("{iccid}", name), name
+        )
 
     def _count_hit(self, entry: CacheEntry[T]) -> None:
         if entry.value is None:
@@ -409,7 +422,7 @@ class CachedEndpoint(Generic[T]):
         self._instrumentation = instrumentation
         self._route = (endpoint, route, url)
 
-    async def fetch(
+    def fetch(
         self,
         key: Hashable,
         fn: Callable[[], Awaitable[T]],
@@ -417,22 +430,29 @@ class CachedEndpoint(Generic[T]):
         refresh: bool = False,
         max_age: float | None = None,
         options: FlightOptions | None = None,
+    ) -> Coroutine[Any, Any, tuple[CacheEntry[T], bool]]:
+        """The entry answering ``key``, and whether it came without a request of this call.
+
+        ``fn`` asks the provider (run by one of the concurrent callers); ``refresh`` skips the
+        cached entries (unless the shared one was answered after this call started) and never
+        joins a call already in flight; ``max_age`` bounds the age of a cached entry;
+        ``options`` are merged into a call this one joins. A 404 raises
+        :class:`~esim_async.errors.NotFoundError` (and is remembered as a negative entry).
+        """
+        if self._instrumentation is not None:
+            return self._reported(key, fn, refresh, max_age, options, self._instrumentation)
+        return self._fetch(key, fn, refresh, max_age, options, None)
+
+    async def _reported(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[T]],
+        refresh: bool,
+        max_age: float | None,
+        options: FlightOptions | None,
+        instrumentation: Instrumentation,
     ) -> tuple[CacheEntry[T], bool]:
-        """The entry answering ``key`` (see :meth:`_fetch`), reported to the instrumentation
-        when there is one."""
-        instrumentation = self._instrumentation
-        if instrumentation is None:
-            return await self._fetch(key, fn, refresh, max_age, options, None)
-        if not refresh:
-            entry: CacheEntry[T] | None = self._cache.get(key, max_age)
-            if entry is not None:
-                self._count_hit(entry)
-                self._report_hit(instrumentation, key)
-                return entry, True
-        endpoint, route, base = self._route
-        name = str(key)
-        url = base + route.replace("{iccid}", name)
-        with instrumentation.call(endpoint, "GET", route, url, name) as scope:
+        with self._reported_call(instrumentation, key) as scope:
             bound = bind_scope(scope)
             try:
                 return await self._fetch(key, fn, refresh, max_age, options, scope)
@@ -448,57 +468,15 @@ class CachedEndpoint(Generic[T]):
         options: FlightOptions | None,
         scope: InstrumentScope | None,
     ) -> tuple[CacheEntry[T], bool]:
-        """The entry answering ``key``, and whether it came without a request of this call.
-
-        Args:
-            key: what is asked for (an ICCID).
-            fn: asks the provider; run by one caller of the concurrent ones.
-            refresh: skip the cached entries (unless the shared one was answered after this
-                call started) and never join a call that was already in flight.
-            max_age: accept a cached entry only up to this many seconds old.
-            options: this caller's :class:`FlightOptions`, merged into a call it joins.
-
-        Raises:
-            NotFoundError: the provider said 404 (remembered as a negative entry; a later
-                call gets the negative entry, which the caller turns into an error).
-        """
         if not refresh:
-            entry = self.get(key, max_age)
+            entry: CacheEntry[T] | None = self._cache.get(key, max_age)
             if entry is not None:
+                self._count_hit(entry)
+                if scope is not None:
+                    scope.cache("hit")
                 return entry, True
-        clock = self._clock
-        started = clock.wall()
-        shared = self._shared
-
-        async def load() -> tuple[CacheEntry[T], bool]:
-            if shared is not None:
-                found = await shared.get(key)
-                # Another process's answer serves unless this call wants a fresher one; one
-                # answered while this call waited (for that process's lock) is fresh enough.
-                if found is not None and (
-                    (not refresh and (max_age is None or started - found.fetched_at <= max_age))
-                    or found.fetched_at >= started
-                ):
-                    # Its age here is its age there: it lives only the rest of its TTL.
-                    age = max(0.0, clock.wall() - found.fetched_at)
-                    local = CacheEntry(
-                        found.value, found.fetched_at, clock.now() - age, found.long_lived
-                    )
-                    self._cache.set(key, local)
-                    return local, False
-            try:
-                value = await fn()
-            except NotFoundError:
-                await self._store(key, CacheEntry(None, clock.wall(), clock.now(), True))
-                raise
-            stamp = clock.wall()
-            if self._on_answer is not None:
-                self._on_answer(value, stamp)
-            long_lived = self._long_lived is not None and self._long_lived(value)
-            entry = CacheEntry(value, stamp, clock.now(), long_lived)
-            await self._store(key, entry)
-            return entry, True
-
+        started = self._clock.wall() if self._shared is not None else 0.0
+        load = functools.partial(self._load, key, fn, refresh, max_age, started)
         (entry, requested), joined = await self._flight.run(
             key, load, fresh=refresh, options=options
         )
@@ -510,10 +488,50 @@ class CachedEndpoint(Generic[T]):
             scope.cache("coalesced" if joined else "miss" if requested else "hit")
         return entry, joined or not requested
 
-    async def _store(self, key: Hashable, entry: CacheEntry[T]) -> None:
+    async def _load(
+        self,
+        key: Hashable,
+        fn: Callable[[], Awaitable[T]],
+        refresh: bool,
+        max_age: float | None,
+        started: float,
+    ) -> tuple[CacheEntry[T], bool]:
+        """The shared call of :meth:`fetch`: the shared level's entry if it serves, else
+        ``fn``'s answer, stored; and whether a request was made."""
+        clock = self._clock
+        shared = self._shared
+        if shared is not None:
+            found = await shared.get(key)
+            # Another process's answer serves unless this call wants a fresher one; one
+            # answered while this call waited (for that process's lock) is fresh enough.
+            if found is not None and (
+                (not refresh and (max_age is None or started - found.fetched_at <= max_age))
+                or found.fetched_at >= started
+            ):
+                # Its age here is its age there: it lives only the rest of its TTL.
+                age = max(0.0, clock.wall() - found.fetched_at)
+                local = CacheEntry(
+                    found.value, found.fetched_at, clock.now() - age, found.long_lived
+                )
+                self._cache.set(key, local)
+                return local, False
+        try:
+            value = await fn()
+        except NotFoundError:
+            entry: CacheEntry[T] = CacheEntry(None, clock.wall(), clock.now(), True)
+            self._cache.set(key, entry)
+            if shared is not None:
+                await shared.set(key, entry)
+            raise
+        stamp = clock.wall()
+        if self._on_answer is not None:
+            self._on_answer(value, stamp)
+        long_lived = self._long_lived is not None and self._long_lived(value)
+        entry = CacheEntry(value, stamp, clock.now(), long_lived)
         self._cache.set(key, entry)
-        if self._shared is not None:
-            await self._shared.set(key, entry)
+        if shared is not None:
+            await shared.set(key, entry)
+        return entry, True
 
     async def aclose(self) -> None:
         """Cancel the calls in flight (their callers get a ``TransportError``, as do later

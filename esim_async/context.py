@@ -1,15 +1,10 @@
-"""What a client hands its resource namespaces: the pipeline and the state they share.
-
-A resource (``client.sims``, ``client.orders``...) sees its client only through a
-:class:`ClientContext`: send a request, the limiter of an endpoint, the clock, the counters, the
-settings, the two cached endpoints, top-up listeners and async-order waits.
-"""
+"""What a client hands its resource namespaces: the pipeline and the state they share."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
@@ -94,17 +89,9 @@ class AsyncOrders:
 
 
 class ClientContext:
-    """The narrow surface a client gives its resources.
-
-    Args:
-        label: how the client shows itself (no secret).
-        config: the client's settings (its ``profile``: the provider's paths and dialect).
-        stats: the client's counters.
-        transport: the HTTP pipeline.
-        limiter: the limiter of an endpoint, by name.
-        account_limiter: the limit over every request of the account (Sandbox), if any.
-        usage_endpoint: the cached usage endpoint.
-        history_endpoint: the cached package-history endpoint.
+    """The narrow surface a client gives its resources (``client.sims``...): send a request,
+    the limiter of an endpoint (by name), the clock, the counters, the settings, the cached
+    endpoints, top-up listeners and async-order waits. ``label`` is how the client shows itself.
     """
 
     __slots__ = (
@@ -112,14 +99,16 @@ class ClientContext:
         "_iccid_max",
         "_iccid_min",
         "_label",
-        "_limiter",
+        "_paths",
         "_transport",
         "account_limiter",
         "async_orders",
         "clock",
         "config",
         "history_endpoint",
+        "limiter",
         "profile",
+        "send",
         "stats",
         "topup_listeners",
         "usage_endpoint",
@@ -144,7 +133,11 @@ class ClientContext:
         self.clock: Clock = config.clock
         self.stats = stats
         self._transport = transport
-        self._limiter = limiter
+        #: Run a request as it is, in a call a single flight already scopes.
+        self.send: Callable[[Request[T]], Awaitable[T]] = transport.request
+        #: The limiter of an endpoint, by name (created on first use).
+        self.limiter = limiter
+        self._paths: dict[str, str] = {}
         self.account_limiter = account_limiter
         self.usage_endpoint = usage_endpoint
         self.history_endpoint = history_endpoint
@@ -157,13 +150,11 @@ class ClientContext:
     def __repr__(self) -> str:
         return self._label
 
-    def limiter(self, endpoint: str) -> RateLimiter:
-        """The limiter of ``endpoint`` (created on first use)."""
-        return self._limiter(endpoint)
-
     def path(self, endpoint: str, **params: str) -> str:
         """The path of ``endpoint`` with its parameters filled in."""
-        template = self.profile.path(endpoint)
+        template = self._paths.get(endpoint)
+        if template is None:
+            template = self._paths[endpoint] = self.profile.path(endpoint)
         return template.format(**params) if params else template
 
     def validate_iccid(self, iccid: object) -> str:
@@ -185,11 +176,6 @@ class ClientContext:
         if not req.idempotent:
             return await self._transport.request(req)
         return await self._calls.run(self._transport.request(req), name=f"esim_async call {name}")
-
-    async def send(self, req: Request[T]) -> T:
-        """Run ``req`` through the pipeline as it is, for a call that a single flight already
-        scopes (closing the client cancels the flight)."""
-        return await self._transport.request(req)
 
     async def aclose(self) -> None:
         """End every call in progress and every wait: their callers get a

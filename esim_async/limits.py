@@ -14,10 +14,22 @@ until it is confirmed with its real send time (:meth:`Slot.mark`) or given back
 (:meth:`Slot.release`), so a request held up by a token or a slow connection can never make a
 later window look emptier than the server will see it.
 
+The margin follows the path. The provider counts arrivals while the limiter paces sends, and
+the delay between the two varies from request to request. Each limiter measures the time from
+send to response headers of its own requests (:meth:`EndpointLimiter.observe`, called by the
+transport) and keeps a decaying estimate of its spread (:class:`PathSpread`: a high percentile
+minus the minimum of the recent samples). Every window it checks spans ``period * (1 + margin)
++ PATH_SPREAD_FACTOR * spread``; on a clean path the spread is next to nothing and the margin
+stays at its floor.
+
 A 429 is charged to the limit that tripped it. When that is the shared limit (our window held
 nearly its count), every caller cools down until ``Retry-After`` has passed, then the rate runs
 at a reduced factor with minimum spacing and recovers additively (AIMD, one decrease per
-cool-down); a count learned from ``X-RateLimit-Limit`` recovers the same way. These rules are
+cool-down); a count learned from ``X-RateLimit-Limit`` recovers the same way. A 429 that
+arrives while our own shared window was full and the path's delay varies is the path's doing
+(arrivals bunched beyond the margin): it cools down as usual but widens the margin instead of
+lowering the rate (:meth:`PathSpread.widen`), at most once per :data:`PATH_WIDEN_GUARD`
+seconds; any other 429 in that time lowers the rate as before. These rules are
 pure functions of a :class:`LimitState` record the store keeps (:func:`penalized`,
 :func:`factor`, :func:`effective_count`). Otherwise only the key (one eSIM) cools down. A
 cool-down longer than callers are willing to wait is never slept through: a call that would
@@ -36,7 +48,7 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -48,11 +60,13 @@ if TYPE_CHECKING:
     from .backends.base import WindowStore
 
 __all__ = [
+    "PATH_SPREAD_FACTOR",
     "BackendUnavailableError",
     "EndpointLimiter",
     "LimitState",
     "LimiterClosedError",
     "LimiterState",
+    "PathSpread",
     "Priority",
     "QueueTicket",
     "Rate",
@@ -140,19 +154,30 @@ class QueueTicket:
         """``wait`` is over."""
         self._waits.pop(wait, None)
 
-    @contextlib.contextmanager
-    def bind(self) -> Iterator[None]:
-        """Apply this ticket to the limiter waits of the current task while inside."""
-        token = _TICKET.set(self)
-        try:
-            yield
-        finally:
-            _TICKET.reset(token)
+    def bind(self) -> _Bound:
+        """Apply this ticket to the limiter waits of the current task while inside (a
+        context manager)."""
+        return _Bound(self)
 
 
 _TICKET: contextvars.ContextVar[QueueTicket | None] = contextvars.ContextVar(
     "esim_async_queue_ticket", default=None
 )
+
+
+class _Bound:
+    """:meth:`QueueTicket.bind` (a class, not a generator: it runs on every usage request)."""
+
+    __slots__ = ("_ticket", "_token")
+
+    def __init__(self, ticket: QueueTicket) -> None:
+        self._ticket = ticket
+
+    def __enter__(self) -> None:
+        self._token = _TICKET.set(self._ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        _TICKET.reset(self._token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +201,12 @@ class LimiterState:
     ceiling_recovers_in: float = 0.0
     #: Times the limiter found its store's state lost and held one period (quarantine).
     quarantines: int = 0
+    #: The margin in force, as a fraction of the period (of the shared limit, else the key's):
+    #: the configured ``rate_margin`` plus the share the path's delay spread adds.
+    margin: float = 0.0
+    #: The spread of this process's send -> response-headers times in force, in seconds
+    #: (:class:`PathSpread`; 0.0 until two requests were answered).
+    path_spread: float = 0.0
 
 
 # ---------------------------------------------------------------------------- the AIMD rules
@@ -256,13 +287,14 @@ def penalized(
     limit: int | None = None,
     *,
     cap: float = math.inf,
+    decrease: bool = True,
 ) -> LimitState:
     """The state after a 429 seen at ``now`` and charged to the shared limit ``rate``.
 
     Cools down for ``retry_after`` seconds (one period when unknown), lowers the rate once per
-    cool-down, and takes ``limit`` (``X-RateLimit-Limit``) as a ceiling on the count that
-    recovers after the cool-down. A cool-down longer than ``cap`` (what callers wait at most)
-    refuses callers until it ends.
+    cool-down (unless not ``decrease``: the 429 was the path's doing), and takes ``limit``
+    (``X-RateLimit-Limit``) as a ceiling on the count that recovers after the cool-down. A
+    cool-down longer than ``cap`` (what callers wait at most) refuses callers until it ends.
     """
     period = rate.period if rate is not None else 1.0
     wait = retry_after if retry_after is not None else period * C.DEFAULT_COOLDOWN_PERIODS
@@ -274,10 +306,119 @@ def penalized(
         return new
     if limit is not None and 1 <= limit < effective_count(state, now, rate):
         new = replace(new, ceiling=limit, ceiling_from=until)
-    if now >= state.decrease_guard:
+    if decrease and now >= state.decrease_guard:
         f = max(C.RATE_MIN_FACTOR, factor(state, now, period) * C.RATE_DECREASE_FACTOR)
         new = replace(new, factor0=f, decrease_guard=until)
     return new
+
+
+# ---------------------------------------------------------------------------- the path
+
+#: Share of the measured spread of send -> response-headers times added to every window's span.
+#: That spread holds both legs of the trip (and the server's work after its limiter), so it can
+#: only overstate how far arrivals bunch; one whole spread is what a path whose variation lies
+#: on the way in needs (see ``benchmarks/bench_path.py --spread-factor`` for the trade-off).
+PATH_SPREAD_FACTOR = 1.0
+#: The spread is this quantile of the recent samples minus their minimum ...
+PATH_QUANTILE = 0.95
+#: ... over at most this many samples ...
+PATH_SAMPLES = 64
+#: ... none older than this many seconds.
+PATH_HORIZON = 60.0
+#: With fewer samples than this, the spread is scaled up by ``(n + 1) / (n - 1)`` (n samples
+#: of a uniform delay span that share of its width, on average).
+PATH_FEW_SAMPLES = 16
+#: The path widens a window by at most this fraction of its period.
+PATH_MAX_MARGIN = 0.5
+#: A spread below this many seconds is timer noise: a 429 then is not the path's doing.
+PATH_NOISE = 0.001
+#: After a 429 put down to the path widened the margin, no other 429 is, for this many seconds.
+PATH_WIDEN_GUARD = 60.0
+#: A 429 put down to the path raises the spread in force by this factor ...
+PATH_WIDEN_FACTOR = 1.25
+#: ... and the extra halves every this many seconds.
+PATH_WIDEN_HALF_LIFE = 30.0
+
+
+class PathSpread:
+    """A decaying estimate of how much one endpoint's send -> response-headers time varies.
+
+    The samples are the last :data:`PATH_SAMPLES` times seen within :data:`PATH_HORIZON`
+    seconds; the spread is their :data:`PATH_QUANTILE` quantile minus their minimum (scaled up
+    while there are few of them), so a rare slow answer does not count, and the estimate falls
+    back as old samples leave. :meth:`widen` adds an extra on top, :data:`PATH_WIDEN_FACTOR`
+    times the spread in force less that spread, which halves every
+    :data:`PATH_WIDEN_HALF_LIFE` seconds. Fixed memory; the quantile is recomputed (a sort of
+    at most :data:`PATH_SAMPLES` values) only when the samples changed.
+
+    >>> from esim_async.clock import ManualClock
+    >>> spread = PathSpread(ManualClock())
+    >>> for rtt in (0.05, 0.05, 0.05):
+    ...     spread.observe(0.0, rtt)
+    >>> spread.spread()
+    0.0
+    """
+
+    __slots__ = ("_clock", "_extra", "_extra_at", "_samples", "_value")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        #: (when answered, seconds from send to headers), oldest first.
+        self._samples: deque[tuple[float, float]] = deque(maxlen=PATH_SAMPLES)
+        self._value: float | None = 0.0
+        self._extra = 0.0
+        self._extra_at = -math.inf
+
+    def observe(self, sent: float, answered: float) -> None:
+        """A request sent at ``sent`` had its response headers at ``answered`` (clock times)."""
+        rtt = answered - sent
+        if rtt >= 0.0 and math.isfinite(rtt):
+            self._samples.append((answered, rtt))
+            self._value = None
+
+    def __len__(self) -> int:
+        """Samples held."""
+        return len(self._samples)
+
+    def spread(self) -> float:
+        """The spread in force, in seconds (0.0 with fewer than two samples)."""
+        samples = self._samples
+        if samples and samples[0][0] < self._clock.now() - PATH_HORIZON:
+            edge = self._clock.now() - PATH_HORIZON
+            while samples and samples[0][0] < edge:
+                samples.popleft()
+            self._value = None
+        value = self._value
+        if value is None:
+            value = self._value = self._measure()
+        extra = self._extra
+        if extra:
+            age = self._clock.now() - self._extra_at
+            return value + extra * math.exp(-math.log(2.0) * age / PATH_WIDEN_HALF_LIFE)
+        return value
+
+    def _measure(self) -> float:
+        n = len(self._samples)
+        if n < 2:
+            return 0.0
+        times = sorted(rtt for _, rtt in self._samples)
+        spread = times[min(n - 1, math.ceil(PATH_QUANTILE * n) - 1)] - times[0]
+        if n < PATH_FEW_SAMPLES:
+            spread *= (n + 1) / (n - 1)
+        return spread
+
+    def widen(self) -> float:
+        """Raise the spread in force by :data:`PATH_WIDEN_FACTOR` (a 429 showed arrivals
+        bunched beyond it); the extra decays with a half-life of :data:`PATH_WIDEN_HALF_LIFE`.
+        Returns the new spread."""
+        spread = self.spread()
+        measured = self._value or 0.0  # (measured by spread() just now)
+        self._extra = PATH_WIDEN_FACTOR * spread - measured
+        self._extra_at = self._clock.now()
+        return PATH_WIDEN_FACTOR * spread
+
+    def __repr__(self) -> str:
+        return f"PathSpread(samples={len(self._samples)}, spread={self.spread():.4f})"
 
 
 # ---------------------------------------------------------------------------- store messages
@@ -379,6 +520,12 @@ class EndpointLimiter:
     With ``stamp_sends`` each slot counts from the moment it is marked (the transport marks it
     when the request goes out) and must be marked or released; otherwise from its admission.
 
+    The margin follows the path: every window spans its period times ``1 + margin`` plus
+    ``spread_factor`` (default :data:`PATH_SPREAD_FACTOR`) times the spread of the send ->
+    response-headers times the transport reports through :meth:`observe` (at most
+    :data:`PATH_MAX_MARGIN` of the period more). The spread is this process's own, also over a
+    shared store: each process widens the windows it asks for by the path it sees.
+
     ``fail_open=N`` (a shared store only): when the store cannot be reached the limiter keeps
     going on a local in-memory store at ``budget / N``, tries the shared store again once per
     shared period, and once it is back waits one shared period before using it. Without it
@@ -397,9 +544,14 @@ class EndpointLimiter:
         stamp_sends: bool = False,
         store: WindowStore | None = None,
         fail_open: int | None = None,
+        spread_factor: float | None = None,
     ) -> None:
         if not (0.0 <= margin < 1.0):
             raise ValueError("margin must be in [0, 1)")
+        if spread_factor is None:
+            spread_factor = PATH_SPREAD_FACTOR
+        if not (math.isfinite(spread_factor) and spread_factor >= 0.0):
+            raise ValueError("spread_factor must be a finite number >= 0")
         if store is None:
             from .backends.memory import MemoryStore
 
@@ -410,6 +562,13 @@ class EndpointLimiter:
         self._clock = clock
         self._span = shared.period * (1.0 + margin) if shared is not None else 0.0
         self._key_span = per_key.period * (1.0 + margin) if per_key is not None else 0.0
+        self._margin = margin
+        self._spread_factor = spread_factor
+        self._path = PathSpread(clock)
+        #: Until then (this clock), 429s belong to the bunching the path was blamed for.
+        self._absorb_until = -math.inf
+        #: Until then (this clock), no 429 is put down to the path again.
+        self._widen_guard = -math.inf
         self._stamp = stamp_sends
         self._primary: WindowStore = store
         self._store: WindowStore = store
@@ -490,18 +649,35 @@ class EndpointLimiter:
                     wait = until - now
         return wait
 
+    def observe(self, sent: float, answered: float) -> None:
+        """A request this limiter admitted went out at ``sent`` and its response headers came
+        at ``answered`` (this limiter's clock): one sample of the path's delay."""
+        self._path.observe(sent, answered)
+
+    def _widening(self, period: float, spread: float) -> float:
+        """Seconds a path of ``spread`` adds to a window of ``period``."""
+        extra = self._spread_factor * spread
+        cap = PATH_MAX_MARGIN * period
+        return extra if extra < cap else cap
+
     def _windows(self, key: str | None, now: float) -> tuple[Window | None, Window | None]:
         """The windows a request for ``key`` must fit at ``now`` (the store's time)."""
         shared = None
         rate = self.rate
+        spread = self._path.spread()
         if rate is not None:
             state = self._state
-            count, span = _divided(effective_count(state, now, rate), self._span, self._share)
+            count, span = _divided(
+                effective_count(state, now, rate),
+                self._span + self._widening(rate.period, spread),
+                self._share,
+            )
             f = factor(state, now, rate.period)
             shared = Window(count, span, span / (count * f) if f < 1.0 else 0.0)
         per_key = None
         if key is not None and self.per_key is not None:
-            per_key = Window(*_divided(self.per_key.count, self._key_span, self._share))
+            span = self._key_span + self._widening(self.per_key.period, spread)
+            per_key = Window(*_divided(self.per_key.count, span, self._share))
         return shared, per_key
 
     async def _try(self, key: str | None) -> Slot | tuple[float, bool]:
@@ -691,26 +867,60 @@ class EndpointLimiter:
         clock = self._clock
         store = self._store
         shared, _ = self._windows(None, clock.now() + self._offset)
+        decrease = True
         try:
             state, now, held = await store.load(shared)
-            if key is not None and rate is not None:
+            if rate is not None:
                 count = _divided(effective_count(state, now, rate), self._span, self._share)[0]
                 allowed = count * factor(state, now, rate.period)
-                if held < min(allowed, math.floor(allowed * C.SHARED_CHARGE_FILL) + 1):
+                full = held >= min(allowed, math.floor(allowed * C.SHARED_CHARGE_FILL) + 1)
+                if key is not None and not full:
                     self._hold_key(key, retry_after, cap)
                     return
+                decrease = not (full and self._blame_path(rate, retry_after, limit, count))
             while True:
-                new = penalized(state, now, rate, retry_after, limit, cap=cap)
+                new = penalized(state, now, rate, retry_after, limit, cap=cap, decrease=decrease)
                 done, state = await store.swap(state.version, new)
                 if done:
                     break
         except BackendUnavailableError:  # at least this process backs off
             now = clock.now() + self._offset
-            state = penalized(self._state, now, rate, retry_after, limit, cap=cap)
+            state = penalized(
+                self._state, now, rate, retry_after, limit, cap=cap, decrease=decrease
+            )
         self._state, self._offset = state, now - clock.now()
         left = state.refuse_until - now
         if left > 0.0:
             self._fail_waiters(lambda: cooldown_refusal(self.name, left))
+
+    def _blame_path(
+        self, rate: Rate, retry_after: float | None, limit: int | None, count: int
+    ) -> bool:
+        """Whether a 429 that came while our shared window was full is the path's doing (so
+        the margin widens and the rate stays): the path's delay varies (beyond timer noise) and
+        the headers name no other limit (no ``X-RateLimit-Limit`` below our count, no
+        ``Retry-After`` longer than the period). One such 429 widens the margin; those that
+        come within its cool-down are the same bunching; any other within
+        :data:`PATH_WIDEN_GUARD` seconds is not blamed on the path."""
+        now = self._clock.now()
+        if now < self._absorb_until:
+            return True
+        if now < self._widen_guard or self._path.spread() < PATH_NOISE:
+            return False
+        if limit is not None and limit < count:
+            return False
+        if retry_after is not None and retry_after > max(1.0, math.ceil(rate.period)):
+            return False
+        self._path.widen()
+        wait = retry_after if retry_after is not None else rate.period * C.DEFAULT_COOLDOWN_PERIODS
+        self._absorb_until = now + wait
+        self._widen_guard = now + PATH_WIDEN_GUARD
+        logger.info(
+            "limiter %s: a 429 at the limit of a jittery path; margin widened to %.3g s",
+            self.name,
+            self._spread_factor * self._path.spread(),
+        )
+        return True
 
     def _may_be_shared(self, rate: Rate, retry_after: float | None, limit: int | None) -> bool:
         """Whether a keyed 429's headers leave the shared limit as the one it tripped: not a
@@ -765,6 +975,9 @@ class EndpointLimiter:
         s, offset = self._state, self._offset
         rate = self.rate
         ceiling, per_second, recovers = None, None, 0.0
+        spread = self._path.spread()
+        period = rate.period if rate is not None else (self.per_key or Rate(1, 1.0)).period
+        margin = self._margin + self._widening(period, spread) / period
         if rate is not None:
             count = effective_count(s, now + offset, rate)
             ceiling = count if count < rate.count else None
@@ -785,6 +998,8 @@ class EndpointLimiter:
             ceiling=ceiling,
             ceiling_recovers_in=recovers,
             quarantines=self.quarantines,
+            margin=margin,
+            path_spread=spread,
         )
 
     async def aclose(self) -> None:

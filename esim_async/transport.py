@@ -1,27 +1,15 @@
 """The one request loop every endpoint goes through.
 
-``rate limits -> auth -> HTTP (aiohttp) -> decode (msgspec) -> typed model or typed error``, with
-retries only where they cannot spend money twice:
+``rate limits -> auth -> HTTP (aiohttp) -> decode (msgspec) -> typed model or typed error``. Reads
+(GET, PUT) are retried on connection errors, timeouts, 5xx and undecodable 2xx bodies, with
+jittered exponential backoff; a write (POST) only when it certainly did not reach the server,
+otherwise :class:`OutcomeUnknownError` says so. A 401 refreshes the token once; a 429 cools the
+endpoint's limiter down for every caller and is retried after ``Retry-After`` up to
+``retry_after_cap``.
 
-* idempotent requests (GET, PUT) are retried on connection errors, timeouts, 5xx and undecodable
-  2xx bodies, with jittered exponential backoff;
-* a write (POST) is retried only when it certainly did not reach the server (connection
-  refused, 429, a refused token); if its outcome is unknown, :class:`OutcomeUnknownError` says so;
-* a 401 refreshes the token once and retries once;
-* a 429 cools down the endpoint's limiter for every caller and is retried after ``Retry-After``
-  unless that exceeds ``retry_after_cap``.
-
-:meth:`Transport.request` is a short loop over small decisions, each a function of this module:
-:func:`classify` names what an attempt came to (an :class:`Outcome`), :func:`may_retry` and
-:func:`retry_delay` say whether and when to try again, and :func:`final_error` picks the error
-to raise (:func:`outcome_unknown` for a write that may have taken effect).
-
-Every attempt takes a rate-limit permit, and so does every re-send aiohttp makes on its own
-(it retries an idempotent request once when a pooled keep-alive connection drops): a client
-middleware counts each real send and takes another permit for a re-send. A permit is stamped
-with the moment its request goes out on a connection; an attempt of which nothing went out
-(its token could not be had, it could not connect, it was cancelled or the client closed
-before it was written) gives its permits back (see :class:`Permits`).
+Every attempt, and every re-send aiohttp makes on its own, takes a rate-limit permit stamped with
+the moment its request goes out on a connection; an attempt of which nothing went out gives its
+permits back.
 """
 
 from __future__ import annotations
@@ -34,7 +22,6 @@ import random
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
@@ -92,8 +79,7 @@ class Request(Generic[T]):
 
 
 class TokenSource(Protocol):
-    """Where a transport gets the bearer token of its authenticated requests
-    (:class:`~esim_async.auth.TokenManager` is one)."""
+    """Where a transport gets its bearer token (:class:`~esim_async.auth.TokenManager`)."""
 
     async def get(self) -> str:
         """A valid token, fetched if needed."""
@@ -110,22 +96,14 @@ class TokenSource(Protocol):
 class Kind(enum.Enum):
     """What one attempt came to."""
 
-    #: A 2xx, decoded: the answer.
-    ANSWER = "answer"
-    #: A 2xx whose body could not be decoded.
-    UNDECODABLE = "undecodable"
-    #: A 401: the token (if one was sent) was refused before the request did anything.
-    UNAUTHORIZED = "unauthorized"
-    #: A 429.
-    RATE_LIMITED = "rate limited"
-    #: A 5xx.
-    SERVER_ERROR = "server error"
-    #: Any other error answer (400, 403, 404, 422...): final.
-    REFUSED = "refused"
-    #: Nothing of the request went out (it could not connect).
-    NOT_SENT = "not sent"
-    #: The request may have reached the server, but no answer came back.
-    NO_ANSWER = "no answer"
+    ANSWER = "answer"  # a 2xx, decoded
+    UNDECODABLE = "undecodable"  # a 2xx whose body could not be decoded
+    UNAUTHORIZED = "unauthorized"  # a 401: refused before the request did anything
+    RATE_LIMITED = "rate limited"  # a 429
+    SERVER_ERROR = "server error"  # a 5xx
+    REFUSED = "refused"  # any other error answer (400, 403, 404, 422...): final
+    NOT_SENT = "not sent"  # nothing of the request went out (it could not connect)
+    NO_ANSWER = "no answer"  # it may have reached the server, but no answer came back
 
 
 #: Outcomes after which a write may or may not have taken effect.
@@ -137,11 +115,8 @@ class Outcome:
     """What one attempt came to: the decoded answer, or the error to raise if it is final."""
 
     kind: Kind
-    #: The decoded answer (``ANSWER``).
     value: Any = None
-    #: The error to raise when this outcome is not retried (every kind but ``ANSWER``).
     error: EsimError | None = None
-    #: The HTTP status and headers, when an answer came.
     status: int | None = None
     headers: Mapping[str, str] | None = None
     #: The server closed the connection without answering (typically a pooled keep-alive
@@ -150,8 +125,8 @@ class Outcome:
 
     @property
     def retry_after(self) -> float | None:
-        """The ``Retry-After`` of a 429, in seconds (``None`` when absent or unusable; an
-        infinite one is ``inf``, beyond any cap)."""
+        """The ``Retry-After`` of a 429 in seconds (``None`` when absent or unusable, ``inf``
+        when infinite)."""
         error = self.error
         if not isinstance(error, RateLimitedError):
             return None
@@ -170,7 +145,7 @@ def classify(
     now: float | None = None,
 ) -> Outcome:
     """Name what an HTTP answer to ``req`` came to, decoding a 2xx body. ``now`` is the wall
-    time (POSIX seconds) an HTTP-date ``Retry-After`` is read against."""
+    time an HTTP-date ``Retry-After`` is read against."""
     if 200 <= status < 300:
         if req.empty_ok and (status == 204 or not raw.strip()):
             return Outcome(Kind.ANSWER, status=status)
@@ -195,24 +170,13 @@ def classify(
     return Outcome(kind, error=error, status=status, headers=headers)
 
 
-def beyond_cap(outcome: Outcome, retry_after_cap: float) -> bool:
-    """A 429 asks for a wait longer than callers wait through (``retry_after_cap``)."""
-    wait = outcome.retry_after
-    return wait is not None and wait > retry_after_cap
-
-
 def may_retry(
-    outcome: Outcome,
-    req: Request[Any],
-    attempt: int,
-    max_retries: int,
-    retry_after_cap: float,
+    outcome: Outcome, req: Request[Any], attempt: int, max_retries: int, retry_after_cap: float
 ) -> bool:
     """Whether ``req`` is tried again after ``outcome`` (``attempt`` retries made so far).
 
-    Idempotent requests are retried after anything but a final answer; a write only when it
-    certainly did not reach the server (it could not connect, or a 429). A refused token is
-    not retried here: the loop refreshes it once.
+    Reads are retried after anything but a final answer; a write only when it certainly did
+    not reach the server. A refused token is not retried here: the loop refreshes it once.
     """
     if attempt >= max_retries:
         return False
@@ -220,15 +184,16 @@ def may_retry(
     if kind is Kind.NOT_SENT:
         return True
     if kind is Kind.RATE_LIMITED:
-        return req.retry_rate_limited and not beyond_cap(outcome, retry_after_cap)
-    if kind in (Kind.NO_ANSWER, Kind.UNDECODABLE, Kind.SERVER_ERROR):
+        wait = outcome.retry_after
+        return req.retry_rate_limited and (wait is None or wait <= retry_after_cap)
+    if kind in _UNKNOWN_FOR_WRITES:
         return req.idempotent
     return False
 
 
 class Backoff:
-    """Jittered exponential backoff: retry ``n`` waits a random time between ``c / 2`` and
-    ``c``, where ``c = min(cap, base * 2 ** (n - 1))``."""
+    """Jittered exponential backoff: retry ``n`` waits between ``c / 2`` and ``c``, where
+    ``c = min(cap, base * 2 ** (n - 1))``."""
 
     __slots__ = ("base", "cap", "rng")
 
@@ -252,10 +217,9 @@ def retry_delay(
 ) -> float | None:
     """How long to wait before retry number ``attempt`` after ``outcome``; ``None``: at once.
 
-    A dropped connection is retried at once the first time (a pooled connection the server had
-    already closed). After a 429 the limiter holds every caller back until ``Retry-After`` has
-    passed, so only a little jitter is added; without a limiter the call sleeps through
-    ``Retry-After`` itself. Everything else backs off.
+    A dropped connection is retried at once the first time. After a 429 the limiter holds
+    every caller back until ``Retry-After`` has passed, so only jitter is added; without a
+    limiter the call sleeps through ``Retry-After`` itself. Everything else backs off.
     """
     if outcome.dropped and attempt == 1:
         return None
@@ -268,8 +232,7 @@ def retry_delay(
 
 
 def outcome_unknown(req: Request[Any], outcome: Outcome) -> OutcomeUnknownError:
-    """The error for a write that may have taken effect (it is never retried), chained to what
-    happened."""
+    """The error for a write that may have taken effect, chained to what happened."""
     where = f"{req.method} {req.path}"
     if outcome.kind is Kind.UNDECODABLE:
         message = (
@@ -300,49 +263,12 @@ def final_error(req: Request[Any], outcome: Outcome) -> EsimError:
     return outcome.error
 
 
-# ------------------------------------------------------------------ rate-limit permits
-
-
-class Permits:
-    """The rate-limit permits of one attempt: the endpoint's, then the account's.
-
-    Sending settles them: each is stamped with the moment its request went out, or given back
-    when nothing of it went out. Used as a context manager around everything between acquiring
-    them and sending, it gives back whatever is still unsent when the block is left by an
-    exception (the token could not be had, the call was cancelled, the client closed), or the
-    budget would shrink for good.
-    """
-
-    __slots__ = ("slots",)
-
-    def __init__(self, slots: tuple[Slot | None, ...] = ()) -> None:
-        self.slots = slots
-
-    def release(self) -> None:
-        """Give back every permit not sent yet."""
-        _release(self.slots)
-
-    def __enter__(self) -> Permits:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            _release(self.slots)
-
-
-#: The permits of a request without limits.
-_NO_PERMITS = Permits()
-
-
 # ------------------------------------------------------------------ sending
 
 
 class _Attempt:
+    """One attempt in flight: its limits and its slots, stamped with the send time."""
+
     __slots__ = ("account", "connected", "key", "limiter", "priority", "sends", "slots")
 
     def __init__(
@@ -358,7 +284,6 @@ class _Attempt:
         self.key = key
         self.priority = priority
         self.sends = 0
-        #: Rate-limit slots of this attempt: stamped with the send time when it goes out.
         self.slots = slots
         #: Our connector handed this attempt its connection (the request is being written).
         self.connected = False
@@ -367,9 +292,6 @@ class _Attempt:
         for slot in self.slots:
             if slot is not None:
                 slot.mark(t)
-
-    def release(self) -> None:
-        _release(self.slots)
 
 
 def _release(slots: tuple[Slot | None, ...]) -> None:
@@ -388,9 +310,8 @@ def _unsent(slots: tuple[Slot | None, ...]) -> bool:
 
 
 class _StampingConnector(aiohttp.TCPConnector):
-    """Stamps the attempt's rate-limit slots when its connection is ready, right before the
-    request is written: a request held up by connection set-up (TCP, TLS) is counted when it
-    really goes out, so a window the server sees never holds more than the limit."""
+    """Stamps the attempt's slots when its connection is ready, right before the request is
+    written: a request held up by connection set-up (TCP, TLS) counts when it really goes out."""
 
     def __init__(self, *, clock: Clock, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -413,19 +334,15 @@ _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
 
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
+#: No headers built yet.
+_UNBUILT = object()
+
 
 class _SendError(Exception):
-    def __init__(self, error: TransportError, *, sent: bool, dropped: bool = False) -> None:
-        self.error = error
-        self.sent = sent
-        #: The server closed the connection without answering (typically a pooled keep-alive
-        #: connection it had already dropped): worth one immediate retry.
-        self.dropped = dropped
+    """An attempt that got no answer, and what it came to."""
 
-    def outcome(self) -> Outcome:
-        """What the attempt came to."""
-        kind = Kind.NO_ANSWER if self.sent else Kind.NOT_SENT
-        return Outcome(kind, error=self.error, dropped=self.dropped)
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
 
 
 class Transport:
@@ -464,10 +381,7 @@ class Transport:
         self._base_url = base_url.rstrip("/")
         self._clock = clock
         self.stats = stats
-        #: Where authenticated requests get their token (``None``: none of them may be sent).
         self.auth = auth
-        #: A limit over every request of the account (sandbox mode), applied to each request
-        #: that does not name its own ``account_limiter``.
         self.account_limiter = account_limiter
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -482,15 +396,18 @@ class Transport:
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
         self._backoff = Backoff(backoff_base, backoff_cap, rng)
+        #: The headers last built, and the token they carry.
+        self._built_headers: tuple[object, Mapping[str, str]] = (_UNBUILT, {})
         self._middlewares: tuple[Any, ...] = ()
         self._count_in_middleware = False
         #: Our session's connector stamps each attempt when its connection is ready, so an
         #: attempt it never connected sent nothing.
         self._stamps_connections = False
         self._closed = False
+        #: The session is set up (and the client open): :meth:`_send` can use it as it is.
+        self._ready = False
         #: Back-off sleeps in progress (closing ends them).
         self._pauses: set[asyncio.Task[None]] = set()
-        #: Where each call is reported (``None``: nowhere), and how its path is named.
         self.instrumentation: Instrumentation | None = None
         self._routes: RouteTable | None = None
 
@@ -501,8 +418,6 @@ class Transport:
         endpoint and path template of a request path."""
         self.instrumentation = instrumentation
         self._routes = routes
-
-    # ---------------------------------------------------------------- session lifecycle
 
     @property
     def base_url(self) -> str:
@@ -530,10 +445,9 @@ class Transport:
             if hasattr(session, "_retry_connection"):
                 # aiohttp re-sends an idempotent request once by itself when a pooled
                 # connection drops; on our own session that re-send is switched off and the
-                # pipeline's own retry (which takes a permit) does it instead, at no cost on
-                # the hot path. (aiohttp's test utilities switch it off the same way.)
+                # pipeline's own retry (which takes a permit) does it instead. (aiohttp's test
+                # utilities switch it off the same way.)
                 session._retry_connection = False
-                self._count_in_middleware = False
             else:  # pragma: no cover - a future aiohttp without the attribute
                 self._middlewares = (self._count_sends,)
                 self._count_in_middleware = True
@@ -545,6 +459,7 @@ class Transport:
             own = tuple(getattr(session, "_middlewares", ()) or ())
             self._middlewares = (*own, self._count_sends)
             self._count_in_middleware = True
+        self._ready = True
         return session
 
     async def aclose(self) -> None:
@@ -552,6 +467,7 @@ class Transport:
         if self._closed:
             return
         self._closed = True
+        self._ready = False
         for pause in self._pauses:
             pause.cancel()
         session, self._session = self._session, None
@@ -567,61 +483,89 @@ class Transport:
         if self._closed:
             raise TransportError("the client is closed")
         if scope is None and self.instrumentation is not None:
-            return await self._instrumented(req, self.instrumentation)
+            scope = take_scope()  # the scope a cached endpoint opened for this call
+            if scope is None:
+                routes = self._routes
+                endpoint, route = routes.resolve(req.path) if routes else (None, req.path)
+                url = self._base_url + req.path
+                with self.instrumentation.call(endpoint, req.method, route, url, req.key) as own:
+                    return await self.request(req, own)
         stats = self.stats
         stats.requests += 1
+        clock = self._clock
+        limiter = req.limiter
         account = req.account_limiter if req.account_limiter is not None else self.account_limiter
         attempt = 0
         refreshed = False
         while True:
             # The token before any permit: its own request may need one of the permits
             # (sandbox mode) that requests waiting for it would otherwise hold.
-            token = await self._token(req)
-            asked = self._clock.now() if scope is not None else 0.0
-            with await self._acquire_permits(req, account) as permits:
-                if scope is not None:
-                    scope.budget_wait(self._clock.now() - asked)
-                headers = self._request_headers(req, token)
-                stats.attempts += 1
-                if attempt:
-                    stats.retries += 1
+            token = None
+            if req.authenticated:
+                if self.auth is None:
+                    raise EsimError("no token manager configured")
+                token = await self.auth.get()
+            asked = clock.now()
+            slots: tuple[Slot | None, ...] = ()
+            if limiter is not None or account is not None:
+                slot = other = None
                 try:
-                    status, raw, resp_headers = await self._send(req, headers, permits.slots)
-                except _SendError as failure:
-                    outcome = failure.outcome()
-                else:
-                    outcome = self._answered(req, status, raw, resp_headers)
+                    if limiter is not None:
+                        slot = await limiter.acquire(req.key, req.priority)
+                    if account is not None:
+                        other = await account.acquire(None, req.priority)
+                except BaseException:
+                    if slot is not None:
+                        slot.release()
+                    raise
+                slots = (slot, other)
+                stats.limit_wait += clock.now() - asked
+            waited = clock.now() - asked if scope is not None else 0.0
+            stats.attempts += 1
+            if attempt:
+                stats.retries += 1
+            try:
+                status, raw, resp_headers = await self._send(req, token, slots)
+            except _SendError as failure:
+                outcome = failure.outcome
+            else:
+                if limiter is not None and "X-RateLimit-Limit" in resp_headers:
+                    limiter.record_headers(resp_headers)
+                # (an error's HTTP-date Retry-After is read against the wall time)
+                now = None if 200 <= status < 300 else clock.wall()
+                outcome = classify(req, status, raw, resp_headers, now)
             if scope is not None:
+                scope.budget_wait(waited)
                 scope.attempt(outcome.status, _error_type(outcome))
-            if outcome.kind is Kind.ANSWER:
+            kind = outcome.kind
+            if kind is Kind.ANSWER:
                 return outcome.value  # type: ignore[no-any-return]
-            if outcome.kind is Kind.UNAUTHORIZED and token is not None and not refreshed:
+            if kind is Kind.UNAUTHORIZED and token is not None and not refreshed:
+                # Refused before it did anything (safe for writes too): a new token, once.
                 refreshed = True
-                self._refresh_token(req, token)
+                assert self.auth is not None
+                self.auth.invalidate(token)
+                logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
                 continue
-            if outcome.kind is Kind.RATE_LIMITED:
+            if kind is Kind.RATE_LIMITED:
                 await self._charge_rate_limit(req, outcome)
             # Read now: a caller joining a shared request may have made it more patient.
             max_retries = self.max_retries if req.max_retries is None else req.max_retries
             if not may_retry(outcome, req, attempt, max_retries, self.retry_after_cap):
                 raise final_error(req, outcome)
             attempt += 1
-            self._log_retry(req, outcome, attempt, max_retries)
+            if kind is Kind.SERVER_ERROR:
+                logger.info(
+                    "%s %s: HTTP %d, retrying (%d/%d)",
+                    req.method,
+                    req.path,
+                    outcome.status,
+                    attempt,
+                    max_retries,
+                )
             delay = retry_delay(outcome, req, attempt, self._backoff)
             if delay is not None:
                 await self._pause(delay)
-
-    async def _instrumented(self, req: Request[T], instrumentation: Instrumentation) -> T:
-        """:meth:`request` reporting to ``instrumentation``: in the scope a cached endpoint
-        opened for this call, or in one of its own."""
-        scope = take_scope()
-        if scope is not None:
-            return await self.request(req, scope)
-        routes = self._routes
-        endpoint, route = routes.resolve(req.path) if routes is not None else (None, req.path)
-        url = self._base_url + req.path
-        with instrumentation.call(endpoint, req.method, route, url, req.key) as scope:
-            return await self.request(req, scope)
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay`` before a retry; closing the client ends it with TransportError."""
@@ -640,92 +584,34 @@ class Transport:
             self._pauses.discard(pause)
             pause.cancel()
 
-    async def _acquire_permits(self, req: Request[Any], account: RateLimiter | None) -> Permits:
-        """The rate-limit permits of one attempt: the endpoint's, then the account's."""
-        limiter = req.limiter
-        if limiter is None and account is None:
-            return _NO_PERMITS
-        clock = self._clock
-        before = clock.now()
-        slot = await limiter.acquire(req.key, req.priority) if limiter is not None else None
-        try:
-            account_slot = (
-                await account.acquire(None, req.priority) if account is not None else None
-            )
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
-        self.stats.limit_wait += clock.now() - before
-        return Permits((slot, account_slot))
-
-    async def _token(self, req: Request[Any]) -> str | None:
-        """The token ``req`` is sent with (``None`` if it needs none). A token that runs out
-        while the request waits for its permits is refused with a 401 and refreshed once."""
-        if not req.authenticated:
-            return None
-        if self.auth is None:
-            raise EsimError("no token manager configured")
-        return await self.auth.get()
-
-    def _request_headers(self, req: Request[Any], token: str | None) -> dict[str, str]:
-        """The headers of one attempt of ``req``."""
-        headers = dict(self._headers) if not self._owns_session else {}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        if req.headers:
-            headers.update(req.headers)
-        return headers
-
-    def _answered(
-        self, req: Request[Any], status: int, raw: bytes, headers: CIMultiDictProxy[str]
-    ) -> Outcome:
-        """An answer came: its rate-limit headers are noted, and what it came to is named."""
-        limiter = req.limiter
-        if limiter is not None and "X-RateLimit-Limit" in headers:
-            limiter.record_headers(headers)
-        return classify(req, status, raw, headers, self._clock.wall())
-
-    def _refresh_token(self, req: Request[Any], token: str) -> None:
-        """The token was refused (expired, revoked): drop it, so the retry gets a new one. The
-        request was rejected before it did anything, so this is safe for writes too."""
-        assert self.auth is not None, "a token was sent"
-        self.auth.invalidate(token)
-        logger.info("%s %s: token refused, refreshing it once", req.method, req.path)
-
     async def _charge_rate_limit(self, req: Request[Any], outcome: Outcome) -> None:
         """A 429: cool the endpoint's limiter down for every caller (or only for ``req.key``,
-        when the evidence points there). A cool-down beyond ``retry_after_cap`` (its
-        ``Retry-After``, or the limiter's default without one) is slept through neither by
-        this call nor (the limiter refuses them) by the calls after it."""
+        when the evidence points there). A cool-down beyond ``retry_after_cap`` is slept
+        through neither by this call nor (the limiter refuses them) by the calls after it."""
         self.stats.rate_limited += 1
         wait = outcome.retry_after
-        limiter = req.limiter
-        if limiter is not None:
-            headers = outcome.headers or {}
-            limit = _int_header(headers.get("X-RateLimit-Limit"))
-            await limiter.penalize(wait, limit, key=req.key, cap=self.retry_after_cap)
+        if req.limiter is not None:
+            limit = _int_header((outcome.headers or {}).get("X-RateLimit-Limit"))
+            await req.limiter.penalize(wait, limit, key=req.key, cap=self.retry_after_cap)
         logger.warning("%s %s: 429 Too Many Attempts (Retry-After %s)", req.method, req.path, wait)
 
-    @staticmethod
-    def _log_retry(req: Request[Any], outcome: Outcome, attempt: int, max_retries: int) -> None:
-        if outcome.kind is Kind.SERVER_ERROR:
-            logger.info(
-                "%s %s: HTTP %d, retrying (%d/%d)",
-                req.method,
-                req.path,
-                outcome.status,
-                attempt,
-                max_retries,
-            )
-
     async def _send(
-        self, req: Request[Any], headers: dict[str, str], slots: tuple[Slot | None, ...] = ()
+        self, req: Request[Any], token: str | None, slots: tuple[Slot | None, ...] = ()
     ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
-        """One HTTP exchange. Its ``slots`` are settled whatever happens: stamped with the send
-        time, or released when nothing went out."""
+        """One HTTP exchange of ``req`` with ``token``. Its ``slots`` are settled whatever
+        happens: stamped with the send time, or released when nothing went out."""
         try:
-            session = self._ensure_session()
+            session = self._session
+            if session is None or not self._ready:
+                session = self._ensure_session()
+            # The headers are built once per token and shared (read only).
+            built = self._built_headers
+            if built[0] != token:
+                fresh = dict(self._headers) if not self._owns_session else {}
+                if token is not None:
+                    fresh["Authorization"] = f"Bearer {token}"
+                built = self._built_headers = (token, fresh)
+            headers = {**built[1], **req.headers} if req.headers else built[1]
         except BaseException:
             _release(slots)
             raise
@@ -742,7 +628,7 @@ class Transport:
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
         marker = None
-        if counting or _unsent(slots):
+        if counting or (slots and _unsent(slots)):
             account = (
                 req.account_limiter if req.account_limiter is not None else self.account_limiter
             )
@@ -763,24 +649,23 @@ class Transport:
                 **extra,
             ) as resp:
                 answered = True
+                # Send (stamped at connection time) to headers: the limiter's path sample.
+                slot = slots[0] if slots and attempt is not None and attempt.connected else None
+                if slot is not None and req.limiter is not None:
+                    req.limiter.observe(slot.time, self._clock.now())
                 raw = await self._read(resp)
                 return resp.status, raw, resp.headers
         except _NOT_SENT as exc:
             not_sent = True
-            raise _SendError(
-                TransportError(f"{req.method} {req.path}: cannot connect: {_describe(exc)}"),
-                sent=False,
-            ) from exc
+            error = TransportError(f"{req.method} {req.path}: cannot connect: {_describe(exc)}")
+            raise _SendError(Outcome(Kind.NOT_SENT, error=error)) from exc
         except TimeoutError as exc:
-            raise _SendError(
-                TransportError(f"{req.method} {req.path}: timed out"), sent=True
-            ) from exc
+            error = TransportError(f"{req.method} {req.path}: timed out")
+            raise _SendError(Outcome(Kind.NO_ANSWER, error=error)) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise _SendError(
-                TransportError(f"{req.method} {req.path}: {_describe(exc)}"),
-                sent=True,
-                dropped=isinstance(exc, aiohttp.ServerDisconnectedError),
-            ) from exc
+            error = TransportError(f"{req.method} {req.path}: {_describe(exc)}")
+            dropped = isinstance(exc, aiohttp.ServerDisconnectedError)
+            raise _SendError(Outcome(Kind.NO_ANSWER, error=error, dropped=dropped)) from exc
         finally:
             if attempt is not None:
                 if not answered and (
@@ -788,7 +673,7 @@ class Transport:
                 ):
                     # Nothing of this request went out (it could not connect, or it failed or
                     # was cancelled before its connection was ready): the permits go back.
-                    attempt.release()
+                    _release(attempt.slots)
                 else:
                     # Slots not stamped at connection time (a caller's connector or session)
                     # count from now: later than the send, so never too early.
@@ -797,21 +682,22 @@ class Transport:
                 _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The response body, decoded (gzip, deflate...), at most ``max_body_size`` bytes.
+        """The decoded body, at most ``max_body_size`` bytes, else :class:`TransportError`.
 
-        A declared ``Content-Length`` over the cap is refused before reading; otherwise the
-        body is read in pieces and the cap is enforced on the decoded bytes as they arrive, so
-        a small compressed body that inflates far beyond the cap is never held whole. Either
-        way the connection is closed (an unread body cannot be reused) and a
-        :class:`TransportError` names the cap.
+        A declared ``Content-Length`` over the cap is refused before reading; otherwise the cap
+        is enforced on the decoded bytes as they arrive, so a small compressed body that
+        inflates far beyond it is never held whole. Either way the connection is closed.
         """
         cap = self._max_body_size
         length = resp.content_length
-        if length is not None and length > cap:
-            resp.close()
-            raise TransportError(
-                f"response body of {length} bytes exceeds the {cap}-byte cap (max_body_size)"
-            )
+        if length is not None:
+            if length > cap:
+                resp.close()
+                raise TransportError(
+                    f"response body of {length} bytes exceeds the {cap}-byte cap (max_body_size)"
+                )
+            if "Content-Encoding" not in resp.headers:
+                return await resp.read()  # exactly ``length`` bytes: within the cap
         chunks: list[bytes] = []
         size = 0
         read = resp.content.read
@@ -854,10 +740,8 @@ def _error_type(outcome: Outcome) -> str | None:
 
 
 def _int_header(value: str | None) -> int | None:
-    if value is None:
-        return None
     try:
-        return int(value.strip())
+        return int(value.strip()) if value is not None else None
     except ValueError:
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,60 @@ async def test_call_scope_close_answers_callers_and_a_cancelled_caller_cancels_i
     assert len(scope) == 0
     with pytest.raises(TransportError):
         await scope.run(wait())
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """Counts the callbacks scheduled on the loop (one per task step, wake-up or done
+    callback): the work single flight adds to a call."""
+
+    scheduled = 0
+
+    def call_soon(self, *args: Any, **kwargs: Any) -> asyncio.Handle:  # type: ignore[override]
+        self.scheduled += 1
+        return super().call_soon(*args, **kwargs)
+
+
+def test_a_shared_call_costs_the_loop_two_callbacks() -> None:
+    """A call run in its own task costs that task's first step and its caller's wake-up:
+    no shield, no done callbacks."""
+    loop = CountingLoop()
+    flight: SingleFlight[str, int] = SingleFlight()
+
+    async def work() -> int:
+        return 42
+
+    async def counted() -> tuple[int, tuple[int, bool]]:
+        before = loop.scheduled
+        result = await flight.run("k", work)
+        return loop.scheduled - before, result
+
+    try:
+        scheduled, result = loop.run_until_complete(counted())
+    finally:
+        loop.close()
+    assert result == (42, False)
+    assert scheduled <= 2
+    assert len(flight) == 0
+
+
+async def test_a_caller_cancelled_as_the_answer_arrives_leaves_no_unretrieved_error() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    gate = asyncio.Event()
+    unretrieved: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+
+    async def work() -> int:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    callers = [asyncio.create_task(flight.run("k", work)) for _ in range(2)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.sleep(0)
+    callers[0].cancel()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    import gc
+
+    gc.collect()
+    assert unretrieved == []

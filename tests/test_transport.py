@@ -35,7 +35,6 @@ from esim_async.transport import (
     Backoff,
     Kind,
     Outcome,
-    Permits,
     Request,
     Transport,
     classify,
@@ -578,20 +577,31 @@ def test_final_error_is_outcome_unknown_only_for_a_write_that_may_have_happened(
 # ------------------------------------------------------------------ permits, auth and limits
 
 
-async def test_permits_are_given_back_when_the_block_fails_before_the_send() -> None:
+async def test_an_unsent_attempt_gives_its_permit_back_and_a_sent_one_keeps_it(
+    mocked: aioresponses,
+) -> None:
     clock = ManualClock()
     limiter = EndpointLimiter(
         "usage", shared=Rate(1, 100.0), per_key=None, clock=clock, margin=0.0, stamp_sends=True
     )
-    with pytest.raises(RuntimeError), Permits((await limiter.acquire(), None)):
-        raise RuntimeError("the token could not be had")
-    slot = await limiter.acquire()
-    assert clock.now() == 0.0  # the failed block's permit was free again at once
-    with Permits((slot, None)):
-        slot.mark(clock.now())  # sent
+    transport = Transport(BASE, clock=clock, stats=ClientStats(), max_retries=0)
+    request = Request(
+        "GET", "/v2/balance", msgspec.json.Decoder(), limiter=limiter, authenticated=False
+    )
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None),
+        OSError(111, "Connection refused"),
+    )
+    mocked.get(f"{BASE}/v2/balance", exception=refused)
+    mocked.get(f"{BASE}/v2/balance", payload={"balance": 1})
+    with pytest.raises(TransportError, match="cannot connect"):
+        await transport.request(request)
+    assert await transport.request(request) == {"balance": 1}
+    assert clock.now() == 0.0  # the refused attempt's permit was free again at once
     await limiter.acquire()
     assert clock.now() >= 100.0  # a sent permit stays counted: the next one waited a window
     await limiter.aclose()
+    await transport.aclose()
 
 
 class TokenStub:

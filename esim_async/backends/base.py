@@ -50,6 +50,11 @@ class RateLimiter(Protocol):
         """Remember the last ``X-RateLimit-*`` headers seen."""
         ...
 
+    def observe(self, sent: float, answered: float) -> None:
+        """A request admitted here went out at ``sent`` and its response headers came at
+        ``answered`` (the limiter's clock): how the path's delay varies widens the margin."""
+        ...
+
     def state(self) -> LimiterState:
         """A snapshot for ``client.rate_limit_state()``."""
         ...

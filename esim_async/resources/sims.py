@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -45,24 +45,14 @@ def usage_is_recycled(usage: Usage) -> bool:
     return usage.status is UsageStatus.RECYCLED
 
 
-class _UsageCall:
-    """One usage request, shared by every caller waiting for it.
+class _UsageCall(QueueTicket):
+    """One usage request, shared by every caller waiting for it, and its limiter ticket.
 
-    It runs with the best priority and the most patient retries of them all: a caller that
-    joins improves them (:meth:`join`), also while the request waits for budget or between its
-    attempts (the transport reads the request's policy when it needs it).
+    It runs with the best priority and the most patient retries of its callers: one that joins
+    improves them (:meth:`join`), also while the request waits for budget or between attempts.
     """
 
-    __slots__ = (
-        "ctx",
-        "iccid",
-        "max_retries",
-        "priority",
-        "request",
-        "retry_rate_limited",
-        "ticket",
-        "timeout",
-    )
+    __slots__ = ("ctx", "iccid", "max_retries", "request", "retry_rate_limited", "timeout")
 
     def __init__(
         self,
@@ -73,23 +63,18 @@ class _UsageCall:
         max_retries: int,
         retry_rate_limited: bool,
     ) -> None:
+        super().__init__(priority)
         self.ctx = ctx
         self.iccid = iccid
         self.timeout = timeout
-        self.priority = priority
         self.max_retries = max_retries
         self.retry_rate_limited = retry_rate_limited
-        #: The limiter lane, once the request waits in one.
-        self.ticket: QueueTicket | None = None
         #: The request once it is built.
         self.request: Request[Envelope[Usage]] | None = None
 
     def join(self, other: _UsageCall) -> None:
         """A caller with the policy ``other`` joined: take the better of both."""
-        if other.priority < self.priority:
-            self.priority = other.priority
-            if self.ticket is not None:
-                self.ticket.raise_to(other.priority)
+        self.raise_to(other.priority)
         if other.max_retries > self.max_retries:
             self.max_retries = other.max_retries
         if other.retry_rate_limited:
@@ -102,7 +87,6 @@ class _UsageCall:
 
     async def __call__(self) -> Usage:
         ctx = self.ctx
-        ticket = self.ticket = QueueTicket(self.priority)
         self.request = request = Request(
             "GET",
             ctx.path("usage", iccid=self.iccid),
@@ -114,7 +98,7 @@ class _UsageCall:
             max_retries=self.max_retries,
             retry_rate_limited=self.retry_rate_limited,
         )
-        with ticket.bind():
+        with self.bind():
             return (await ctx.send(request)).data
 
 
@@ -157,14 +141,10 @@ class SimsResource(Resource):
             RateLimitedError: still throttled after the retries.
             EsimError: any other failure, typed (see ``esim_async.errors``).
         """
-        entry, _ = await self.usage_entry(
-            iccid,
-            refresh=refresh,
-            max_age=max_age,
-            timeout=timeout,
-            max_retries=max_retries,
-            priority=priority,
-        )
+        entry = self._cached_usage(iccid, refresh, max_age)
+        if entry is None:
+            args = (timeout, max_retries, priority, True)
+            entry, _ = await self._fetch_usage(iccid, refresh, max_age, *args)
         return _unwrap(iccid, entry)
 
     async def usage_entry(
@@ -178,36 +158,41 @@ class SimsResource(Resource):
         priority: Priority = Priority.INTERACTIVE,
         retry_rate_limited: bool = True,
     ) -> tuple[CacheEntry[Usage], bool]:
-        """The cache entry answering ``iccid``, and whether it came without a request of this
-        call (from a cache, or by joining a request in flight): what :meth:`usage` and
-        :meth:`usage_many` build on.
+        """The cache entry answering ``iccid`` (``value`` ``None``: the provider does not know
+        the eSIM), and whether it came without a request of this call. The arguments and
+        errors are those of :meth:`usage`; ``retry_rate_limited=False`` makes a 429 the answer
+        at once instead of waiting out its ``Retry-After``."""
+        entry = self._cached_usage(iccid, refresh, max_age)
+        if entry is not None:
+            return entry, True
+        args = (timeout, max_retries, priority, retry_rate_limited)
+        return await self._fetch_usage(iccid, refresh, max_age, *args)
 
-        A negative entry (``value`` is ``None``) says the provider does not know the eSIM.
-        The arguments are those of :meth:`usage`; ``retry_rate_limited=False`` makes a 429
-        the answer at once instead of waiting out its ``Retry-After`` (a sweep re-queues the
-        ICCID instead).
-
-        Raises:
-            InvalidIccidError, NotFoundError, RateLimitedError, EsimError: as :meth:`usage`.
-        """
+    def _cached_usage(
+        self, iccid: str, refresh: bool, max_age: float | None
+    ) -> CacheEntry[Usage] | None:
+        """The cached entry answering ``iccid``, unless ``refresh``; the ICCID is checked
+        first. The hot path: answered before a request is even described."""
         ctx = self._ctx
         ctx.validate_iccid(iccid)
-        endpoint = ctx.usage_endpoint
-        if not refresh:
-            # The hot path, answered before a request is even described (fetch would find
-            # the same entry first).
-            entry = endpoint.get(iccid, max_age)
-            if entry is not None:
-                return entry, True
-        call = _UsageCall(
-            ctx,
-            iccid,
-            timeout,
-            priority,
-            ctx.config.max_retries if max_retries is None else max_retries,
-            retry_rate_limited,
-        )
-        return await endpoint.fetch(iccid, call, refresh=refresh, max_age=max_age, options=call)
+        return None if refresh else ctx.usage_endpoint.get(iccid, max_age)
+
+    def _fetch_usage(
+        self,
+        iccid: str,
+        refresh: bool,
+        max_age: float | None,
+        timeout: float | None,
+        max_retries: int | None,
+        priority: Priority,
+        retry_rate_limited: bool,
+    ) -> Coroutine[Any, Any, tuple[CacheEntry[Usage], bool]]:
+        """Ask for ``iccid``'s usage through the cached endpoint's single flight."""
+        ctx = self._ctx
+        if max_retries is None:
+            max_retries = ctx.config.max_retries
+        call = _UsageCall(ctx, iccid, timeout, priority, max_retries, retry_rate_limited)
+        return ctx.usage_endpoint.fetch(iccid, call, refresh=refresh, max_age=max_age, options=call)
 
     def usage_many(
         self,
@@ -245,10 +230,9 @@ class SimsResource(Resource):
             progress: called with a :class:`~esim_async.sweep.SweepProgress` after every result.
             low_data_fraction: the summary lists limited eSIMs with at most this share left.
         """
-        ctx = self._ctx
-        limiter = ctx.limiter("usage")
         return UsageSweep(
             self,
+            self._ctx,
             iccids,
             refresh=refresh,
             concurrency=concurrency,
@@ -256,11 +240,6 @@ class SimsResource(Resource):
             max_age=max_age,
             progress=progress,
             low_data_fraction=low_data_fraction,
-            per_second=limiter.state().effective_per_second,
-            clock=ctx.clock,
-            budget=limiter.state,
-            cache=ctx.usage_endpoint,
-            validate=ctx.validate_iccid,
         )
 
     async def get(self, iccid: str, include: Iterable[SimInclude] | None = None) -> Esim:

@@ -1,0 +1,70 @@
+"""The work an uncached ``usage()`` call costs the client, counted (not timed).
+
+The overhead target (client CPU per request within 1.3x a bare aiohttp GET plus msgspec decode,
+``benchmarks/bench_overhead.py``) is met by doing little per request. These tests hold the
+count of Python calls into the client per request under a budget, so that work creeping back
+onto the hot path fails a test instead of a benchmark run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from types import FrameType
+from typing import Any
+
+import esim_async
+from esim_async import AiraloClient, Rate
+from esim_async.testing import Emulator, Fleet, ServerLimits
+
+ROOT = os.path.dirname(esim_async.__file__)
+#: Not counted: the emulator, and the limiter and its stores (budgeted with their own tests).
+SKIPPED = tuple(os.path.join(ROOT, name) for name in ("testing", "limits.py", "backends"))
+
+#: Python calls into the client per uncached usage() (a coroutine counts once per resume).
+BUDGET_UNLIMITED = 40
+BUDGET_LIMITED = 46
+
+
+async def calls_per_request(*, limited: bool) -> tuple[float, Counter[str]]:
+    fleet = Fleet.generate(3, seed=7)
+    iccid = fleet.iccids()[0]
+    rates: dict[str, Any] = (
+        {"company_rate": Rate(1000, 1.0), "iccid_rate": Rate(1000, 60.0)}
+        if limited
+        else {"company_rate": None, "iccid_rate": None}
+    )
+    async with (
+        Emulator(fleet=fleet, limits=ServerLimits.unlimited()) as emu,
+        AiraloClient("id", "secret", base_url=emu.url, token_rate=None, **rates) as client,
+    ):
+        for _ in range(3):  # token, session and connection set up
+            await client.sims.usage(iccid, refresh=True)
+        calls: Counter[str] = Counter()
+
+        def profile(frame: FrameType, event: str, _arg: object) -> None:
+            if event == "call":
+                name = frame.f_code.co_filename
+                if name.startswith(ROOT) and not name.startswith(SKIPPED):
+                    calls[f"{os.path.relpath(name, ROOT)}:{frame.f_code.co_name}"] += 1
+
+        n = 10
+        sys.setprofile(profile)
+        try:
+            for _ in range(n):
+                await client.sims.usage(iccid, refresh=True)
+        finally:
+            sys.setprofile(None)
+        assert client.stats.requests >= n + 3
+    return sum(calls.values()) / n, calls
+
+
+async def test_an_uncached_usage_call_stays_within_its_call_budget() -> None:
+    per_request, calls = await calls_per_request(limited=False)
+    assert per_request <= BUDGET_UNLIMITED, calls.most_common()
+
+
+async def test_an_uncached_usage_call_through_both_windows_stays_within_its_call_budget() -> None:
+    per_request, calls = await calls_per_request(limited=True)
+    assert per_request <= BUDGET_LIMITED, calls.most_common()
