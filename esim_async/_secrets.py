@@ -1,11 +1,8 @@
-"""Secrets stay secret: a redacting log filter and a registry of values never to show.
+"""Secrets stay secret: a registry of values never to show, redacted from the ``esim_async``
+logger's messages and from errors built from a provider's answer (:func:`redact_deep`).
 
-The client registers its client secret and every token it receives; the ``esim_async`` logger
-replaces any of them in a formatted message with ``***``, and so do the errors built from a
-provider's answer (:func:`redact_deep`). The registry keeps the most recent registrations; the
-secrets an object is using right now (a client's current bearer token) are registered through
-:func:`register_holder` and stay redacted for as long as that object lives, however many other
-secrets the process registers.
+The registry keeps the most recent registrations; the secrets an object uses right now (a
+client's bearer token) stay redacted for as long as it lives (:func:`register_holder`).
 """
 
 from __future__ import annotations

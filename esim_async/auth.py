@@ -55,13 +55,7 @@ class TokenManager:
         self._token: str | None = None
         self._valid_until = 0.0
         self._flight: SingleFlight[str, str] = SingleFlight()
-        #: Token requests made (for ``client.stats``).
-        self.requests = 0
         register_holder(self)  # the token in use is redacted however many secrets come later
-
-    @property
-    def valid_until(self) -> float:
-        return self._valid_until
 
     def has_token(self) -> bool:
         return self._token is not None and self._clock.now() < self._valid_until
@@ -102,7 +96,6 @@ class TokenManager:
         return token
 
     async def _request(self) -> str:
-        self.requests += 1
         started = self._clock.now()
         token = await self._fetch()
         register_secret(token.access_token)

@@ -36,7 +36,7 @@ from .client import AiraloClient, BaseClient, PressOneClient
 from .clock import MonotonicClock
 from .errors import InvalidRequestError
 from .limits import Rate
-from .sweep import RECORD_USAGE_FIELDS, SweepProgress, UsageResult
+from .sweep import RECORD_USAGE_FIELDS, SweepProgress, UsageResult, usage_fields
 
 if TYPE_CHECKING:
     from .monitor import FleetMonitor, UsageEvent
@@ -749,22 +749,14 @@ async def _serve_metrics(
 
 def event_record(event: UsageEvent) -> dict[str, object]:
     """A monitor event as a flat, JSON-ready dict (one JSON Lines record)."""
-    record: dict[str, object] = {
+    return {
         "iccid": event.iccid,
         "kind": event.kind,
         "threshold": event.threshold,
         "level": event.level,
         "detected_at": event.detected_at.isoformat(),
+        **usage_fields(event.usage),
     }
-    usage = event.usage
-    for name in RECORD_USAGE_FIELDS:
-        value = getattr(usage, name) if usage is not None else None
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif name == "status" and value is not None:
-            value = str(value)
-        record[name] = value
-    return record
 
 
 class _ResumedClock:

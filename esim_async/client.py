@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import ssl as ssl_module
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict, Unpack
+from typing import Any, ClassVar, Self, TypeVar, Unpack
 
-import aiohttp
 import msgspec
 
 from ._secrets import register_holder, register_secret
@@ -51,37 +49,26 @@ __all__ = [
 
 _token_decoder = msgspec.json.Decoder(Envelope[Token], strict=False)
 
+R = TypeVar("R")
 
-class _TransportOptions(TypedDict):
-    clock: Clock
-    timeout: float
-    connect_timeout: float
-    max_retries: int
-    retry_after_cap: float
-    max_body_size: int
-    connection_limit: int
-    session: aiohttp.ClientSession | None
-    connector: aiohttp.BaseConnector | None
-    proxy: str | None
-    ssl: ssl_module.SSLContext | None
+#: The settings every transport of a client takes (the data API's and PressOne's voice API's).
+_TRANSPORT_SETTINGS = (
+    *("clock", "timeout", "connect_timeout", "max_retries", "retry_after_cap", "max_body_size"),
+    *("connection_limit", "session", "connector", "proxy", "ssl"),
+)
 
 
-def _transport_options(config: ClientConfig) -> _TransportOptions:
-    """What every transport of a client takes from its configuration (the data API's and
-    PressOne's voice API's alike)."""
-    return _TransportOptions(
-        clock=config.clock,
-        timeout=config.timeout,
-        connect_timeout=config.connect_timeout,
-        max_retries=config.max_retries,
-        retry_after_cap=config.retry_after_cap,
-        max_body_size=config.max_body_size,
-        connection_limit=config.connection_limit,
-        session=config.session,
-        connector=config.connector,
-        proxy=config.proxy,
-        ssl=config.ssl,
-    )
+def _transport(config: ClientConfig, base_url: str, **kwargs: Any) -> Transport:
+    """A transport to ``base_url`` with ``config``'s settings."""
+    settings = {name: getattr(config, name) for name in _TRANSPORT_SETTINGS}
+    return Transport(base_url, **settings, **kwargs)
+
+
+def _namespace(resource: Callable[[ClientContext], R], doc: str) -> cached_property[R]:
+    """A resource namespace of the client (``client.sims``...), created on first use."""
+    namespace: cached_property[R] = cached_property(lambda client: resource(client._context))
+    namespace.__doc__ = doc
+    return namespace
 
 
 def _check_credential(name: str, value: object) -> str:
@@ -101,32 +88,24 @@ class EnvNames:
     base_url: str | None = None
 
 
-class AiraloOverrides(ClientOptions, total=False):
-    """Keywords of :meth:`AiraloClient.from_env`: those of :class:`AiraloClient`, with the
-    credentials optional (``None`` or left out: read from the environment)."""
-
+class _EnvOverrides(ClientOptions, total=False):
     client_id: str | None
     client_secret: str | None
     base_url: str | None
-    iccid_rate: Rate | None
-    company_rate: Rate | None
-    token_rate: Rate | None
-    cache_ttl: float | None
+
+
+class AiraloOverrides(_EnvOverrides, total=False):
+    """Keywords of :meth:`AiraloClient.from_env`: those of :class:`AiraloClient`, with the
+    credentials optional (``None`` or left out: read from the environment)."""
+
     sandbox: bool
     sandbox_rate: Rate | None
 
 
-class PressOneOverrides(ClientOptions, total=False):
+class PressOneOverrides(_EnvOverrides, total=False):
     """Keywords of :meth:`PressOneClient.from_env`: those of :class:`PressOneClient`, with the
     credentials and ``base_url`` optional (``None`` or left out: read from the environment)."""
 
-    client_id: str | None
-    client_secret: str | None
-    base_url: str | None
-    iccid_rate: Rate | None
-    company_rate: Rate | None
-    token_rate: Rate | None
-    cache_ttl: float | None
     voice_base_url: str
     voice_api_key: str | None
     voice_paths: Mapping[str, tuple[str, str]] | None
@@ -166,13 +145,9 @@ def _from_environment(
         elif var is not None and (key != "base_url" or base_url_required):
             missing.append((key, var))
     if missing:
-        names_missing = [var for _, var in missing]
-        listed = (
-            names_missing[0]
-            if len(names_missing) == 1
-            else f"{', '.join(names_missing[:-1])} and {names_missing[-1]}"
-        )
-        verb = "is" if len(names_missing) == 1 else "are"
+        *rest, (_, last) = missing
+        listed = f"{', '.join(var for _, var in rest)} and {last}" if rest else last
+        verb = "are" if rest else "is"
         raise InvalidRequestError(f"{listed} {verb} not set or empty", field=missing[0][0])
     if base_url_var is not None:
         try:
@@ -231,13 +206,23 @@ class BaseClient:
             else None
         )
         # ... applied by the transport to every request (usage included).
-        self._transport = Transport(
+        self._transport = _transport(
+            config,
             config.base_url,
             stats=self.stats,
             auth=self._auth,
             account_limiter=self._account_limiter,
-            **_transport_options(config),
         )
+        shared_cache = getattr(self._backend, "shared_cache", None)  # across processes (Redis)
+        shared: SharedCache | None = None
+        if shared_cache is not None:
+            shared = shared_cache(
+                f"{ns}:usage",
+                Usage,
+                ttl=config.cache_ttl,
+                long_ttl=config.negative_cache_ttl,
+                clock=self._clock,
+            )
         #: What the resources see of this client.
         self._context = ClientContext(
             label=repr(self),
@@ -251,7 +236,7 @@ class BaseClient:
                 flight=self._backend.flight(f"{ns}:usage"),
                 clock=self._clock,
                 stats=self.stats,
-                shared=self._shared_cache("usage", Usage, config.cache_ttl),
+                shared=shared,
                 long_lived=usage_is_recycled,
                 on_answer=stamp_usage,
             ),
@@ -273,22 +258,6 @@ class BaseClient:
             maxsize=config.cache_maxsize,
             clock=self._clock,
         )
-
-    def _shared_cache(self, endpoint: str, value_type: Any, ttl: float) -> SharedCache | None:
-        """The level of ``endpoint``'s cache shared across processes (Redis backend), or
-        ``None``."""
-        shared_cache = getattr(self._backend, "shared_cache", None)
-        if shared_cache is None:
-            return None
-        config = self.__config
-        cache: SharedCache = shared_cache(
-            f"{self._namespace}:{endpoint}",
-            value_type,
-            ttl=ttl,
-            long_ttl=config.negative_cache_ttl,
-            clock=config.clock,
-        )
-        return cache
 
     def _endpoint_limiter(self, endpoint: str) -> RateLimiter:
         """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""
@@ -348,31 +317,17 @@ class BaseClient:
     def client_id(self) -> str:
         return self._client_id
 
-    @cached_property
-    def sims(self) -> SimsResource:
-        """eSIM endpoints: ``usage``, ``usage_many``, ``get``, ``list``, ``topup_packages``,
-        ``package_history``, ``instructions``."""
-        return SimsResource(self._context)
-
-    @cached_property
-    def packages(self) -> PackagesResource:
-        """The catalogue: ``list``, ``page``."""
-        return PackagesResource(self._context)
-
-    @cached_property
-    def orders(self) -> OrdersResource:
-        """Orders and top-ups: ``create``, ``get``, ``list``, ``page``, ``topup``."""
-        return OrdersResource(self._context)
-
-    @cached_property
-    def account(self) -> AccountResource:
-        """The account: ``balance``."""
-        return AccountResource(self._context)
-
-    @cached_property
-    def devices(self) -> DevicesResource:
-        """eSIM-capable devices: ``compatible``."""
-        return DevicesResource(self._context)
+    sims = _namespace(
+        SimsResource,
+        "eSIM endpoints: ``usage``, ``usage_many``, ``get``, ``list``, ``topup_packages``, "
+        "``package_history``, ``instructions``.",
+    )
+    packages = _namespace(PackagesResource, "The catalogue: ``list``, ``page``.")
+    orders = _namespace(
+        OrdersResource, "Orders and top-ups: ``create``, ``get``, ``list``, ``page``, ``topup``."
+    )
+    account = _namespace(AccountResource, "The account: ``balance``.")
+    devices = _namespace(DevicesResource, "eSIM-capable devices: ``compatible``.")
 
     def rate_limit_state(self) -> dict[str, LimiterState]:
         """Configured and effective rates, cool-downs, waiters and last ``X-RateLimit-*``
@@ -484,24 +439,12 @@ class AiraloClient(BaseClient):
         client_secret: str,
         *,
         base_url: str = AIRALO.base_url,  # type: ignore[assignment]
-        iccid_rate: Rate | None = UNSET,
-        company_rate: Rate | None = UNSET,
-        token_rate: Rate | None = UNSET,
-        cache_ttl: float | None = None,
         sandbox: bool = False,
         sandbox_rate: Rate | None = UNSET,
         **options: Unpack[ClientOptions],
     ) -> None:
         config = ClientConfig.for_provider(
-            AIRALO,
-            base_url=base_url,
-            iccid_rate=iccid_rate,
-            company_rate=company_rate,
-            token_rate=token_rate,
-            cache_ttl=cache_ttl,
-            sandbox=sandbox,
-            sandbox_rate=sandbox_rate,
-            **options,
+            AIRALO, base_url=base_url, sandbox=sandbox, sandbox_rate=sandbox_rate, **options
         )
         super().__init__(client_id, client_secret, config)
 
@@ -538,45 +481,18 @@ class AiraloClient(BaseClient):
         """Airalo Sandbox mode."""
         return self.config.sandbox
 
-    @cached_property
-    def sims(self) -> AiraloSimsResource:
-        """eSIM endpoints, plus ``update_brand``."""
-        return AiraloSimsResource(self._context)
-
-    @cached_property
-    def packages(self) -> AiraloPackagesResource:
-        """The catalogue, plus ``product_information``."""
-        return AiraloPackagesResource(self._context)
-
-    @cached_property
-    def orders(self) -> AiraloOrdersResource:
-        """Orders and top-ups, plus ``create_async``."""
-        return AiraloOrdersResource(self._context)
-
-    @cached_property
-    def account(self) -> AiraloAccountResource:
-        """The account: ``balance``, ``exchange_rates``."""
-        return AiraloAccountResource(self._context)
-
-    @cached_property
-    def future_orders(self) -> FutureOrdersResource:
-        """Scheduled orders: ``create``, ``list``, ``cancel``."""
-        return FutureOrdersResource(self._context)
-
-    @cached_property
-    def vouchers(self) -> VouchersResource:
-        """Vouchers: ``create_esim``, ``create_airmoney``."""
-        return VouchersResource(self._context)
-
-    @cached_property
-    def refunds(self) -> RefundsResource:
-        """Refund requests: ``create``."""
-        return RefundsResource(self._context)
-
-    @cached_property
-    def notifications(self) -> NotificationsResource:
-        """Notifications: ``opt_in``, ``get``, ``opt_out``, ``simulate``."""
-        return NotificationsResource(self._context)
+    sims = _namespace(AiraloSimsResource, "eSIM endpoints, plus ``update_brand``.")
+    packages = _namespace(AiraloPackagesResource, "The catalogue, plus ``product_information``.")
+    orders = _namespace(AiraloOrdersResource, "Orders and top-ups, plus ``create_async``.")
+    account = _namespace(AiraloAccountResource, "The account: ``balance``, ``exchange_rates``.")
+    future_orders = _namespace(
+        FutureOrdersResource, "Scheduled orders: ``create``, ``list``, ``cancel``."
+    )
+    vouchers = _namespace(VouchersResource, "Vouchers: ``create_esim``, ``create_airmoney``.")
+    refunds = _namespace(RefundsResource, "Refund requests: ``create``.")
+    notifications = _namespace(
+        NotificationsResource, "Notifications: ``opt_in``, ``get``, ``opt_out``, ``simulate``."
+    )
 
 
 class PressOneClient(BaseClient):
@@ -603,10 +519,6 @@ class PressOneClient(BaseClient):
         client_secret: str,
         *,
         base_url: str,
-        iccid_rate: Rate | None = UNSET,
-        company_rate: Rate | None = UNSET,
-        token_rate: Rate | None = UNSET,
-        cache_ttl: float | None = None,
         voice_base_url: str = "https://api.pressone.co",
         voice_api_key: str | None = None,
         voice_paths: Mapping[str, tuple[str, str]] | None = None,
@@ -615,10 +527,6 @@ class PressOneClient(BaseClient):
         config = ClientConfig.for_provider(
             PRESSONE,
             base_url=base_url,
-            iccid_rate=iccid_rate,
-            company_rate=company_rate,
-            token_rate=token_rate,
-            cache_ttl=cache_ttl,
             voice_base_url=voice_base_url,
             voice_paths=voice_paths,
             **options,
@@ -627,9 +535,7 @@ class PressOneClient(BaseClient):
         register_secret(voice_api_key)
         self._voice_api_key = voice_api_key
         assert config.voice_base_url is not None
-        self._voice_transport = Transport(
-            config.voice_base_url, stats=self.stats, **_transport_options(config)
-        )
+        self._voice_transport = _transport(config, config.voice_base_url, stats=self.stats)
 
     #: The environment variables :meth:`from_env` reads; the command line reads the same.
     ENV_VARS: ClassVar[EnvNames] = EnvNames(
@@ -640,23 +546,9 @@ class PressOneClient(BaseClient):
     def from_env(
         cls, environ: Mapping[str, str] | None = None, **overrides: Unpack[PressOneOverrides]
     ) -> Self:
-        """A client whose credentials and host come from the environment.
-
-        Reads ``PRESSONE_CLIENT_ID``, ``PRESSONE_CLIENT_SECRET`` and ``PRESSONE_BASE_URL``,
-        the variables the ``esim-async`` command line documents. Keywords win over the
-        environment: a ``client_id``, ``client_secret`` or ``base_url`` given (not ``None``)
-        is used as it is; every other keyword is the constructor's.
-
-        Args:
-            environ: where the variables are read (default ``os.environ``); any mapping.
-            overrides: keywords of :class:`PressOneClient`, over the environment.
-
-        Raises:
-            InvalidRequestError: a variable needed is unset or empty, or
-                ``PRESSONE_BASE_URL`` is not ``http(s)://host[:port]`` (the message names
-                the variable, ``field`` the argument it stands for; no value is ever shown),
-                or a keyword is invalid as in the constructor.
-        """
+        """A client whose credentials and host come from ``PRESSONE_CLIENT_ID``,
+        ``PRESSONE_CLIENT_SECRET`` and ``PRESSONE_BASE_URL``, as :meth:`AiraloClient.from_env`
+        (a malformed ``PRESSONE_BASE_URL`` raises InvalidRequestError naming the variable)."""
         return cls(**_from_environment(cls.ENV_VARS, environ, overrides, base_url_required=True))
 
     @cached_property

@@ -1,11 +1,5 @@
-"""Time sources. Everything time-dependent (limits, TTLs, backoff, token expiry, the time an
-answer was fetched, date rules) takes a ``Clock``; this is the only module that reads the system's
-clocks.
-
-The default :class:`MonotonicClock` reads ``time.monotonic`` (and ``time.time`` for wall time);
-:class:`LoopClock` reads the running event loop's clock (for loops with virtual time);
-:class:`ManualClock` is a fully manual clock for exact unit tests, its wall time moving with it.
-"""
+"""Time sources: everything time-dependent takes a :class:`Clock`; this is the only module that
+reads the system's clocks."""
 
 from __future__ import annotations
 
@@ -34,7 +28,7 @@ class Clock(Protocol):
 
 
 class _SteadyTime(Protocol):
-    """What a clock written before :meth:`Clock.wall` existed provides."""
+    """A clock written before :meth:`Clock.wall` existed."""
 
     def now(self) -> float: ...
 
@@ -65,21 +59,13 @@ class _AnchoredClock:
 
 
 def as_clock(clock: Clock | _SteadyTime) -> Clock:
-    """``clock`` as a full :class:`Clock`.
-
-    A clock that has only ``now`` and ``sleep`` gets wall time anchored to the system's wall
-    time at this moment and moving with the clock from there; a full clock is returned as is.
-    """
-    if isinstance(clock, Clock):
-        return clock
-    return _AnchoredClock(clock)
+    """``clock`` as a full :class:`Clock`: one with only ``now`` and ``sleep`` gets wall time
+    anchored to the system's wall time at this moment, moving with the clock from there."""
+    return clock if isinstance(clock, Clock) else _AnchoredClock(clock)
 
 
 class MonotonicClock:
-    """``time.monotonic`` (what asyncio's default loop clock reads too) and ``asyncio.sleep``.
-
-    The default clock: reading it costs a C call, nothing more.
-    """
+    """The default clock: ``time.monotonic``, ``time.time`` and ``asyncio.sleep``."""
 
     __slots__ = ()
 
@@ -90,10 +76,10 @@ class MonotonicClock:
         await asyncio.sleep(max(0.0, seconds))
 
     def __repr__(self) -> str:
-        return "MonotonicClock()"
+        return f"{type(self).__name__}()"
 
 
-class LoopClock:
+class LoopClock(MonotonicClock):
     """The running event loop's monotonic clock (``time.monotonic`` outside a loop)."""
 
     __slots__ = ()
@@ -103,15 +89,6 @@ class LoopClock:
             return asyncio.get_running_loop().time()
         except RuntimeError:
             return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-    def __repr__(self) -> str:
-        return "LoopClock()"
 
 
 class ManualClock:

@@ -1,9 +1,7 @@
-"""Every setting of a client in one frozen object, :class:`ClientConfig`.
+"""Every setting of a client in one frozen object, :class:`ClientConfig` (``client.config``).
 
-The client constructors turn their keyword arguments into a ``ClientConfig`` (defaults from
-``esim_async._constants`` and the provider profile), check it once, and build everything from it:
-both transports (PressOne's voice API included), every limiter, the caches. Read it as
-``client.config``; it carries no credentials.
+The client constructors turn their keywords into a ``ClientConfig`` on the provider profile's
+defaults, checked once; both transports, every limiter and the caches are built from it.
 """
 
 from __future__ import annotations
@@ -35,8 +33,12 @@ _NO_LIMIT = EndpointLimit()
 
 class ClientOptions(TypedDict, total=False):
     """Options every client accepts (see :class:`~esim_async.AiraloClient` for what each
-    means); each has its default in :class:`ClientConfig`."""
+    means). A rate given as ``None`` is no limit; ``cache_ttl=None`` is the provider's."""
 
+    iccid_rate: Rate | None
+    company_rate: Rate | None
+    token_rate: Rate | None
+    cache_ttl: float | None
     prefix: str | None
     negative_cache_ttl: float
     cache_maxsize: int
@@ -84,13 +86,9 @@ def check_base_url(base_url: object, *, field: str = "base_url") -> str:
 class ClientConfig:
     """Every setting of one client, checked and frozen; the client reads nothing else.
 
-    Built by :class:`~esim_async.AiraloClient` and :class:`~esim_async.PressOneClient` from
-    their keyword arguments through :meth:`for_provider`, which starts from the provider
+    The clients build it from their keywords through :meth:`for_provider`, on the provider
     profile's limits and TTLs (constructed directly, a config holds exactly what it is given:
-    no limits unless ``limits`` says so). Read it as ``client.config``::
-
-        usage = client.config.limit("usage")
-        print(client.config.cache_ttl, usage.per_key, usage.shared)
+    no limits unless ``limits`` says so). Read it as ``client.config``.
 
     Attributes:
         profile: the provider dialect, with ``prefix`` and ``usage_path`` applied.
@@ -172,10 +170,6 @@ class ClientConfig:
         profile: ProviderProfile,
         *,
         base_url: str,
-        iccid_rate: Rate | None = UNSET,
-        company_rate: Rate | None = UNSET,
-        token_rate: Rate | None = UNSET,
-        cache_ttl: float | None = None,
         sandbox: bool = False,
         sandbox_rate: Rate | None = UNSET,
         voice_base_url: str | None = None,
@@ -205,14 +199,14 @@ class ClientConfig:
                 )
             profile = profile.with_paths(usage="/" + usage_path)
         limits = _resolve_limits(profile, options.pop("limits", None))
-        if iccid_rate is not UNSET or company_rate is not UNSET:
-            usage = limits.get("usage", _NO_LIMIT)
-            limits["usage"] = EndpointLimit(
-                shared=usage.shared if company_rate is UNSET else company_rate,
-                per_key=usage.per_key if iccid_rate is UNSET else iccid_rate,
-            )
-        if token_rate is not UNSET:
-            limits["token"] = EndpointLimit(shared=token_rate)
+        usage = limits.get("usage", _NO_LIMIT)
+        company_rate = options.pop("company_rate", usage.shared)
+        iccid_rate = options.pop("iccid_rate", usage.per_key)
+        if (company_rate, iccid_rate) != (usage.shared, usage.per_key):
+            limits["usage"] = EndpointLimit(shared=company_rate, per_key=iccid_rate)
+        if "token_rate" in options:
+            limits["token"] = EndpointLimit(shared=options.pop("token_rate"))
+        cache_ttl = options.pop("cache_ttl", None)
         if cache_ttl is None:
             cache_ttl = C.SANDBOX_CACHE_TTL if sandbox else profile.cache_ttl
         account_rate = None

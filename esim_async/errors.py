@@ -243,22 +243,19 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         if when is None or when.tzinfo is None:
             return None
         reference = MonotonicClock().wall() if now is None else now
-        seconds = when.timestamp() - reference
-        return max(0.0, seconds)
+        return max(0.0, when.timestamp() - reference)
     if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
         return None
     return seconds
 
 
 def _fields(data: Any) -> dict[str, list[str]]:
-    fields: dict[str, list[str]] = {}
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            if isinstance(value, list):
-                fields[str(key)] = [str(v) for v in value]
-            else:
-                fields[str(key)] = [str(value)]
-    return fields
+    """A validation error's field map: field -> messages (one sent alone becomes a list)."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {
+        str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)] for k, v in data.items()
+    }
 
 
 def error_from_response(
@@ -320,8 +317,8 @@ def error_from_response(
         return BusinessError(summary, **kw)
     if status in (400, 422):
         field_map = _fields(top.get("data"))
-        if field_map:
-            detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in field_map.items())
-            return ValidationError(f"{summary} ({detail})", fields=field_map, **kw)
-        return ValidationError(summary, fields={}, **kw)
+        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in field_map.items())
+        return ValidationError(
+            f"{summary} ({detail})" if detail else summary, fields=field_map, **kw
+        )
     return ApiError(summary, **kw)

@@ -17,8 +17,8 @@ later window look emptier than the server will see it.
 The margin follows the path. The provider counts arrivals while the limiter paces sends, and
 the delay between the two varies from request to request. Each limiter measures the time from
 send to response headers of its own requests (:meth:`EndpointLimiter.observe`, called by the
-transport) and keeps a decaying estimate of its spread (:class:`PathSpread`: a high percentile
-minus the minimum of the recent samples). Every window it checks spans ``period * (1 + margin)
+transport) and keeps a decaying estimate of its spread (:class:`PathSpread`: the slowest minus
+the fastest of the recent samples). Every window it checks spans ``period * (1 + margin)
 + PATH_SPREAD_FACTOR * spread``; on a clean path the spread is next to nothing and the margin
 stays at its floor.
 
@@ -319,8 +319,10 @@ def penalized(
 #: only overstate how far arrivals bunch; one whole spread is what a path whose variation lies
 #: on the way in needs (see ``benchmarks/bench_path.py --spread-factor`` for the trade-off).
 PATH_SPREAD_FACTOR = 1.0
-#: The spread is this quantile of the recent samples minus their minimum ...
-PATH_QUANTILE = 0.95
+#: The spread is this quantile of the recent samples minus their minimum (1.0: the slowest;
+#: a lower one never sees a tail rarer than ``1 - PATH_QUANTILE``, such as a few answers
+#: held up by a TCP retransmission, and each of those bunches arrivals beyond the margin) ...
+PATH_QUANTILE = 1.0
 #: ... over at most this many samples ...
 PATH_SAMPLES = 64
 #: ... none older than this many seconds.
@@ -344,12 +346,13 @@ class PathSpread:
     """A decaying estimate of how much one endpoint's send -> response-headers time varies.
 
     The samples are the last :data:`PATH_SAMPLES` times seen within :data:`PATH_HORIZON`
-    seconds; the spread is their :data:`PATH_QUANTILE` quantile minus their minimum (scaled up
-    while there are few of them), so a rare slow answer does not count, and the estimate falls
-    back as old samples leave. :meth:`widen` adds an extra on top, :data:`PATH_WIDEN_FACTOR`
-    times the spread in force less that spread, which halves every
-    :data:`PATH_WIDEN_HALF_LIFE` seconds. Fixed memory; the quantile is recomputed (a sort of
-    at most :data:`PATH_SAMPLES` values) only when the samples changed.
+    seconds; the spread is their :data:`PATH_QUANTILE` quantile (the slowest) minus their
+    minimum (scaled up while there are few of them), so a rare slow answer widens the margin
+    for as long as it is among the samples, and the estimate falls back as old samples leave.
+    :meth:`widen` adds an extra on top, :data:`PATH_WIDEN_FACTOR` times the spread in force
+    less that spread, which halves every :data:`PATH_WIDEN_HALF_LIFE` seconds. Fixed memory;
+    the quantile is recomputed (a sort of at most :data:`PATH_SAMPLES` values) only when the
+    samples changed.
 
     >>> from esim_async.clock import ManualClock
     >>> spread = PathSpread(ManualClock())
@@ -903,14 +906,18 @@ class EndpointLimiter:
         come within its cool-down are the same bunching; any other within
         :data:`PATH_WIDEN_GUARD` seconds is not blamed on the path."""
         now = self._clock.now()
-        if now < self._absorb_until:
-            return True
-        if now < self._widen_guard or self._path.spread() < PATH_NOISE:
-            return False
         if limit is not None and limit < count:
             return False
         if retry_after is not None and retry_after > max(1.0, math.ceil(rate.period)):
             return False
+        if now < self._absorb_until:
+            return True
+        spread = self._path.spread()
+        if now < self._widen_guard or spread < PATH_NOISE:
+            return False
+        period = rate.period
+        if self._widening(period, PATH_WIDEN_FACTOR * spread) <= self._widening(period, spread):
+            return False  # the margin cannot grow (it is at its cap): the rate has to
         self._path.widen()
         wait = retry_after if retry_after is not None else rate.period * C.DEFAULT_COOLDOWN_PERIODS
         self._absorb_until = now + wait

@@ -163,6 +163,7 @@ class _Scope:
     __slots__ = (
         "_attrs",
         "_cache",
+        "_labels",
         "_otel",
         "_span",
         "_started",
@@ -196,6 +197,8 @@ class _Scope:
         if key is not None and "{iccid}" in route:
             attrs["esim.iccid"] = key
         self._attrs = attrs
+        #: The labels of the counters: the endpoint, when known.
+        self._labels = {"esim.endpoint": endpoint} if endpoint is not None else {}
         self._span: Span = otel.tracer.start_span(
             f"{method} {route}", kind=otel.span_kind, attributes=attrs
         )
@@ -211,28 +214,23 @@ class _Scope:
         self.attempts += 1
         self.status = status
         self.error_type = error_type
-        labels = self._labels()
         if self.attempts > 1:
-            otel.retries.add(1, labels)
+            otel.retries.add(1, self._labels)
         if status == 429:
-            otel.rate_limited.add(1, labels)
+            otel.rate_limited.add(1, self._labels)
 
     def budget_wait(self, seconds: float) -> None:
         if seconds > 0:
             self.waited += seconds
-            self._otel.budget_wait.add(seconds, self._labels())
+            self._otel.budget_wait.add(seconds, self._labels)
 
     def cache(self, kind: CacheKind) -> None:
         self._cache = kind
-        labels = {**self._labels(), "esim.cache": kind}
+        labels = {**self._labels, "esim.cache": kind}
         if kind == "miss":
             self._otel.cache_misses.add(1, labels)
         else:
             self._otel.cache_hits.add(1, labels)
-
-    def _labels(self) -> dict[str, Any]:
-        endpoint = self._attrs.get("esim.endpoint")
-        return {"esim.endpoint": endpoint} if endpoint is not None else {}
 
     def __enter__(self) -> _Scope:
         return self
@@ -277,7 +275,7 @@ class _Scope:
                 labels["http.response.status_code"] = self.status
             if "error.type" in attrs:
                 labels["error.type"] = attrs["error.type"]
-            otel.requests.add(1, self._labels())
+            otel.requests.add(1, self._labels)
             otel.duration.record(_SYSTEM_CLOCK.now() - self._started, labels)
 
 

@@ -1,13 +1,8 @@
 """The ``usage_many`` engine: sweep the usage of a whole fleet at the full allowed rate.
 
-A feeder streams the input (any iterable or async iterable; memory does not grow with what is
-still to come), answers invalid ICCIDs, cached values and duplicates itself at memory speed, and
-hands the rest to a bounded pool of workers that wait in the limiter's bulk lane (interactive calls
-go first). A duplicate shares the fetch of its first occurrence, whether it arrives while that
-fetch is in flight or after it finished, with or without ``refresh``. A throttled ICCID goes back
-in the queue behind the shared cool-down instead of spending its retries. Every ICCID given yields
-exactly one result, unless the progress hook raises: then the sweep stops and the hook's exception
-is raised to the consumer.
+A feeder streams the input, answers invalid ICCIDs, cached values and duplicates itself, and hands
+the rest to a bounded pool of workers waiting in the limiter's bulk lane. A throttled ICCID goes
+back in the queue behind the shared cool-down instead of spending its retries.
 """
 
 from __future__ import annotations
@@ -22,13 +17,13 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from .cache import CachedEndpoint, CacheEntry
-from .clock import Clock
+from .cache import CacheEntry
 from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
 from .limits import Priority
 from .models.usage import Usage
 
 if TYPE_CHECKING:
+    from .context import ClientContext
     from .limits import LimiterState
     from .resources.sims import SimsResource
 
@@ -53,6 +48,19 @@ RECORD_USAGE_FIELDS = (
 MAX_LISTED_LOW = 1000
 
 
+def usage_fields(usage: Usage | None) -> dict[str, object]:
+    """The :data:`RECORD_USAGE_FIELDS` of ``usage`` (all ``None`` without one), JSON-ready."""
+    record: dict[str, object] = {}
+    for name in RECORD_USAGE_FIELDS:
+        value = getattr(usage, name) if usage is not None else None
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif name == "status" and value is not None:
+            value = str(value)
+        record[name] = value
+    return record
+
+
 @dataclass(slots=True)
 class UsageResult:
     """The answer for one ICCID of a sweep: exactly one of ``usage`` and ``error`` is set."""
@@ -73,15 +81,8 @@ class UsageResult:
 
     def as_record(self) -> dict[str, object]:
         """A flat, JSON-ready dict (the CLI writes these as JSON Lines or CSV rows)."""
-        usage, error = self.usage, self.error
-        record: dict[str, object] = {"iccid": self.iccid}
-        for name in RECORD_USAGE_FIELDS:
-            value = getattr(usage, name) if usage is not None else None
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            elif name == "status" and value is not None:
-                value = str(value)
-            record[name] = value
+        error = self.error
+        record: dict[str, object] = {"iccid": self.iccid, **usage_fields(self.usage)}
         record["from_cache"] = self.from_cache
         record["fetched_at"] = self.fetched_at.isoformat() if self.fetched_at else None
         record["error"] = type(error).__name__ if error is not None else None
@@ -96,9 +97,8 @@ class SweepProgress:
     every result; it is also ``sweep.progress``, readable before the first one."""
 
     done: int = 0
-    #: Number of ICCIDs given: from the start when the input is sized (``len()`` works on
-    #: it: a list, a tuple, a set, a dict view...), else once the whole input has been read
-    #: (``None`` before). Once the input is read it is the number actually given.
+    #: ICCIDs given: known from the start for a sized input (``len()``), else once the whole
+    #: input has been read (``None`` before); then the number actually given.
     total: int | None = None
     cache_hits: int = 0
     errors: int = 0
@@ -106,13 +106,10 @@ class SweepProgress:
     elapsed: float = 0.0
     #: ICCIDs read from the input so far.
     read: int = 0
-    #: ICCIDs read that needed a request (each distinct ICCID once; cached, invalid and
-    #: duplicate ones need none) ...
+    #: ICCIDs read that needed a request (each distinct one once), and those still waiting.
     requested: int = 0
-    #: ... and those of them still waiting for their answer (for budget, or in flight).
     queued: int = 0
-    #: Reads the state of the usage limiter (the company budget) that :attr:`eta` follows,
-    #: when the sweep has one.
+    #: Reads the state of the usage limiter (the company budget) :attr:`eta` follows.
     budget: Callable[[], LimiterState | None] | None = field(
         default=None, kw_only=True, repr=False, compare=False
     )
@@ -124,15 +121,10 @@ class SweepProgress:
 
     @property
     def eta(self) -> float | None:
-        """Seconds until the sweep is done, from the company budget.
-
-        The requests still to make, divided by the usage limiter's effective rate (the
-        company limit as it stands now: lowered after a 429, recovering after). The requests
-        still to make are those queued plus, for the ICCIDs not read yet, the share of those
-        read so far that needed one (all of them before any is read). Without a company
-        limit, the ETA follows the pace of results so far. ``None`` while the total is unknown
-        (or, without a company limit, before the first result).
-        """
+        """Seconds until the sweep is done: the requests still to make (those queued, plus the
+        unread ICCIDs times the share of read ones that needed one) over the usage limiter's
+        effective rate; without a company limit, from the pace of results so far. ``None``
+        while the total (or, without a company limit, any pace) is unknown."""
         if self.total is None:
             return None
         state = self.budget() if self.budget is not None else None
@@ -196,27 +188,22 @@ def default_concurrency(per_second: float | None) -> int:
 
 
 class UsageSweep:
-    """An async iterator of :class:`UsageResult`; also an async context manager.
+    """An async iterator of :class:`UsageResult` (one per ICCID given); also an async context
+    manager. Leaving ``async with`` early cancels what is in flight; ``summary`` holds the
+    counts once the sweep is done.
 
-    Leaving ``async with`` early (or cancelling the consuming task) cancels what is in flight.
-    ``summary`` holds the counts once the sweep is done.
-
-    Duplicates: every occurrence of an ICCID is answered from one fetch, also with
-    ``refresh=True`` and also when the occurrence arrives after that fetch finished (an error is
-    repeated, not retried). To do so the sweep remembers the outcome of each ICCID it fetched, so
-    its memory grows with the requests it makes (which the rate limits bound), not with the input.
-
-    A ``progress`` hook that raises ends the sweep: the hook is not called again, what is in
-    flight is cancelled, and the consumer's next step (``__anext__``) raises the hook's own
-    exception, unchanged, instead of a further result (``StopIteration`` and
-    ``StopAsyncIteration``, which would end the iteration silently, come as a ``RuntimeError``
-    whose ``__cause__`` is the hook's exception). Results not yet taken when the hook
-    failed are not delivered.
+    Every occurrence of an ICCID is answered from one fetch, also with ``refresh=True`` and
+    after that fetch finished (an error is repeated, not retried): memory grows with the
+    requests made, not with the input. A ``progress`` hook that raises ends the sweep: the
+    consumer's next step raises the hook's exception (``StopIteration`` and
+    ``StopAsyncIteration`` as the ``__cause__`` of a ``RuntimeError``), and results not yet
+    taken are not delivered.
     """
 
     def __init__(
         self,
         sims: SimsResource,
+        ctx: ClientContext,
         iccids: Iterable[str] | AsyncIterable[str],
         *,
         refresh: bool,
@@ -225,23 +212,19 @@ class UsageSweep:
         max_age: float | None,
         progress: Callable[[SweepProgress], None] | None,
         low_data_fraction: float,
-        per_second: float | None,
-        clock: Clock,
-        cache: CachedEndpoint[Usage],
-        validate: Callable[[str], str],
-        budget: Callable[[], LimiterState | None] | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        budget = ctx.limiter("usage").state
         self._sims = sims
-        self._cache = cache
-        self._validate = validate
-        self._clock = clock
+        self._cache = ctx.usage_endpoint
+        self._validate = ctx.validate_iccid
+        self._clock = ctx.clock
         self._input = iccids
         self._refresh = refresh
         self._max_age = max_age
         self._ordered = ordered
-        self._concurrency = concurrency or default_concurrency(per_second)
+        self._concurrency = concurrency or default_concurrency(budget().effective_per_second)
         self._progress_hook = progress
         self._low_fraction = low_data_fraction
         # Results waiting for the consumer plus work in flight never exceed this window.
@@ -383,23 +366,23 @@ class UsageSweep:
                 # A worker or the feeder must not die of it: the consumer raises it instead.
                 self._hook_error = exc
 
-    def _emit_entry(
-        self, iccid: str, indexes: list[int], entry: CacheEntry[Usage], from_cache: bool
+    def _answer(
+        self,
+        iccid: str,
+        indexes: list[int],
+        outcome: CacheEntry[Usage] | EsimError,
+        from_cache: bool,
     ) -> None:
+        """Emit ``outcome`` (an entry, or the error of a failed fetch) for every index."""
         for n, index in enumerate(indexes):
             cached = from_cache or n > 0  # a duplicate is answered without its own request
-            if entry.value is None:
-                error: EsimError = NotFoundError.cached(iccid)
-                self._emit(iccid, index, None, error, cached, None)
+            if isinstance(outcome, EsimError):
+                self._emit(iccid, index, None, outcome, False, None)
+            elif outcome.value is None:
+                self._emit(iccid, index, None, NotFoundError.cached(iccid), cached, None)
             else:
-                self._emit(
-                    iccid,
-                    index,
-                    entry.value,
-                    None,
-                    cached,
-                    datetime.fromtimestamp(entry.fetched_at, UTC),
-                )
+                fetched_at = datetime.fromtimestamp(outcome.fetched_at, UTC)
+                self._emit(iccid, index, outcome.value, None, cached, fetched_at)
 
     async def _iterate(self) -> AsyncIterator[str]:
         source = self._input
@@ -434,14 +417,11 @@ class UsageSweep:
                 if not refresh:
                     entry = cache.get(iccid, max_age)  # counted as a (negative) hit
                     if entry is not None:
-                        self._emit_entry(iccid, [index], entry, True)
+                        self._answer(iccid, [index], entry, True)
                         continue
                 answered = self._answered.get(iccid)
                 if answered is not None:  # a duplicate of an ICCID this sweep already fetched
-                    if isinstance(answered, EsimError):
-                        self._emit(iccid, index, None, answered, False, None)
-                    else:
-                        self._emit_entry(iccid, [index], answered, True)
+                    self._answer(iccid, [index], answered, True)
                     continue
                 item = _Item(iccid, index)
                 self._pending[iccid] = item
@@ -475,35 +455,28 @@ class UsageSweep:
                     item.requeues += 1
                     self._work.put_nowait(item)
                     continue
-                self._finish_error(item, exc)
+                self._finish(item, exc)
             except NotFoundError:
-                self._unqueue(item)
-                entry = CacheEntry(None, self._clock.wall(), 0.0, True)
-                self._answered[item.iccid] = entry
-                self._emit_entry(item.iccid, item.indexes, entry, False)
+                self._finish(item, CacheEntry(None, self._clock.wall(), 0.0, True))
             except EsimError as exc:
-                self._finish_error(item, exc)
+                self._finish(item, exc)
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None and me.cancelling():
                     raise  # the sweep itself is being stopped
-                self._finish_error(item, EsimError("the request was cancelled"))
+                self._finish(item, EsimError("the request was cancelled"))
             except Exception as exc:  # never lose an ICCID, even to a bug
                 error = EsimError(f"unexpected {type(exc).__name__}: {exc}")
                 error.__cause__ = exc
-                self._finish_error(item, error)
+                self._finish(item, error)
             else:
-                self._unqueue(item)
-                self._answered[item.iccid] = entry
-                self._emit_entry(item.iccid, item.indexes, entry, from_cache)
+                self._finish(item, entry, from_cache)
 
-    def _unqueue(self, item: _Item) -> None:
+    def _finish(
+        self, item: _Item, outcome: CacheEntry[Usage] | EsimError, from_cache: bool = False
+    ) -> None:
         """``item`` has its answer: it no longer waits for a request."""
         del self._pending[item.iccid]
         self.progress.queued = len(self._pending)
-
-    def _finish_error(self, item: _Item, exc: EsimError) -> None:
-        self._unqueue(item)
-        self._answered[item.iccid] = exc
-        for index in item.indexes:
-            self._emit(item.iccid, index, None, exc, False, None)
+        self._answered[item.iccid] = outcome
+        self._answer(item.iccid, item.indexes, outcome, from_cache)

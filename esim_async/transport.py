@@ -267,26 +267,23 @@ def final_error(req: Request[Any], outcome: Outcome) -> EsimError:
 
 
 class _Attempt:
-    """One attempt in flight: its limits and its slots, stamped with the send time."""
+    """One attempt in flight: its request, its slots (stamped with the send time), and the
+    account limit a re-send also takes a permit of."""
 
-    __slots__ = ("account", "connected", "key", "limiter", "priority", "sends", "slots")
+    __slots__ = ("account", "connected", "req", "sends", "sent_at", "slots")
 
     def __init__(
-        self,
-        limiter: RateLimiter | None,
-        account: RateLimiter | None,
-        key: str | None,
-        priority: Priority,
-        slots: tuple[Slot | None, ...],
-    ):
-        self.limiter = limiter
+        self, req: Request[Any], account: RateLimiter | None, slots: tuple[Slot | None, ...]
+    ) -> None:
+        self.req = req
         self.account = account
-        self.key = key
-        self.priority = priority
         self.sends = 0
         self.slots = slots
         #: Our connector handed this attempt its connection (the request is being written).
         self.connected = False
+        #: When the request went out (its connection ready, or its headers written), if known:
+        #: the send of the limiter's send -> response-headers sample.
+        self.sent_at: float | None = None
 
     def mark(self, t: float) -> None:
         for slot in self.slots:
@@ -324,8 +321,26 @@ class _StampingConnector(aiohttp.TCPConnector):
         attempt = _ATTEMPT.get()
         if attempt is not None:
             attempt.connected = True
-            attempt.mark(self._stamp_clock.now())
+            now = self._stamp_clock.now()
+            attempt.sent_at = now
+            attempt.mark(now)
         return conn
+
+
+def _headers_sent_trace(clock: Clock) -> aiohttp.TraceConfig:
+    """A trace that records, on the attempt in flight, when its request headers were written
+    (the send time, on a connector that does not stamp it)."""
+
+    async def on_headers_sent(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+    ) -> None:
+        attempt = _ATTEMPT.get()
+        if attempt is not None and attempt.sent_at is None:
+            attempt.sent_at = clock.now()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_headers_sent)
+    return trace
 
 
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
@@ -371,10 +386,6 @@ class Transport:
         connector: aiohttp.BaseConnector | None = None,
         proxy: str | None = None,
         ssl: ssl_module.SSLContext | None = None,
-        user_agent: str = C.USER_AGENT,
-        backoff_base: float = C.BACKOFF_BASE,
-        backoff_cap: float = C.BACKOFF_CAP,
-        rng: random.Random | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -394,8 +405,8 @@ class Transport:
         self._connector = connector
         self._proxy = proxy
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
-        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
-        self._backoff = Backoff(backoff_base, backoff_cap, rng)
+        self._headers = {"User-Agent": C.USER_AGENT, "Accept": "application/json"}
+        self._backoff = Backoff(C.BACKOFF_BASE, C.BACKOFF_CAP)
         #: The headers last built, and the token they carry.
         self._built_headers: tuple[object, Mapping[str, str]] = (_UNBUILT, {})
         self._middlewares: tuple[Any, ...] = ()
@@ -435,8 +446,11 @@ class Transport:
             connector = self._connector or _StampingConnector(
                 clock=self._clock, limit=self._connection_limit, ssl=self._ssl
             )
+            # A caller's connector does not stamp the send: a trace records the headers' write.
+            traces = None if self._connector is None else [_headers_sent_trace(self._clock)]
             session = aiohttp.ClientSession(
                 connector=connector,
+                trace_configs=traces,
                 connector_owner=self._connector is None,
                 timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._connect_timeout),
                 headers=self._headers,
@@ -632,7 +646,11 @@ class Transport:
             account = (
                 req.account_limiter if req.account_limiter is not None else self.account_limiter
             )
-            attempt = _Attempt(req.limiter, account, req.key, req.priority, slots)
+            attempt = _Attempt(req, account, slots)
+            if not self._owns_session:
+                # A caller's session: the send is taken as now, before the request is handed
+                # over (early by any connection set-up: the spread is overstated, never under).
+                attempt.sent_at = self._clock.now()
             marker = _ATTEMPT.set(attempt)
         answered = not_sent = False
         try:
@@ -649,10 +667,11 @@ class Transport:
                 **extra,
             ) as resp:
                 answered = True
-                # Send (stamped at connection time) to headers: the limiter's path sample.
-                slot = slots[0] if slots and attempt is not None and attempt.connected else None
-                if slot is not None and req.limiter is not None:
-                    req.limiter.observe(slot.time, self._clock.now())
+                # Send to headers: the limiter's path sample (only with a real send time).
+                if attempt is not None and req.limiter is not None:
+                    sent_at = attempt.sent_at
+                    if sent_at is not None:
+                        req.limiter.observe(sent_at, self._clock.now())
                 raw = await self._read(resp)
                 return resp.status, raw, resp.headers
         except _NOT_SENT as exc:
@@ -720,9 +739,10 @@ class Transport:
                 # aiohttp re-sends on its own when a pooled connection dropped: the server may
                 # count both, so the re-send takes permits like any attempt.
                 self.stats.resends += 1
-                for limiter, key in ((attempt.limiter, attempt.key), (attempt.account, None)):
+                req = attempt.req
+                for limiter, key in ((req.limiter, req.key), (attempt.account, None)):
                     if limiter is not None:
-                        slot = await limiter.acquire(key, attempt.priority)
+                        slot = await limiter.acquire(key, req.priority)
                         if slot is not None:
                             slot.mark(self._clock.now())  # it goes out right now
             attempt.sends += 1

@@ -1,9 +1,9 @@
 """A client pacing its sends keeps a server's arrival limit across a jittered path.
 
-The margin follows the path: the spread estimator on a manual clock (percentile, decay, floor),
-the limiter's windows and its reaction to a 429 (a 429 at the limit of a jittery path widens the
-margin instead of halving the rate; any other keeps the AIMD rules), and sweeps against the
-emulator's delay injection (counts, never durations).
+The margin follows the path: the spread estimator on a manual clock (slowest minus fastest,
+decay, floor), the limiter's windows and its reaction to a 429 (a 429 at the limit of a jittery
+path widens the margin instead of halving the rate; any other keeps the AIMD rules), and sweeps
+against the emulator's delay injection (counts, never durations).
 """
 
 from __future__ import annotations
@@ -85,14 +85,15 @@ def test_a_constant_delay_has_no_spread() -> None:
     assert len(spread) == 40
 
 
-def test_the_spread_is_a_high_percentile_minus_the_minimum() -> None:
+def test_the_spread_is_the_slowest_minus_the_fastest_recent_answer() -> None:
     clock = ManualClock()
     spread = PathSpread(clock)
     feed(spread, clock, [0.05 + 0.15 * i / 63 for i in range(64)])  # 50 to 200 ms
-    # the 61st of 64 (the 95th percentile) minus the first
-    assert spread.spread() == pytest.approx(0.15 * 60 / 63)
+    assert spread.spread() == pytest.approx(0.15)
     rare = PathSpread(clock)
-    feed(rare, clock, [0.05] * 61 + [2.0] * 3)  # three slow answers in 64 do not count
+    feed(rare, clock, [0.05] * 40 + [0.25] + [0.05] * 23)  # one late answer in 64 counts ...
+    assert rare.spread() == pytest.approx(0.2)
+    feed(rare, clock, [0.05] * 41)  # ... until newer answers have pushed it out
     assert rare.spread() == 0.0
 
 
@@ -104,7 +105,7 @@ def test_few_samples_are_scaled_up_to_the_width_they_suggest() -> None:
     feed(spread, clock, [0.15])
     assert spread.spread() == pytest.approx(0.1 * 3)  # two samples span a third on average
     feed(spread, clock, [0.1] * 18)
-    assert spread.spread() == pytest.approx(0.05)  # 20: not scaled, the slowest left out
+    assert spread.spread() == pytest.approx(0.1)  # 20: not scaled
 
 
 def test_the_spread_decays_as_samples_leave() -> None:
@@ -114,7 +115,7 @@ def test_the_spread_decays_as_samples_leave() -> None:
     assert spread.spread() == pytest.approx(0.15)
     clock.advance(L.PATH_HORIZON / 2)
     feed(spread, clock, [0.05] * (L.PATH_SAMPLES - 10))  # newer samples push most out
-    assert spread.spread() == pytest.approx(0.15)  # 10 jittery ones left: over 5 %
+    assert spread.spread() == pytest.approx(0.15)  # 10 jittery ones left
     clock.advance(L.PATH_HORIZON / 2 + 1)  # the jittery ones are too old now
     assert spread.spread() == 0.0
     assert len(spread) == L.PATH_SAMPLES - 10

@@ -13,6 +13,11 @@ from ..limits import EndpointLimiter, LimitState, Rate, Reply, Window
 __all__ = ["MemoryBackend", "MemoryStore"]
 
 
+#: Sends are kept this many spans back: a window the path widens later (by at most half a
+#: period, see ``limits.PATH_MAX_MARGIN``) still counts those a narrower one had let go.
+_KEEP = 2.0
+
+
 def _edge(times: list[float], start: int, pending: int, w: Window, now: float) -> float:
     """The first time at or after ``now`` one more send fits ``w``, given the sorted send
     times ``times[start:]`` and ``pending`` reservations not sent yet (each of which may go
@@ -64,7 +69,7 @@ class MemoryStore:
         key_bound = False
         if shared is not None:
             sent = self._sent
-            lo = bisect_right(sent, now - shared.span)
+            lo = bisect_right(sent, now - _KEEP * shared.span)
             if lo:
                 del sent[:lo]
             e = _edge(sent, 0, self._pending, shared, now)
@@ -77,7 +82,7 @@ class MemoryStore:
             self._key_span = per_key.span
             entry = self._keys.get(key)
             if entry is not None:
-                lo = bisect_right(entry, now - per_key.span, 1)
+                lo = bisect_right(entry, now - _KEEP * per_key.span, 1)
                 if lo > 1:
                     del entry[1:lo]
                 e = _edge(entry, 1, int(entry[0]), per_key, now)

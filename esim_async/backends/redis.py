@@ -1,60 +1,35 @@
 """One budget, one cache, one token across processes and hosts: the Redis backend.
 
-A company's 5 requests per second are shared by every worker that uses its credentials. With
-``AiraloClient(..., backend=RedisBackend.from_url("redis://localhost:6379/0"))`` every process
-takes its permits from the same sliding-window logs in Redis, reads and writes one usage cache,
-merges concurrent fetches of one ICCID across processes, and shares one token.
+With ``AiraloClient(..., backend=RedisBackend.from_url("redis://localhost:6379/0"))`` every
+process sharing the credentials takes its permits from the same windows, reads and writes one
+usage cache, merges concurrent fetches of one ICCID and shares one token. Every piece of shared
+state is kept by the Lua scripts in ``backends/lua/`` on the Redis server's clock.
 
-- **Limits**: a limiter's windows and state live in Redis, kept by three Lua scripts on the
-  Redis server's clock (:mod:`esim_async.backends.redis_store`); its queue is in the process
-  (the same :class:`~esim_async.limits.EndpointLimiter` as in memory, so interactive calls go
-  ahead of a sweep's). At most ``count`` requests in any window of ``period`` across all
-  processes, counted when they go out: a reservation counts in every window until the process
-  confirms it at the send moment (without waiting; Redis stamps it as the confirmation
-  arrives) or gives it back, and one whose process died counts as sent a minute after it was
-  made. 429 cool-downs, the reduced rate and learned ceilings live in Redis too, so every
-  process slows down together.
-- **Cache**: answers are stored msgpack-encoded, behind the in-process cache. Their age is
-  judged on the Redis server's clock (the fetch time is kept as Redis time when written and
-  compared with Redis time when read, in the same script), so a process whose clock is wrong
-  cannot make an old answer look new to the others.
-- **Single flight**: a lock per ICCID, taken in the same round trip that reads the cached
-  answer (a hit answers after one round trip; the lock is let go after the answer). Every
-  attempt to take it has its own token, so an attempt that timed out but ran anyway is
-  recognised as this caller's own. The lock is renewed while held (waiting for budget cannot
-  let a second process fetch the same ICCID); a holder that finds it taken over (after a
-  restart, or a pause longer than its TTL) abandons its fetch and reads the other holder's
-  answer instead, and one that finds it gone with no newer answer takes it again.
-- **Token**: stored with its expiry; one process asks for a token, the others use it.
-- **Keys**: ``prefix:{name}:part``. The client's names hold the provider, the account and the
-  ``base_url``, so a sandbox and production never share a token, a budget or a cache. The
-  ``{...}`` part is a Redis Cluster hash tag: the keys one script touches (a limiter's logs and
-  state; one ICCID's lock and cached answer) live in one slot. Every key has a TTL.
+- **Limits**: a limiter's windows and state live in Redis
+  (:class:`~esim_async.backends.redis_store.RedisWindowStore`); its queue is the in-process
+  :class:`~esim_async.limits.EndpointLimiter`, as with the memory backend.
+- **Cache**: msgpack-encoded answers behind the in-process cache, their fetch time kept as
+  Redis time, so a process whose clock is wrong cannot make an old answer look new.
+- **Single flight**: a lock per ICCID, taken in the round trip that reads the cached answer,
+  with a fresh token per attempt (an attempt that timed out but ran anyway is recognised as the
+  caller's own) and renewed while held. A holder that finds its lock taken over abandons its
+  fetch and uses the other holder's answer; one that finds it gone with no newer answer takes
+  it again.
+- **Token**: stored with its expiry; one process asks for it, the others use it.
+- **Keys**: ``prefix:{name}:part``; ``{name}`` (provider, account and ``base_url``) is the
+  Redis Cluster hash tag, so the keys one script touches share a slot. Every key has a TTL.
 
-**Failures.** Every operation waits at most ``wait`` seconds for an unreachable Redis. The
-first one that runs out marks Redis as down: from then on every operation fails (or falls
-back) at once, without spending ``wait`` again, while a background probe pings Redis every
-``probe_interval`` seconds and lifts the mark when it answers.
-
-- Fail closed (default): a limiter's queued callers all get :class:`BackendUnavailableError`
-  together, within ``wait`` of the failure; later callers get it at once. Lock and token calls
-  raise it too; the shared cache answers "missing" and skips writes (it is an optimisation).
-- ``fail_open=N``: each limiter falls back to local limits at ``budget / N`` (N = the number
-  of processes sharing the budget) for as long as Redis is down, checked once per period of
-  the shared limit. Single flight merges only within the process, and each process asks for
-  its own token. Back on Redis, the limiter first waits until one period of the shared limit
-  has passed since its last local admission, so local and shared admissions cannot add up
-  within a window. Budget/N is a promise only
-  when every process loses Redis together: under a *partial* partition, each process cut off
-  from Redis sends up to ``budget / N`` on top of the full budget that the processes still on
-  Redis share (one process cut off: at most ``budget * (1 + 1/N)``) for as long as the
-  partition lasts; the provider may answer the excess with 429s.
-- Lost state: a limiter that finds its state gone from Redis although it saw it within 90 %
-  of its lifetime (24 h, renewed by every admission) knows Redis lost it (a restart without
-  persistence, a failover, a flush): every process's next admission waits one period of the
-  shared limit (quarantine), so requests sent before the loss cannot be overrun. A state that
-  expired while the limiter was idle is not a loss. Per-key windows (10 per minute per ICCID)
-  are not rebuilt after a loss.
+**Failures.** An operation waits at most ``wait`` seconds for an unreachable Redis; the first
+that runs out marks Redis down, and from then on operations fail (or fall back) at once while a
+background probe pings Redis every ``probe_interval`` seconds. Fail closed (default): a
+limiter's queued callers all get :class:`BackendUnavailableError` together; lock and token calls
+raise it; the shared cache answers "missing" and skips writes. ``fail_open=N``: each limiter
+falls back to local limits at ``budget / N`` and, once back on Redis, waits one period of the
+shared limit first. Budget/N holds only when every process loses Redis together: under a partial
+partition each process cut off sends up to ``budget / N`` on top of the full budget the others
+share. After Redis loses a limiter's state (restart without persistence, failover, flush), every
+process waits one period of the shared limit before its next admission (quarantine); a state
+that expired while idle is not a loss. Per-ICCID windows are not rebuilt after a loss.
 """
 
 from __future__ import annotations
@@ -62,11 +37,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -74,7 +50,7 @@ import msgspec
 from ..cache import CacheEntry, FlightOptions, SingleFlight, TTLStore
 from ..clock import Clock, MonotonicClock
 from ..limits import BackendUnavailableError, EndpointLimiter, Rate
-from .redis_store import RedisWindowStore
+from .redis_store import RedisWindowStore, register_script
 
 try:
     import redis.asyncio as aioredis
@@ -92,82 +68,7 @@ _CLOCK = MonotonicClock()
 #: Lock attempts of unknown fate remembered for cleanup once Redis answers again.
 _MAX_GHOSTS = 256
 
-
-#: The single-flight lock of one item, taken with a fresh token per attempt, read together
-#: with the item's cached answer. KEYS[1] the lock, KEYS[2] the cached answer (one hash tag);
-#: ARGV[1] ms to live, ARGV[2] this attempt's token, ARGV[3..] tokens of this caller's earlier
-#: attempts whose fate is unknown (they timed out, and may have run after all: such a lock is
-#: this caller's). Returns {token held or '', Redis time, encoded answer or '', its age}.
-_LOCK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local held = redis.call('GET', KEYS[1])
-local mine = ''
-if not held then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
-  mine = ARGV[2]
-else
-  for i = 3, #ARGV do
-    if held == ARGV[i] then
-      redis.call('PEXPIRE', KEYS[1], ARGV[1])
-      mine = held
-      break
-    end
-  end
-end
-if mine == '' then return {'', tostring(now), '', ''} end
-local e = redis.call('HMGET', KEYS[2], 'v', 'f')
-if not e[1] or not e[2] then return {mine, tostring(now), '', ''} end
-return {mine, tostring(now), e[1], tostring(math.max(0, now - tonumber(e[2])))}
-"""
-
-#: Keep a held lock. KEYS[1] the lock, KEYS[2] the answer it guards; ARGV[1] the token,
-#: ARGV[2] ms to live, ARGV[3] Redis time at which it was taken. 1: still held, renewed;
-#: 2: it was gone and no answer came meanwhile, taken again; 0: lost (another holder, or an
-#: answer written since it was taken).
-_RENEW = """
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if held then return 0 end
-local w = redis.call('HGET', KEYS[2], 'w')
-if w and tonumber(w) >= tonumber(ARGV[3]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 2
-"""
-
-#: Delete KEYS[1] if it holds any of ARGV (a caller's tokens).
-_RELEASE = """
-local held = redis.call('GET', KEYS[1])
-if not held then return 0 end
-for i = 1, #ARGV do
-  if held == ARGV[i] then return redis.call('DEL', KEYS[1]) end
-end
-return 0
-"""
-
-#: Store a cached answer. KEYS[1]; ARGV[1] the encoded entry, ARGV[2] its age when written
-#: (seconds, measured on the writer's clock from its own fetch time), ARGV[3] ms to live.
-#: Keeps the fetch time ('f') and the write time ('w') on Redis' clock.
-_CACHE_PUT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local fetched = now - tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'f', tostring(fetched), 'w', tostring(now))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
-#: Read a cached answer: {encoded entry, its age on Redis' clock}, or nil.
-_CACHE_GET = """
-local e = redis.call('HMGET', KEYS[1], 'v', 'f')
-if not e[1] or not e[2] then return false end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-return {e[1], tostring(math.max(0, now - tonumber(e[2])))}
-"""
+_SCRIPTS = ("lock_take", "lock_renew", "lock_release", "cache_put", "cache_get")
 
 
 def _escape(part: str) -> str:
@@ -190,13 +91,8 @@ def _quiet(task: asyncio.Task[Any]) -> None:
 
 
 class RedisBackend:
-    """Limiter state, usage cache, single flight and token shared through Redis.
-
-    See the module docs for what is shared and what happens when Redis fails. In short: an
-    unreachable Redis costs at most ``wait`` once; after that, operations fail (or fall back)
-    at once until a background probe finds Redis again. With ``fail_open=N`` a process cut off
-    from Redis while the others still reach it adds up to ``budget / N`` to the shared budget
-    for as long as the partition lasts.
+    """Limiter state, usage cache, single flight and token shared through Redis (see the
+    module docs for what is shared and what happens when Redis fails).
 
     Args:
         client: a ``redis.asyncio.Redis`` (use :meth:`from_url`).
@@ -231,11 +127,7 @@ class RedisBackend:
         self.lock_ttl = lock_ttl
         self.probe_interval = probe_interval
         self._owns_client = owns_client
-        self._lock = client.register_script(_LOCK)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._cache_put = client.register_script(_CACHE_PUT)
-        self._cache_get = client.register_script(_CACHE_GET)
+        self._scripts = {name: register_script(client, name) for name in _SCRIPTS}
         self._background: set[asyncio.Task[Any]] = set()
         #: Redis is known to be down: operations fail at once until the probe finds it again.
         self._down = False
@@ -301,6 +193,23 @@ class RedisBackend:
                 self._recovered()  # a new connection: Redis may have restarted meanwhile
             return result
 
+    def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Awaitable[Any]:
+        """One run of the shipped script ``script`` (no retry: see :meth:`_run`)."""
+        return self._scripts[script](keys=list(keys), args=list(args))  # type: ignore[no-any-return]
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """Run the shipped script ``script`` through :meth:`call`."""
+        return await self.call(functools.partial(self._eval, script, keys, args))
+
+    @contextlib.contextmanager
+    def _tolerated(self) -> Iterator[None]:
+        """Swallow :class:`BackendUnavailableError` when failing open (re-raise otherwise)."""
+        try:
+            yield
+        except BackendUnavailableError:
+            if self.fail_open is None:
+                raise
+
     def _trip(self, exc: BaseException) -> None:
         """Redis did not answer within ``wait``: fail at once from now on, and probe."""
         if self._down:
@@ -327,17 +236,19 @@ class RedisBackend:
             self._recovered()
 
     def _recovered(self) -> None:
-        """Redis answers after a failure: its state may be gone. Held locks are checked now,
-        and lock attempts that gave up are cleaned up."""
+        """Redis answers after a failure and may have lost its state: held locks check
+        themselves now, and lock attempts that gave up are cleaned up."""
         self._state_lost()
         while self._ghosts:
-            name, tokens = self._ghosts.popleft()
-            self.spawn(self.call(functools.partial(self._release, keys=[name], args=tokens)))
+            self._release_later(*self._ghosts.popleft())
 
     def _state_lost(self) -> None:
-        """Redis may have lost its state: every held lock checks itself now."""
         for hold in self._holds:
             hold.check.set()
+
+    def _release_later(self, name: str, tokens: Sequence[str]) -> None:
+        """Delete lock (or token) ``name`` in the background if it holds one of ``tokens``."""
+        self.spawn(self._run("lock_release", [name], tokens))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background (best effort: failures are logged, never raised)."""
@@ -423,16 +334,14 @@ class RedisBackend:
                 await self.redis.aclose(close_connection_pool=True)
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Prefetched:
     """A cached answer read together with a lock, handed to the first read inside it."""
 
-    __slots__ = ("age", "key", "raw", "used")
-
-    def __init__(self, key: str, raw: bytes | None, age: float) -> None:
-        self.key = key
-        self.raw = raw
-        self.age = age
-        self.used = False
+    key: str
+    raw: bytes | None
+    age: float
+    used: bool = False
 
     def take(self, key: str) -> tuple[bytes | None, float] | None:
         if self.used or key != self.key:
@@ -450,10 +359,10 @@ _PREFETCHED: contextvars.ContextVar[_Prefetched | None] = contextvars.ContextVar
 class RedisCache:
     """The second-level cache: msgpack-encoded entries that expire with their TTL.
 
-    Ages are judged on the Redis server's clock: the writer gives an entry's age (on its own
-    clock, from its own fetch time), Redis keeps the fetch time on its clock, and a reader gets
-    the age on Redis' clock. Entries come back with ``fetched_at`` on this process's wall
-    clock (``clock.wall()``), so that ``clock.wall() - fetched_at`` is that age.
+    The writer gives an entry's age (on its own clock), Redis keeps the fetch time on its
+    clock, and a reader gets the age on Redis' clock. Entries come back with ``fetched_at`` on
+    this process's wall clock (``clock.wall()``), so that ``clock.wall() - fetched_at`` is that
+    age.
     """
 
     def __init__(
@@ -481,16 +390,14 @@ class RedisCache:
         return self._long_ttl if entry.long_lived else self._ttl
 
     async def get(self, key: Hashable) -> CacheEntry[Any] | None:
-        """The shared entry, its ``fetched_at`` on this process's wall clock (its age judged
-        on Redis' clock); ``None`` when missing, older than its TTL, or when Redis cannot be
-        read (the cache is an optimisation)."""
+        """The shared entry; ``None`` when missing, older than its TTL, or when Redis cannot
+        be read (the cache is an optimisation)."""
         name = self._key(key)
         prefetched = _PREFETCHED.get()
         found = prefetched.take(name) if prefetched is not None else None
         if found is None:
-            backend = self._backend
             try:
-                reply = await backend.call(lambda: backend._cache_get(keys=[name]))
+                reply = await self._backend._run("cache_get", [name])
             except BackendUnavailableError:
                 return None
             found = (reply[0], float(_text(reply[1]))) if reply else (None, 0.0)
@@ -506,18 +413,14 @@ class RedisCache:
         return CacheEntry(entry.value, self._wall() - age, entry.stored, entry.long_lived)
 
     async def set(self, key: Hashable, entry: CacheEntry[Any]) -> None:
-        """Share ``entry`` for the rest of its TTL, counted from its ``fetched_at`` (this
-        process's wall clock, as it produced it)."""
+        """Share ``entry`` for the rest of its TTL, counted from its ``fetched_at``."""
         age = max(0.0, self._wall() - entry.fetched_at)
         left = self._lifetime(entry) - age
         if left <= 0:
             return
-        blob = self._encoder.encode(entry)
-        px = max(1, int(left * 1000))
-        name = self._key(key)
-        backend = self._backend
+        args = [self._encoder.encode(entry), repr(age), max(1, int(left * 1000))]
         with contextlib.suppress(BackendUnavailableError):
-            await backend.call(lambda: backend._cache_put(keys=[name], args=[blob, repr(age), px]))
+            await self._backend._run("cache_put", [self._key(key)], args)
 
     async def invalidate(self, key: Hashable) -> None:
         name = self._key(key)
@@ -525,32 +428,27 @@ class RedisCache:
             await self._backend.call(lambda: self._backend.redis.delete(name))
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Hold:
     """A single-flight lock this process holds."""
 
-    __slots__ = ("check", "entry", "lost", "name", "prefetched", "taken_at", "token")
-
-    def __init__(
-        self, name: str, entry: str, token: str, taken_at: str, prefetched: _Prefetched
-    ) -> None:
-        self.name = name
-        self.entry = entry
-        self.token = token
-        self.taken_at = taken_at
-        self.prefetched = prefetched
-        #: Set when another process holds the lock, or answered while it was gone.
-        self.lost = asyncio.Event()
-        #: Set to make the keeper check the lock now instead of at its next renewal.
-        self.check = asyncio.Event()
+    name: str
+    entry: str
+    token: str
+    taken_at: str
+    prefetched: _Prefetched
+    #: Set when another process holds the lock, or answered while it was gone.
+    lost: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    #: Set to make the keeper check the lock now instead of at its next renewal.
+    check: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class RedisFlight:
     """Single flight within the process (no extra request) and across processes (a lock per
     key, renewed while held). A caller that waited for another process's lock runs ``fn``
-    afterwards; ``fn`` finds the answer that process stored in the shared cache. A holder whose
-    lock is taken over while ``fn`` runs (Redis restarted, or paused past the lock's TTL)
-    cancels ``fn``, waits for the new holder and runs ``fn`` again, so one eSIM is fetched
-    once."""
+    afterwards and finds that process's answer in the shared cache. A holder whose lock is
+    taken over while ``fn`` runs cancels ``fn``, waits for the new holder and runs ``fn``
+    again, so one eSIM is fetched once."""
 
     def __init__(self, backend: RedisBackend, name: str) -> None:
         self._backend = backend
@@ -616,7 +514,7 @@ class RedisFlight:
         unsure: list[str] = []
         hold: _Hold | None = None
         delay = 0.01
-        while True:
+        while hold is None:
             try:
                 reply = await backend.call(
                     functools.partial(self._attempt, name, entry, ttl_ms, unsure)
@@ -631,9 +529,9 @@ class RedisFlight:
             if token:
                 prefetched = _Prefetched(entry, raw or None, float(_text(age) or 0.0))
                 hold = _Hold(name, entry, _text(token), _text(taken_at), prefetched)
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
         if hold is None:
             yield None
             return
@@ -647,17 +545,14 @@ class RedisFlight:
             keeper.cancel()
             keeper.add_done_callback(_quiet)
             if not hold.lost.is_set():
-                tokens = (hold.token, *unsure)
-                backend.spawn(
-                    backend.call(functools.partial(backend._release, keys=[name], args=tokens))
-                )
+                backend._release_later(name, (hold.token, *unsure))
 
     async def _attempt(self, name: str, entry: str, ttl_ms: int, unsure: list[str]) -> Any:
         """One try at the lock, with a token of its own."""
         token = secrets.token_hex(8)
         earlier = list(unsure)
         unsure.append(token)
-        reply = await self._backend._lock(keys=[name, entry], args=[ttl_ms, token, *earlier])
+        reply = await self._backend._eval("lock_take", [name, entry], [ttl_ms, token, *earlier])
         unsure.remove(token)  # it ran: its outcome is in the reply
         return reply
 
@@ -671,17 +566,17 @@ class RedisFlight:
                     await hold.check.wait()
             hold.check.clear()
             try:
-                status = await backend.call(
-                    lambda: backend._renew(
-                        keys=[hold.name, hold.entry], args=[hold.token, ttl_ms, hold.taken_at]
+                status = int(
+                    await backend._run(
+                        "lock_renew", [hold.name, hold.entry], [hold.token, ttl_ms, hold.taken_at]
                     )
                 )
             except BackendUnavailableError:
                 continue  # kept trying: Redis will say whether the lock is still this one's
-            if int(status) == 0:
+            if status == 0:
                 hold.lost.set()
                 return
-            if int(status) == 2:
+            if status == 2:
                 logger.warning(
                     "redis backend: the lock on %s was lost with Redis' state; taken again",
                     hold.name,
@@ -702,40 +597,28 @@ class RedisTokenStore:
     async def get(self) -> tuple[str, float] | None:
         """(token, seconds it stays valid) or ``None`` (also when Redis is unreachable and the
         backend fails open: the process then asks for its own token)."""
-        backend = self._backend
-        try:
-            raw, ttl_ms = await backend.call(lambda: self._get_with_ttl())
-        except BackendUnavailableError:
-            if backend.fail_open is None:
-                raise
-            return None
+        raw = ttl_ms = None
+        with self._backend._tolerated():
+            raw, ttl_ms = await self._backend.call(self._get_with_ttl)
         if raw is None or ttl_ms is None or ttl_ms <= 0:
             return None
         return _text(raw), ttl_ms / 1000
 
-    async def _get_with_ttl(self) -> tuple[Any, Any]:
+    async def _get_with_ttl(self) -> list[Any]:
         async with self._backend.redis.pipeline(transaction=False) as pipe:
             pipe.get(self._key)
             pipe.pttl(self._key)
-            raw, ttl = await pipe.execute()
-        return raw, ttl
+            return await pipe.execute()
 
     async def set(self, token: str, valid_for: float) -> None:
         if valid_for <= 0:
             return
-        try:
-            await self._backend.call(
-                lambda: self._backend.redis.set(self._key, token, px=int(valid_for * 1000))
-            )
-        except BackendUnavailableError:
-            if self._backend.fail_open is None:
-                raise
+        redis = self._backend.redis
+        with self._backend._tolerated():
+            await self._backend.call(lambda: redis.set(self._key, token, px=int(valid_for * 1000)))
 
     def discard_later(self, token: str) -> None:
-        backend = self._backend
-        backend.spawn(
-            backend.call(functools.partial(backend._release, keys=[self._key], args=[token]))
-        )
+        self._backend._release_later(self._key, [token])
 
     def lock(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._flight.lock("refresh")

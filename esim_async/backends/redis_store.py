@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import secrets
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from ..clock import Clock
 from ..limits import BackendUnavailableError, LimitState, Reply, Window
 
-__all__ = ["PENDING_TTL", "RedisWindowStore"]
+__all__ = ["PENDING_TTL", "RedisWindowStore", "register_script"]
 
 T = TypeVar("T")
 
@@ -34,8 +35,24 @@ logger = logging.getLogger("esim_async")
 PENDING_TTL = 60.0
 #: Seconds the state of an idle limiter is kept.
 STATE_TTL = 86400.0
+#: Sends are kept this many spans back (as in ``window_reserve.lua``): a window the path widens
+#: later still counts those a narrower one had let go.
+_KEEP = 2
 
 _LUA = resources.files(__package__) / "lua"
+
+
+@functools.cache
+def _lua(name: str) -> str:
+    return _LUA.joinpath(f"{name}.lua").read_text()
+
+
+def register_script(redis: Any, name: str) -> Any:
+    """The shipped script ``lua/<name>.lua`` registered on ``redis`` (call it with
+    ``keys=`` and ``args=``; it is loaded by hash, and sent again if the server lost it)."""
+    return redis.register_script(_lua(name))
+
+
 _INTS = frozenset({"version", "ceiling"})
 _FIELDS = tuple(f.name for f in dataclasses.fields(LimitState))
 
@@ -78,9 +95,9 @@ class RedisWindowStore:
         pending_ttl: float = PENDING_TTL,
         state_ttl: float = STATE_TTL,
     ) -> None:
-        self._reserve = redis.register_script(_LUA.joinpath("window_reserve.lua").read_text())
-        self._settle = redis.register_script(_LUA.joinpath("window_settle.lua").read_text())
-        self._state = redis.register_script(_LUA.joinpath("window_state.lua").read_text())
+        self._reserve = register_script(redis, "window_reserve")
+        self._settle = register_script(redis, "window_settle")
+        self._state = register_script(redis, "window_state")
         self._key = key
         self._call = call
         #: Confirmations and releases on their way (a reservation waits for them).
@@ -142,7 +159,7 @@ class RedisWindowStore:
         if per_key is not None:
             settle += keys[3:5]
         spans = [w.span for w in (shared, per_key) if w is not None]
-        return Reply(now, token=(member, settle, int(max(spans) * 1000) + 1000))
+        return Reply(now, token=(member, settle, int(_KEEP * max(spans) * 1000) + 1000))
 
     def confirm(self, token: Any, key: str | None, t: float) -> None:
         self._settle_later(token, 1)

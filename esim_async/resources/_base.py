@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from ..errors import InvalidRequestError
 from ..limits import Priority
-from ..models._base import Envelope
+from ..models._base import Envelope, Meta
 from ..models.pagination import Page
 from ..transport import Request
 from ..validation import validate_page_size
@@ -39,12 +40,9 @@ def _items(data: list[T] | dict[str, T]) -> list[T]:
 
 
 class Resource:
-    """A namespace of endpoints (``client.sims``, ``client.packages``...).
-
-    Each method declares its request (endpoint, path parameters, query, body, response type,
-    limit key, idempotency) and runs it through the client's one pipeline, which it sees
-    through a :class:`~esim_async.context.ClientContext`.
-    """
+    """A namespace of endpoints (``client.sims``...): each method declares its request and runs
+    it through the client's one pipeline, seen through a
+    :class:`~esim_async.context.ClientContext`."""
 
     __slots__ = ("_ctx",)
 
@@ -127,8 +125,6 @@ class Resource:
         )
         meta = envelope.meta
         last = meta.last_page if meta is not None and meta.last_page else page
-        from ..models._base import Meta
-
         return Page(_items(envelope.data), page, max(last, page), meta or Meta(), envelope.pricing)
 
     async def _paginate(
@@ -142,8 +138,6 @@ class Resource:
         language: str | None = None,
     ) -> AsyncIterator[Any]:
         if max_items is not None and max_items < 0:
-            from ..errors import InvalidRequestError
-
             raise InvalidRequestError("max_items must be >= 0", field="max_items")
         validate_page_size(page_size)
         given = 0

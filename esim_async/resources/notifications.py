@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -33,13 +33,7 @@ SimulatedEvent = Literal[
     "low_data_notification", "credit_limit_notification", "async_order_notification"
 ]
 LowDataType = Literal["data_75", "data_90", "expire_1", "expire_3"]
-TYPES = (
-    "async_orders",
-    "webhook_low_data",
-    "email_low_data",
-    "webhook_credit_limit",
-    "email_credit_limit",
-)
+TYPES: tuple[str, ...] = get_args(NotificationType)
 LEVELS = (50, 70, 80, 90)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
@@ -32,7 +32,7 @@ SharingOption = Literal["link", "pdf"]
 OrderInclude = Literal["sims", "user", "status"]
 OrderStatusFilter = Literal["completed", "failed", "partially_refunded", "refunded"]
 
-_ORDER_INCLUDES = ("sims", "user", "status")
+_ORDER_INCLUDES: tuple[str, ...] = get_args(OrderInclude)
 #: What a write whose outcome is unknown tells its caller to do.
 OUTCOME_HINT = (
     " Orders have no idempotency key: look for it with client.orders.list(description=...) "

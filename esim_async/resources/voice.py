@@ -118,27 +118,17 @@ class VoiceResource:
     ) -> VoiceResult:
         """Claim a number for a user (``email`` is the key renewals use later)."""
         validate_email(email, field="email")
-        for name, value in (
-            ("phone_number", phone_number),
-            ("mobile", mobile),
-            ("first_name", first_name),
-            ("last_name", last_name),
-        ):
+        fields = {
+            "phone_number": phone_number,
+            "mobile": mobile,
+            "first_name": first_name,
+            "last_name": last_name,
+        }
+        for name, value in fields.items():
             if value is not None:
                 validate_text(value, field=name)
-        return VoiceResult(
-            await self._call(
-                "claim_number",
-                body={
-                    "email": email,
-                    "phone_number": phone_number,
-                    "mobile": mobile,
-                    "first_name": first_name,
-                    "last_name": last_name,
-                    **extra,
-                },
-            )
-        )
+        body = {"email": email, **fields, **extra}
+        return VoiceResult(await self._call("claim_number", body=body))
 
     async def renew_number(self, email: str, **extra: Any) -> VoiceResult:
         """Renew the user's subscription on its current plan (a free trial becomes paid);

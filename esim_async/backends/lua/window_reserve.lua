@@ -7,6 +7,9 @@
 --       count, span, spacing (shared window; count 0: none), key count, key span (0: none)
 -- Returns {now, 0} reserved | {now, 1 or 2, wait} full (2: the key's window) |
 --         {now, 3 or 4, '', state} the state is not at that version (4: it was lost)
+-- Sends are kept KEEP spans back: a window the path widens later (by at most half a period)
+-- still counts those a narrower one had let go.
+local KEEP = 2
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local stamp = string.format('%.6f', now)
@@ -40,16 +43,18 @@ local function edge(sent, pending, n, width)
   for i = 1, #old, 2 do
     redis.call('ZREM', pending, old[i])
     redis.call('ZADD', sent, tonumber(old[i + 1]) + bound, old[i])
-    redis.call('PEXPIRE', sent, math.ceil(width * 1000) + 1000)
+    redis.call('PEXPIRE', sent, math.ceil(KEEP * width * 1000) + 1000)
   end
-  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - width)
-  local s = redis.call('ZCARD', sent)
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - KEEP * width)
+  local s = redis.call('ZCOUNT', sent, '(' .. string.format('%.6f', now - width), '+inf')
   local need = s + redis.call('ZCARD', pending) + 1 - n
   if need <= 0 then return now end
   if need > s then -- full of reservations: ask again soon (one may be given back)
     return now + math.min(width, math.max(0.01, width / 100))
   end
-  return tonumber(redis.call('ZRANGE', sent, need - 1, need - 1, 'WITHSCORES')[2]) + width
+  local first = redis.call('ZRANGEBYSCORE', sent, '(' .. string.format('%.6f', now - width),
+    '+inf', 'WITHSCORES', 'LIMIT', need - 1, 1)
+  return tonumber(first[2]) + width
 end
 
 local at = tonumber(ARGV[3])
@@ -72,7 +77,7 @@ if at > now then
 end
 
 local function hold(sent, pending, width)
-  local ms = math.ceil((width + bound) * 1000) + 1000
+  local ms = math.ceil((KEEP * width + bound) * 1000) + 1000
   redis.call('ZADD', pending, now, ARGV[4])
   redis.call('PEXPIRE', pending, ms)
   redis.call('PEXPIRE', sent, ms)
