@@ -1,12 +1,14 @@
 """Figure 7: the fleet monitor's detection delay against round-robin sweeping, and its cost.
 
-1. Detection delay. 1,000 eSIMs on the emulator (in this process; server cache 1 s, strict
-   sliding windows at 50 requests per second and Airalo's 10 per minute per eSIM, both scaled
-   1,200 times like the cache), living through ``esim_async.testing.life.FleetLife`` at 1,200
-   fleet seconds per second: more than half active, at speeds 250 times apart (90 % of a
-   package in 7 s to 30 min of online time), in bursts (6 s sessions, 12 s pauses), the rest
-   idle, waiting to be installed, finished (some topped up later), unlimited, expired,
-   recycled. The life records the exact time each eSIM's data crossed 90 %. Two arms see the
+1. Detection delay. 1,000 eSIMs on the emulator (in another process, so that the client's
+   event loop cannot delay the server's arrival stamps; ``--same-process`` for one process;
+   server cache 1 s, strict sliding windows at 50 requests per second and Airalo's 10 per
+   minute per eSIM, both scaled 1,200 times like the cache), living through
+   ``esim_async.testing.life.FleetLife`` at 1,200 fleet seconds per second: more than half
+   active, at speeds 250 times apart (90 % of a package in 7 s to 30 min of online time), in
+   bursts (6 s sessions, 12 s pauses), the rest idle, waiting to be installed, finished (some
+   topped up later), unlimited, expired, recycled. The life records the exact time each eSIM's
+   data crossed 90 %. Two arms see the
    same life (same seed) under the same budget, one after the other:
 
    - ``FleetMonitor(client, thresholds=(0.75, 0.9))``;
@@ -16,9 +18,11 @@
 
    The delay of a crossing is from the moment the emulator's data crossed 90 % to the 0.9
    threshold event (clock of the process), for crossings after the warm-up; crossings left
-   without an event at the end are counted as missed. Also: 429s at the emulator, reads per
-   event, events before their crossing (must be 0), the process's CPU (emulator, fleet life,
-   client and monitor together).
+   without an event at the end are counted as missed. Also: 429s at the emulator (by the limit
+   that answered them), the most usage requests in any 1-second window as stamped by a witness
+   middleware in front of the emulator (independent of its limiter), reads per event, events
+   before their crossing (must be 0), and the CPU of the client process (client and monitor)
+   and of the emulator process (emulator and fleet life).
 
 2. Scale, with the HTTP exchange replaced by a stub client answering at once on a simulated
    clock (so only the monitor's own work is measured): the monitor's CPU per read over 100,000
@@ -37,7 +41,9 @@ import gc
 import heapq
 import itertools
 import math
+import multiprocessing
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -46,11 +52,13 @@ import tracemalloc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from _common import fmt, parser, record
+from aiohttp import web
 
 from esim_async import AiraloClient, EndpointLimit, LimiterState, Rate, Usage, UsageStatus
 from esim_async.monitor import FleetMonitor, UsageEvent
@@ -76,16 +84,144 @@ class Arm:
     events: list[UsageEvent] = field(default_factory=list)
     crossings: list[Crossing] = field(default_factory=list)
     rate_limited: int = 0
+    rate_limited_by: dict[str, int] = field(default_factory=dict)
+    #: Most usage arrivals in any window of the company limit's period, as stamped by a
+    #: witness middleware in front of the emulator (independent of its limiter).
+    crowded: int = 0
     cpu: float = 0.0
+    server_cpu: float = 0.0
     elapsed: float = 0.0
     started: float = 0.0
 
 
-def make_world(n: int) -> tuple[Emulator, FleetLife]:
+_USAGE_PATH = re.compile(r"/sims/(?P<iccid>[^/]+)/usage$")
+
+
+def make_world(n: int, middlewares: tuple[Any, ...] = ()) -> tuple[Emulator, FleetLife]:
     fleet = Fleet.generate(n, seed=SEED)
     limits = ServerLimits(usage_company=COMPANY, usage_iccid=PER_ESIM, token=None)
-    emu = Emulator(fleet=fleet, limits=limits, cache_ttl=CACHE_TTL)
+    emu = Emulator(fleet=fleet, limits=limits, cache_ttl=CACHE_TTL, middlewares=middlewares)
     return emu, FleetLife(emu, seed=SEED, time_scale=SCALE)
+
+
+def most_crowded(times: list[float], period: float) -> int:
+    """The most of ``times`` (sorted) inside any half-open window ``[t, t + period)``."""
+    best = j = 0
+    for i, t in enumerate(times):
+        while t - times[j] >= period:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@dataclass
+class WorldReport:
+    """What the emulator's side saw (sent back by the world process)."""
+
+    crossings: list[Crossing]
+    rate_limited: int
+    rate_limited_by: dict[str, int]
+    crowded: int
+    cpu: float
+
+
+async def _world(conn: Connection, n: int, limit: float) -> None:
+    """The emulator and its fleet life, serving until told to stop (or ``limit`` seconds)."""
+    arrivals: list[float] = []
+
+    @web.middleware
+    async def witness(request: web.Request, handler: Any) -> web.StreamResponse:
+        if _USAGE_PATH.search(request.path):
+            arrivals.append(time.monotonic())
+        return await handler(request)  # type: ignore[no-any-return]
+
+    emu, life = make_world(n, (witness,))
+    cpu = time.process_time()
+    async with emu:
+        life.attach()
+        conn.send((emu.url, life.started_at, emu.fleet.iccids()))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.poll, limit)
+        life.sync()
+        conn.send(
+            WorldReport(
+                crossings=life.crossings_of(0.9),
+                rate_limited=emu.stats.rate_limited,
+                rate_limited_by=dict(emu.stats.rate_limited_by),
+                crowded=most_crowded(arrivals, COMPANY.period),
+                cpu=time.process_time() - cpu,
+            )
+        )
+
+
+def _world_main(conn: Connection, n: int, limit: float) -> None:
+    asyncio.run(_world(conn, n, limit))
+
+
+class World:
+    """The emulator and its fleet life in another process (``separate=True``, the default:
+    the client's event loop cannot delay the server's arrival stamps) or in this one."""
+
+    def __init__(self, n: int, duration: float, *, separate: bool) -> None:
+        self.n, self.duration, self.separate = n, duration, separate
+        self.url = ""
+        self.started = 0.0
+        self.iccids: list[str] = []
+        self._conn: Connection | None = None
+        self._proc: Any = None
+        self._local: tuple[Emulator, FleetLife] | None = None
+        self._arrivals: list[float] = []
+
+    async def __aenter__(self) -> World:
+        if self.separate:
+            ctx = multiprocessing.get_context("fork")
+            ours, theirs = ctx.Pipe()
+            self._proc = ctx.Process(
+                target=_world_main, args=(theirs, self.n, self.duration + 120.0), daemon=True
+            )
+            self._proc.start()
+            self._conn = ours
+            self.url, self.started, self.iccids = ours.recv()
+        else:
+            arrivals = self._arrivals
+
+            @web.middleware
+            async def witness(request: web.Request, handler: Any) -> web.StreamResponse:
+                if _USAGE_PATH.search(request.path):
+                    arrivals.append(time.monotonic())
+                return await handler(request)  # type: ignore[no-any-return]
+
+            emu, life = make_world(self.n, (witness,))
+            await emu.start()
+            life.attach()
+            self._local = (emu, life)
+            self.url, self.started, self.iccids = emu.url, life.started_at, emu.fleet.iccids()
+        return self
+
+    async def finish(self) -> WorldReport:
+        if self._conn is not None:
+            self._conn.send("stop")
+            report: WorldReport = self._conn.recv()
+            return report
+        assert self._local is not None
+        emu, life = self._local
+        life.sync()
+        return WorldReport(
+            crossings=life.crossings_of(0.9),
+            rate_limited=emu.stats.rate_limited,
+            rate_limited_by=dict(emu.stats.rate_limited_by),
+            crowded=most_crowded(self._arrivals, COMPANY.period),
+            cpu=0.0,
+        )
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+        if self._local is not None:
+            await self._local[0].stop()
 
 
 def client_for(url: str) -> AiraloClient:
@@ -99,16 +235,24 @@ def client_for(url: str) -> AiraloClient:
     )
 
 
-async def monitor_arm(n: int, duration: float) -> Arm:
+def _settle(arm: Arm, report: WorldReport, cpu0: float) -> None:
+    arm.cpu = time.process_time() - cpu0
+    arm.elapsed = time.monotonic() - arm.started
+    arm.crossings = report.crossings
+    arm.rate_limited = report.rate_limited
+    arm.rate_limited_by = report.rate_limited_by
+    arm.crowded = report.crowded
+    arm.server_cpu = report.cpu
+
+
+async def monitor_arm(n: int, duration: float, separate: bool) -> Arm:
     arm = Arm("fleet monitor")
-    emu, life = make_world(n)
-    async with emu:
-        life.attach()
-        arm.started = life.started_at
+    async with World(n, duration, separate=separate) as world:
+        arm.started = world.started
         cpu = time.process_time()
-        async with client_for(emu.url) as client:
+        async with client_for(world.url) as client:
             monitor = FleetMonitor(client, thresholds=THRESHOLDS, expiring_within=0.0)
-            await monitor.track(emu.fleet.iccids())
+            await monitor.track(world.iccids)
 
             async def consume() -> None:
                 async for event in monitor.events():
@@ -116,29 +260,23 @@ async def monitor_arm(n: int, duration: float) -> Arm:
 
             async with monitor:
                 task = asyncio.get_running_loop().create_task(consume())
-                await asyncio.sleep(max(0.0, life.started_at + duration - time.monotonic()))
+                await asyncio.sleep(max(0.0, world.started + duration - time.monotonic()))
                 task.cancel()
             arm.reads = monitor.stats.reads
-        arm.cpu = time.process_time() - cpu
-        arm.elapsed = time.monotonic() - life.started_at
-        life.sync()
-        arm.crossings = life.crossings_of(0.9)
-        arm.rate_limited = emu.stats.rate_limited
+        _settle(arm, await world.finish(), cpu)
     return arm
 
 
-async def round_robin_arm(n: int, duration: float) -> Arm:
+async def round_robin_arm(n: int, duration: float, separate: bool) -> Arm:
     arm = Arm("round robin (usage_many)")
-    emu, life = make_world(n)
     previous: dict[str, Usage] = {}
     fired: defaultdict[str, int] = defaultdict(int)
-    async with emu:
-        life.attach()
-        arm.started = life.started_at
-        end = life.started_at + duration
+    async with World(n, duration, separate=separate) as world:
+        arm.started = world.started
+        end = world.started + duration
         cpu = time.process_time()
-        async with client_for(emu.url) as client:
-            iccids = emu.fleet.iccids()
+        async with client_for(world.url) as client:
+            iccids = world.iccids
             while time.monotonic() < end:
                 async with client.sims.usage_many(iccids, refresh=True) as results:
                     async for r in results:
@@ -161,11 +299,7 @@ async def round_robin_arm(n: int, duration: float) -> Arm:
                         arm.events += events
                         if now >= end:
                             break
-        arm.cpu = time.process_time() - cpu
-        arm.elapsed = time.monotonic() - life.started_at
-        life.sync()
-        arm.crossings = life.crossings_of(0.9)
-        arm.rate_limited = emu.stats.rate_limited
+        _settle(arm, await world.finish(), cpu)
     return arm
 
 
@@ -335,6 +469,12 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=None, help="seconds per arm")
     p.add_argument("--arms", default="monitor,rr", help="which arms to run")
     p.add_argument("--scale", type=int, default=None, help="eSIMs for the scale figures")
+    p.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run the emulator and its fleet life in this process (default: another one)",
+    )
+    p.add_argument("--no-scale", action="store_true", help="skip the scale figures")
     args = p.parse_args()
     n = 1000
     duration = args.duration or (80.0 if args.quick else 240.0)
@@ -344,9 +484,9 @@ def main() -> None:
     suffix = " (quick)" if args.quick else ""
     arms: list[Arm] = []
     if "monitor" in args.arms:
-        arms.append(asyncio.run(monitor_arm(n, duration)))
+        arms.append(asyncio.run(monitor_arm(n, duration, not args.same_process)))
     if "rr" in args.arms:
-        arms.append(asyncio.run(round_robin_arm(n, duration)))
+        arms.append(asyncio.run(round_robin_arm(n, duration, not args.same_process)))
     rows: list[tuple[str, ...]] = [
         (
             "arm",
@@ -361,7 +501,9 @@ def main() -> None:
             "events",
             "reads per event",
             "429s",
-            "process CPU",
+            "most arrivals in 1 s",
+            "client CPU",
+            "server CPU",
         )
     ]
     figures: dict[str, Delays] = {}
@@ -381,15 +523,29 @@ def main() -> None:
                 f"{arm.reads:,}",
                 f"{len(arm.events):,}",
                 fmt(arm.reads / max(1, len(arm.events)), 1),
-                str(arm.rate_limited),
+                str(arm.rate_limited)
+                + (
+                    f" ({', '.join(f'{k} {v}' for k, v in arm.rate_limited_by.items())})"
+                    if arm.rate_limited
+                    else ""
+                ),
+                str(arm.crowded),
                 f"{100 * arm.cpu / arm.elapsed:.1f} %",
+                f"{100 * arm.server_cpu / arm.elapsed:.1f} %" if arm.server_cpu else "-",
             )
         )
     notes = (
         f"N={n}, budget {COMPANY.count}/s, server cache {CACHE_TTL:g} s, time scale "
         f"{SCALE:g}; {duration:g} s per arm: warm-up {warmup:g} s, crossings measured over "
-        f"{window:g} s, {tail:g} s more to find them. Process CPU covers the emulator, the "
-        "fleet life, the client and the monitor together, in one process."
+        f"{window:g} s, {tail:g} s more to find them. "
+        + (
+            "Emulator, fleet life, client and monitor in one process (client CPU covers all)."
+            if args.same_process
+            else "The emulator and its fleet life run in another process (server CPU); client "
+            "CPU is the client and the monitor (or the sweep) alone."
+        )
+        + " Most arrivals in 1 s: usage requests in the most crowded window of the company "
+        f"limit's period, stamped by a witness in front of the emulator (limit {COMPANY.count})."
     )
     mon, rr = figures.get("fleet monitor"), figures.get("round robin (usage_many)")
     if mon and rr and mon.delays and rr.delays:
@@ -405,6 +561,8 @@ def main() -> None:
         notes,
         enabled=not args.no_record and bool(arms),
     )
+    if args.no_scale:
+        return
     size = args.scale or (20_000 if args.quick else 100_000)
     with tempfile.TemporaryDirectory() as tmp:
         plain = asyncio.run(scale(size, Path(tmp) / "plain.db", traced=False))

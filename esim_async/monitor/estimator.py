@@ -8,26 +8,39 @@ client with 20 minutes, 1,200 times faster.
 
 Per eSIM (:class:`SimState`, updated by :func:`observe`):
 
-- ``peak``: the speed of its bursts, MB/s: its fastest interval between two readings in which
-  data was used. An interval that spans a pause understates the burst inside it, so the peak
-  only grows while reads get denser near a threshold, which is where it matters;
+- ``peak``: the speed of its bursts, MB/s: its fastest moving interval, each divided by the
+  share of an interval that long the fleet spends online (all of a short one, the duty cycle
+  of a long one): an interval that spans a pause understates the burst inside it. It carries
+  over to the next package: a fast user stays fast after a top-up;
 - ``rate``: an EWMA of the moving intervals' speeds (shown in :class:`TrackedSim`);
 - ``moves`` and ``still``: its evidence (moving intervals seen, time seen idle since it last
-  moved), which sets how much the fleet's fast speed still weighs.
+  moved or changed package or status).
 
-Two kinds of eSIM, two rules (:func:`plan`):
+The fleet (:class:`FleetPrior`) teaches its fast speed (the 90th percentile of every moving
+interval, as a share of the package per second, applied to each eSIM's own package), how
+long sessions and pauses last (from short intervals of eSIMs seen moving), and the rates of
+installations and top-ups by how long an eSIM has waited (events over exposure).
 
-- *Draining* (ACTIVE, a threshold ahead): the crossing can be predicted. The upper-confidence
-  speed (:func:`upper_rate`) is ``OPTIMISM`` times the larger of its own peak and the fleet's
-  fast speed (the 90th percentile of every moving interval) weighted by
-  ``exp(-still / horizon) / (1 + moves)``. Its data left to the threshold over that speed is the
-  earliest the crossing can come, and the eSIM is read then: never sooner than a unit, never
-  later than the active cap. Near a threshold that is every unit, the most that can be learnt.
+One rule for every eSIM (:func:`plan`): it is read once the expected delay a read would
+remove, ``U(t)`` for a crossing whose time is uncertain (Olston and Pandey's utility, see
+:mod:`esim_async.monitor`), reaches the budget's common threshold (:meth:`Budget.threshold`),
+at the earliest one unit after its last read and at the latest after a cap; the monitor tunes
+the threshold until the reads the plans ask for match the budget (:meth:`Budget.tune`):
+
+- *Draining* (ACTIVE, a threshold ahead): the crossing needs ``ahead`` seconds online (data
+  left over the speed). Online at its last reading, it comes then unless the session ends
+  first; offline, a session must start first. So the crossing is at ``ahead`` with some
+  probability, else an exponential time later (the fleet's pause rate), and
+  :func:`delay_until` gives how long after ``ahead`` a read is worth its cost: just after it
+  for an eSIM in full flow, a square-root-law interval for one in a pause. An eSIM never seen
+  moving uses the fleet's fast speed, decayed by the time it has been seen idle, with the
+  chance :data:`UNKNOWN_WEIGHT` of reaching it.
 - *Waiting* for an event that comes at random (an installation of a NOT_ACTIVE eSIM, a top-up
-  of a FINISHED or EXPIRED one or of one past its last threshold): rates learnt from the fleet
-  (events over exposure, conjugate prior), read by the square-root law with what the draining
-  eSIMs leave of the budget: interval ``S / (R' sqrt(rate))``, ``S`` the sum of the square
-  roots of the waiting eSIMs' rates, ``R'`` the reads per second left (at least a fifth).
+  of a FINISHED or EXPIRED one or of one past its last threshold): the crossing that counts
+  is the new package's first threshold, ``ahead`` after the event at its own speed (or the
+  fleet's, with the chance it reaches it); the event itself counts at
+  :data:`STATUS_WEIGHT`. A fast user's finished eSIM is read often (a top-up is a
+  near-certain quick crossing), a slow one's rarely: the square-root law of its event rate.
 """
 
 from __future__ import annotations
@@ -45,14 +58,16 @@ __all__ = [
     "FleetPrior",
     "SimState",
     "Timing",
+    "delay_until",
     "observe",
     "plan",
     "upper_rate",
 ]
 
-#: Factor on an eSIM's speed estimate for the fastest it is assumed to go (intervals that span
-#: pauses understate bursts; a read too early costs budget, a read too late costs delay).
-OPTIMISM = 2.0
+#: Factor on an eSIM's speed estimate for the fastest it is assumed to go. The peak already
+#: counts the pauses an interval may span; more optimism spends reads before a crossing can
+#: come (in the simulation of the benchmark's fleet, 2 gave a mean delay a third longer).
+OPTIMISM = 1.0
 #: Horizon of the evidence that an eSIM is idle, in units (at the providers' cache: 4 hours).
 HORIZON_UNITS = 12.0
 #: Weight of a new moving interval in the EWMA of the rate.
@@ -60,14 +75,26 @@ _RATE_WEIGHT = 0.3
 #: Caps on the gap between two reads, as ``max(units * unit, periods * N / R)`` (``N / R``:
 #: the time the budget takes to read every tracked eSIM once): a draining eSIM, and any other
 #: that can still change. At the providers' cache: 4 hours and 3 days at the least.
-CAP_ACTIVE = (12.0, 2.0)
+CAP_ACTIVE = (12.0, 1.0)
 CAP_OTHER = (216.0, 16.0)
 #: Prior mean time between events, in units, until the fleet shows its own rates: an
 #: installation of a NOT_ACTIVE eSIM, a top-up (12 hours and 3 days at the providers' cache).
 WAITING_UNITS = 36.0
 SETTLED_UNITS = 216.0
-#: The least share of the budget left to eSIMs waiting for a random event.
-WAITING_SHARE = 0.2
+#: Prior mean length of an online session and of a pause between sessions, in units, until
+#: the fleet shows its own (a moving interval followed by a still one ends a session).
+SESSION_UNITS = 6.0
+PAUSE_UNITS = 12.0
+#: The common threshold on the expected delay a read removes, in units, before the monitor
+#: has tuned it to its budget; and the bounds it is kept in.
+COST_UNITS = 0.5
+COST_BOUNDS = (0.03, 1e3)
+#: The chance an eSIM not seen moving yet reaches the fleet's fast speed.
+UNKNOWN_WEIGHT = 0.3
+#: Weight of a status change (an installation, a top-up) against a threshold crossing.
+STATUS_WEIGHT = 0.05
+#: Largest change of the common threshold per unit of time.
+COST_STEP = 1.4
 #: Without a company limit, the monitor budgets itself one read per eSIM per this many units.
 UNLIMITED_UNITS = HORIZON_UNITS
 
@@ -96,20 +123,27 @@ class Timing:
 class Budget:
     """How the reads per second are shared (kept up to date by the monitor).
 
+    Every eSIM is read when the expected detection delay a read would remove reaches one
+    common threshold, :attr:`cost`; the monitor tunes it so that the reads the plans ask for
+    (:attr:`demand`) match the reads per second it has (:meth:`tune`).
+
     Attributes:
         per_second: the budget's reads per second (``inf``: no company limit).
         tracked: eSIMs tracked.
-        draining: the reads per second the draining eSIMs' schedules take (sum of ``share``).
+        demand: the reads per second the eSIMs' plans ask for (sum of their ``share``).
         roots: the sum of the waiting eSIMs' ``root`` (square roots of their event rates).
+        cost: the common threshold, seconds of expected delay (``None``: not set yet,
+            :data:`COST_UNITS` units).
     """
 
-    __slots__ = ("draining", "per_second", "roots", "tracked")
+    __slots__ = ("cost", "demand", "per_second", "roots", "tracked")
 
     def __init__(self) -> None:
         self.per_second = math.inf
         self.tracked = 0
-        self.draining = 0.0
+        self.demand = 0.0
         self.roots = 0.0
+        self.cost: float | None = None
 
     def notional(self, unit: float) -> float:
         """The reads per second to plan with (without a company limit: one read per eSIM per
@@ -122,11 +156,23 @@ class Budget:
         """The time the budget takes to read every tracked eSIM once."""
         return self.tracked / self.notional(unit)
 
-    def waiting_scale(self, unit: float) -> float:
-        """``S / R'`` of the square-root law for the waiting eSIMs."""
-        total = self.notional(unit)
-        left = max(total - max(0.0, self.draining), WAITING_SHARE * total)
-        return max(0.0, self.roots) / left
+    def threshold(self, unit: float) -> float:
+        """The common threshold on the expected delay a read removes (seconds)."""
+        return self.cost if self.cost is not None else COST_UNITS * unit
+
+    def tune(self, unit: float) -> float:
+        """Move the threshold towards the one whose plans use the budget exactly, and return
+        it: the square-root law's reads per second go as ``cost ** -0.5``, so a demand ``k``
+        times the budget calls for a threshold ``k ** 2`` times higher (by at most a factor
+        of :data:`COST_STEP` per call, so that the plans it is measured on can follow)."""
+        cost = self.threshold(unit)
+        supply = self.notional(unit)
+        if self.demand > 0 and supply > 0:
+            factor = min(COST_STEP, max(1 / COST_STEP, (self.demand / supply) ** 2))
+            low, high = COST_BOUNDS
+            cost = min(high * unit, max(low * unit, cost * factor))
+        self.cost = cost
+        return cost
 
 
 class _Histogram:
@@ -216,45 +262,68 @@ class _Hazard:
 class FleetPrior:
     """What the fleet teaches about an eSIM with little history of its own.
 
-    - ``speed``: the 90th percentile of the speeds of every moving interval seen (log2
-      buckets), the fast speed a little-known eSIM is assumed to reach;
+    - ``speed``: the 90th percentile of the speeds of every moving interval seen, as shares of
+      the package per second (log2 buckets): the fast speed a little-known eSIM is assumed to
+      reach, times its package;
     - the rates of installations (of NOT_ACTIVE eSIMs) and of top-ups (of FINISHED or EXPIRED
       eSIMs), by how long they have been so (:class:`_Hazard`), from priors of one per
       :data:`WAITING_UNITS` and :data:`SETTLED_UNITS` units.
     """
 
-    __slots__ = ("_speeds", "installs", "speed", "topups")
+    __slots__ = ("_speeds", "installs", "sessions", "speed", "topups")
 
     QUANTILE = 0.9
 
     def __init__(self) -> None:
         self._speeds = _Histogram()
-        #: The current fast speed (``None`` before any moving interval).
+        #: The current fast speed, a share of the package per second (``None`` before any
+        #: moving interval).
         self.speed: float | None = None
         self.installs = _Hazard(WAITING_UNITS)
         self.topups = _Hazard(SETTLED_UNITS)
+        #: Sessions of the eSIMs seen moving: sessions ended, time online, sessions
+        #: started, time offline (seconds of the clock).
+        self.sessions = [0.0, 0.0, 0.0, 0.0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "speeds": self._speeds.counts,
+            "shares": self._speeds.counts,
             "installs": self.installs.to_list(),
             "topups": self.topups.to_list(),
+            "sessions": self.sessions,
         }
+
+    def stop_rate(self, unit: float) -> float:
+        """Sessions ended per second online (from a prior of one per
+        :data:`SESSION_UNITS` units)."""
+        ended, online = self.sessions[0], self.sessions[1]
+        return (ended + 1.0) / (online + SESSION_UNITS * unit)
+
+    def resume_rate(self, unit: float) -> float:
+        """Sessions started per second offline (from a prior of one per
+        :data:`PAUSE_UNITS` units)."""
+        started, offline = self.sessions[2], self.sessions[3]
+        return (started + 1.0) / (offline + PAUSE_UNITS * unit)
 
     @classmethod
     def from_dict(cls, data: object) -> FleetPrior:
         prior = cls()
         if isinstance(data, dict):
-            counts = data.get("speeds")
+            # "shares": speeds as shares of the package per second ("speeds", in MB/s, is
+            # not read: the fleet learns its speeds again).
+            counts = data.get("shares")
             if isinstance(counts, list) and len(counts) == _Histogram.SIZE:
                 prior._speeds = _Histogram([float(c) for c in counts])
             prior.installs.load(data.get("installs"))
             prior.topups.load(data.get("topups"))
+            sessions = data.get("sessions")
+            if isinstance(sessions, list) and len(sessions) == 4:
+                prior.sessions = [max(0.0, float(v)) for v in sessions]
         prior.refresh()
         return prior
 
     def add(self, speed: float) -> None:
-        """Count one moving interval's speed (MB/s)."""
+        """Count one moving interval's speed, as a share of its package per second."""
         self._speeds.add(speed)
 
     def refresh(self) -> None:
@@ -267,8 +336,8 @@ class SimState:
 
     Times are on the client clock's monotonic scale. ``token`` identifies the live entry of the
     eSIM in the schedule's heaps (0: in none, e.g. while it is being read). ``share`` (reads
-    per second its schedule takes, while draining) and ``root`` (square root of its event rate,
-    while waiting) are its parts of the :class:`Budget`.
+    per second its plan asks for) and ``root`` (square root of its event rate, while waiting
+    for an installation or a top-up) are its parts of the :class:`Budget`.
     """
 
     __slots__ = (
@@ -339,29 +408,85 @@ def observe(state: SimState, usage: Usage, now: float, prior: FleetPrior, unit: 
         prior.installs.add(age, dt, usage.status is UsageStatus.ACTIVE, unit)
     elif prev.status in _SETTLED:
         prior.topups.add(age, dt, fresh, unit)
+    if fresh or usage.status != prev.status:
+        state.still = 0.0  # idle in its last package or state says nothing of this one
     if fresh or not is_limited(prev) or not is_limited(usage):
         return  # a new package: its user's habits carry over, this interval says nothing
     delta = _used(usage) - _used(prev)
+    if state.moves and dt <= 2 * unit and state.peak * dt >= 2:
+        # A short interval of an eSIM seen moving, long enough to show its speed in whole
+        # MB: online at both ends or not, as far as it shows.
+        sessions = prior.sessions
+        if state.still <= 0:  # online at the last reading
+            sessions[1] += dt
+            sessions[0] += delta <= 0
+        else:
+            sessions[3] += dt
+            sessions[2] += delta > 0
     if delta <= 0:
         state.still += dt
         return
     speed = delta / dt
     state.still = 0.0
-    prior.add(speed)
+    prior.add(speed / (usage.raw_total or 1))
     state.moves += 1
     state.rate = speed if state.moves == 1 else state.rate + _RATE_WEIGHT * (speed - state.rate)
-    state.peak = max(state.peak, speed)
+    # The interval may span pauses: count the online share expected of an interval that
+    # long (all of a short one, the fleet's duty cycle of a long one).
+    stop, resume = prior.stop_rate(unit), prior.resume_rate(unit)
+    duty = resume / (stop + resume)
+    state.peak = max(state.peak, speed / (duty + (1.0 - duty) * math.exp(-stop * dt)))
 
 
 def upper_rate(state: SimState, prior: FleetPrior, unit: float) -> float | None:
     """The fastest ``state`` is assumed to use data, MB/s (``None``: nothing known yet):
-    :data:`OPTIMISM` times the larger of its own peak and the fleet's fast speed, the fleet's
-    weighing ``exp(-still / horizon) / (1 + moves)``."""
+    :data:`OPTIMISM` times the larger of its own peak and the fleet's fast speed on its
+    package, the fleet's weighing ``exp(-still / horizon) / (1 + moves)``."""
     fleet = prior.speed
-    if fleet is None:
+    total = state.usage.raw_total if state.usage is not None else None
+    if fleet is None or not total:
         return OPTIMISM * state.peak if state.moves else None
+    fleet *= total
     idle = math.exp(-state.still / (HORIZON_UNITS * unit))
     return OPTIMISM * max(state.peak, fleet * idle / (1 + state.moves))
+
+
+def delay_until(cost: float, sure: float, hazard: float) -> float:
+    """How long after the earliest moment a crossing can come a read is worth its cost.
+
+    The crossing comes at that moment with probability ``sure``, else after an exponential
+    time of rate ``hazard`` (per second). A read ``y`` seconds after that moment removes an
+    expected delay of ``sure * y + (1 - sure) * (y - (1 - exp(-hazard * y)) / hazard)``
+    (``U(y)`` of Olston and Pandey; ``hazard * y**2 / 2`` while small: the square-root law);
+    this returns the ``y`` where that reaches ``cost`` (``inf``: never).
+    """
+    if cost <= 0:
+        return 0.0
+    if hazard <= 0 or not math.isfinite(hazard):
+        if not math.isfinite(hazard):
+            return cost
+        return cost / sure if sure > 0 else _NEVER
+    late = 1.0 - sure
+
+    def removed(y: float) -> float:
+        return y - late * (1.0 - math.exp(-hazard * y)) / hazard
+
+    # U is convex and increasing, so Newton's method converges from any point right of the
+    # root: the closest of a few upper bounds (the mass at the earliest moment alone, twice
+    # the square-root law's answer, the exponential's mean past the cost).
+    y = cost + late / hazard
+    for bound in (cost / sure if sure > 0 else _NEVER, 2.0 * math.sqrt(2.0 * cost / hazard)):
+        if bound < y and removed(bound) >= cost:
+            y = bound
+    for _ in range(16):
+        slope = sure + late * (1.0 - math.exp(-hazard * y))
+        if slope <= 0:
+            break
+        step = (removed(y) - cost) / slope
+        y -= step
+        if step <= 1e-4 * y:
+            break
+    return max(0.0, y)
 
 
 def plan(
@@ -375,6 +500,10 @@ def plan(
 ) -> float:
     """The time ``state`` is next worth reading (``inf``: never), at or after its
     ``eligible_at``; updates its ``share`` and ``root`` (the caller updates the budget's sums).
+
+    One rule for every eSIM: it is read once the expected delay a read would remove reaches
+    the budget's common threshold (:meth:`Budget.threshold`), at the earliest one unit after
+    its last read and at the latest after a cap.
     """
     usage = state.usage
     unit = timing.unit
@@ -387,14 +516,32 @@ def plan(
     if status is UsageStatus.RECYCLED:
         return _NEVER
     period = budget.period(unit)
+    cost = budget.threshold(unit)
     target = next_target(usage, state.fired, thresholds)
+    total = usage.raw_total or 0
+    speed = upper_rate(state, prior, unit)
+    if not state.moves:
+        # Not seen moving: the fleet's fast speed (in ``speed``, less and less the longer it
+        # is seen idle), which only some eSIMs reach.
+        cost /= UNKNOWN_WEIGHT
     if status is UsageStatus.ACTIVE and target is not None:
-        gap = target * (usage.raw_total or 0) - _used(usage)
-        speed = upper_rate(state, prior, unit)
-        interval = gap / speed if speed and gap > 0 else 0.0
+        # Draining: the crossing comes once ``ahead`` seconds online have used the data left;
+        # online now (it moved in its last interval), it comes then unless the session ends
+        # first; each pause on the way adds an exponential wait for the next session.
+        gap = max(0.0, target * total - _used(usage))
+        ahead = gap / speed if speed else 0.0  # no speed known yet: it could be any
+        stop = prior.stop_rate(unit)
+        online = state.moves > 0 and state.still <= 0
+        sure = math.exp(-stop * ahead) if online else 0.0
+        hazard = prior.resume_rate(unit) / (1.0 + stop * ahead)
+        interval = ahead + delay_until(cost, sure, hazard)
         interval = min(max(interval, unit), timing.cap(CAP_ACTIVE, period))
-        state.share = 1.0 / interval
+    elif not is_limited(usage):
+        # Unlimited: no threshold to cross, only status changes (and its expiry, below).
+        interval = timing.cap(CAP_OTHER, period)
     else:
+        # Waiting for an installation or a top-up, a random event; a crossing the user cares
+        # about follows once the user has used the first threshold of the new package.
         age = now - state.since
         if status is UsageStatus.ACTIVE:
             rate = prior.topups.rate(0.0, unit)  # past its last threshold: finishing soon
@@ -402,19 +549,23 @@ def plan(
             rate = prior.topups.rate(age, unit)
         else:
             rate = prior.installs.rate(age, unit)  # NOT_ACTIVE, or a status not documented
-        scale = budget.waiting_scale(unit)
-        interval = scale / math.sqrt(rate)
-        # A fast user reaches the first threshold of a new package soon after a top-up or an
-        # installation: read late, and those crossings are late too. Count them in.
-        speed = upper_rate(state, prior, unit)
-        total = usage.raw_total or 0
-        if speed and total and thresholds:
-            first = thresholds[0] * total / speed
-            if first < interval:
-                rate *= 1 + len(thresholds)
-                interval = max(scale / math.sqrt(rate), first)
+        # Its own speed carries over to the new package, and the fleet's fast speed, with the
+        # chance it reaches it (less, the more the eSIM has shown of its own), however long
+        # it has waited: read for whichever calls first.
         state.root = math.sqrt(rate)
+        cost = budget.threshold(unit)
+        first = thresholds[0] * total if thresholds else 0.0
+        interval = _NEVER
+        fleet = OPTIMISM * prior.speed * total if prior.speed is not None else math.inf
+        for fast, chance in (
+            (OPTIMISM * state.peak, 1.0),
+            (fleet, UNKNOWN_WEIGHT / (1 + state.moves)),
+            (0.0, STATUS_WEIGHT),  # the event itself, reported as a status change
+        ):
+            ahead = first / fast if fast > 0 else 0.0 if chance == STATUS_WEIGHT else _NEVER
+            interval = min(interval, ahead + delay_until(cost / chance, 0.0, rate))
         interval = min(max(interval, unit), timing.cap(CAP_OTHER, period))
+    state.share = 1.0 / interval
     base = state.read_at if math.isfinite(state.read_at) else now
     due = base + interval
     expiry = usage.expired_at

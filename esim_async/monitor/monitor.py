@@ -52,6 +52,9 @@ _FLUSH_ROWS = 5000
 #: Bounds of the reads kept in flight (adapted between them; see ``_adapt_in_flight``).
 _MIN_IN_FLIGHT = 2
 _MAX_IN_FLIGHT = 16
+#: Planning every eSIM again (once the budget's threshold or the fleet moved far) is done at
+#: most once per this share of the time the budget takes to read the fleet once (``N / R``).
+_REPLAN_SHARE = 0.25
 
 
 @dataclass(slots=True)
@@ -180,6 +183,7 @@ class FleetMonitor:
         #: What every due time was last planned with, and when (see ``_replan``).
         self._planned: tuple[float, float] = (0.0, 0.0)
         self._planned_at = -math.inf
+        self._tuned_at = -math.inf
         self._loaded = False
         self._load_lock = asyncio.Lock()
         self._writer_id = secrets.token_hex(8)
@@ -635,9 +639,25 @@ class FleetMonitor:
                 "writer": self._writer_id,
                 "generation": self._generation,
             }
-            await store.save(rows, events, meta)
-            self._seen = (self._writer_id, self._generation)
-            self.stats.flushes += 1
+            # The batch left ``_dirty`` and ``_pending``: it is written whole even when the
+            # writer is cancelled half-way (a stop), or its events and rows would be lost.
+            save = asyncio.ensure_future(store.save(rows, events, meta))
+            try:
+                await asyncio.shield(save)
+            except asyncio.CancelledError:
+                try:
+                    await save
+                except Exception:
+                    logger.exception("fleet monitor: writing the last batch to the store failed")
+                else:
+                    self._saved()
+                raise
+            self._saved()
+
+    def _saved(self) -> None:
+        """A batch of ours is in the store."""
+        self._seen = (self._writer_id, self._generation)
+        self.stats.flushes += 1
 
     async def _write_behind(self) -> None:
         """Flush every unit of time, or sooner after an event or many changed rows."""
@@ -666,13 +686,13 @@ class FleetMonitor:
         """Recompute the budget's sums over the tracked eSIMs."""
         budget = self._shares
         budget.tracked = len(self._sims)
-        budget.draining = sum(s.share for s in self._sims.values())
+        budget.demand = sum(s.share for s in self._sims.values())
         budget.roots = sum(s.root for s in self._sims.values())
 
     def _forget(self, state: SimState) -> None:
         """Take ``state``'s parts out of the budget's sums."""
         budget = self._shares
-        budget.draining -= state.share
+        budget.demand -= state.share
         budget.roots -= state.root
         state.share = state.root = 0.0
 
@@ -742,7 +762,7 @@ class FleetMonitor:
             if started % refresh_every == 0:
                 pacer.set_rate(*self._budget())
                 self._shares.per_second = pacer.per_second
-            if len(schedule) > 2 * len(self._sims) + 64:
+            if len(schedule) > 3 * len(self._sims) + 64:
                 schedule.rebuild(self._sims.values())
 
     def _start_read(self, state: SimState) -> None:
@@ -813,14 +833,19 @@ class FleetMonitor:
         budget.tracked = len(self._sims)
         self._forget(state)
         state.due = plan(state, now, wall_now, timing, self._prior, self.thresholds, budget)
-        budget.draining += state.share
+        budget.demand += state.share
         budget.roots += state.root
         self._schedule.push(state)
         self._mark(state)
         for event in events:
             self._emit(event)
-        if now - self._planned_at >= timing.unit:
-            signature = (budget.waiting_scale(timing.unit), budget.period(timing.unit))
+        if now - self._tuned_at >= timing.unit:
+            self._tuned_at = now
+            budget.tune(timing.unit)
+        # Planning the whole fleet again costs what reading it does: at most once per
+        # ``_REPLAN_SHARE`` of the time the budget takes to read it once.
+        if now - self._planned_at >= max(timing.unit, _REPLAN_SHARE * budget.period(timing.unit)):
+            signature = (budget.threshold(timing.unit), budget.period(timing.unit))
             if any(
                 new > 1.5 * old or new < old / 1.5
                 for new, old in zip(signature, self._planned, strict=True)

@@ -1,14 +1,17 @@
-"""Which eSIM to read next, in O(log n) per read: two heaps with lazy invalidation.
+"""Which eSIM to read next, in O(log n) per read: heaps with lazy invalidation.
 
 ``due`` holds every schedulable eSIM keyed by the time it is next worth reading; ``parked``
 holds those taken off ``due`` because they may not be read yet (their cache entry, on our side
 and the server's, is still fresh), keyed by the time they may. An eSIM has at most one live
-entry, named by its ``token``; rescheduling pushes a new entry with a new token and leaves the
-old one to be skipped when it surfaces. Nothing scans the fleet per read.
+entry per heap, named by its ``token``; rescheduling pushes new entries with a new token and
+leaves the old ones to be skipped when they surface. Nothing scans the fleet per read.
 
 :meth:`Schedule.pick` returns, at the moment a read can start, the eligible eSIM with the
-earliest due time: only one already due when the budget is not the limit (``spare=False``), or
-the earliest even if not yet due when the budget would otherwise go unused (``spare=True``).
+earliest due time among those already due. When none is due and the budget would otherwise
+go unused (``spare=True``), it reads early the eSIM due soonest, whatever it waits for: every
+due time comes from one common threshold on the delay a read removes
+(:meth:`.estimator.Budget.threshold`), so the eSIM due soonest is the one closest to being
+worth its read, and the threshold itself is tuned so that such spare reads stay few.
 """
 
 from __future__ import annotations
@@ -95,9 +98,31 @@ class Schedule:
             if state.token != token:
                 heapq.heappop(due)
                 continue
-            if when > now and not spare:
-                return None
+            if when > now:
+                break
             heapq.heappop(due)
+            if state.eligible_at > now:
+                heapq.heappush(parked, (state.eligible_at, token, state))
+                continue
+            state.token = 0
+            return state
+        if not spare:
+            return None
+        # Nothing is due: the eSIM due soonest, whatever it waits for.
+        return self._take(due, parked, now)
+
+    @staticmethod
+    def _take(heap: list[_Entry], parked: list[_Entry], now: float) -> SimState | None:
+        """The eligible eSIM due soonest in ``heap`` (those not eligible yet go to
+        ``parked``, back once they are)."""
+        while parked and parked[0][0] <= now:
+            _, token, state = heapq.heappop(parked)
+            if state.token == token:
+                heapq.heappush(heap, (state.due, token, state))
+        while heap:
+            _, token, state = heapq.heappop(heap)
+            if state.token != token:
+                continue
             if state.eligible_at > now:
                 heapq.heappush(parked, (state.eligible_at, token, state))
                 continue

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from esim_async import InvalidIccidError, Rate
 from esim_async.monitor import FleetMonitor
+from esim_async.testing import SimRecord
 from esim_async.webhooks import SIGNATURE_HEADER, LowDataEvent, sign, webhook_app
 
 from ..arrivals import max_in_any_window
@@ -329,6 +330,50 @@ def test_thresholds_and_share_are_checked() -> None:
         FleetMonitor(client, thresholds=(0.5, 1.5))
     with pytest.raises(ValueError, match="share"):
         FleetMonitor(client, share=0.0)
-    monitor = FleetMonitor(client, thresholds=(0.9, 0.75, 0.9))
-    assert monitor.thresholds == (0.75, 0.9)
+    monitor = FleetMonitor(client)
     assert monitor.unit == pytest.approx(6.12)  # the per-eSIM limit, 10 per 60 s, is longer
+
+
+async def test_thresholds_given_out_of_order_and_twice_each_fire_once_in_order() -> None:
+    watched = iccid(1)
+    async with rig(fleet=fleet(record(1, 1000))) as r:
+        monitor = r.monitor(thresholds=(0.9, 0.5, 0.9))
+        await monitor.track([watched])
+        async with r.running(monitor):
+            await r.clock.run(12, 0.5)
+            r.emu.set_usage(watched, remaining=0, status="FINISHED")  # 0 % -> 100 %
+            await r.clock.run(25, 0.5)
+        crossed = [threshold for kind, threshold in r.kinds(watched) if kind == "threshold"]
+        assert crossed == [0.5, 0.9]
+        assert r.rate_limited == 0
+
+
+async def test_the_budget_goes_where_a_crossing_is_nearest() -> None:
+    """Five eSIMs drain fast towards 75 %, twenty slowly from the same point, five wait for a
+    top-up. The budget cannot read all thirty every unit: one threshold on the delay a read
+    removes sends most reads to the fast ones, whose crossings are all found, while the
+    others are still read, less."""
+    fast = [record(n, 300) for n in range(1, 6)]
+    slow = [record(n, 300) for n in range(6, 26)]
+    finished = [record(n, 0, status="FINISHED") for n in range(26, 31)]
+    async with rig(fleet=fleet(*fast, *slow, *finished), company=Rate(1, 1.0)) as r:
+        monitor = r.monitor()
+        await monitor.track([x.iccid for x in (*fast, *slow, *finished)])
+        async with r.running(monitor):
+            for step in range(1, 31):  # per unit: 5 MB for the fast ones, 1 MB for the slow
+                for x in fast:
+                    r.emu.set_usage(x.iccid, remaining=300 - 5 * step)
+                for x in slow:
+                    r.emu.set_usage(x.iccid, remaining=300 - step)
+                await r.clock.run(10, 1.0)
+        reads = r.per_iccid()
+
+        def mean(group: list[SimRecord]) -> float:
+            return sum(reads[x.iccid] for x in group) / len(group)
+
+        assert mean(fast) > 1.5 * mean(slow) > 0
+        assert mean(slow) > mean(finished) >= 2
+        draining = {x.iccid for x in (*fast, *slow)}
+        crossed = {e.iccid for e in r.events if e.kind == "threshold" and e.threshold == 0.75}
+        assert crossed & draining == {x.iccid for x in fast}
+        assert r.rate_limited == 0

@@ -3,7 +3,11 @@ re-read the fleet before it is useful; writes are batched."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from esim_async import AiraloClient, Rate
 from esim_async.monitor import FleetMonitor
@@ -126,3 +130,40 @@ async def test_writes_are_batched_and_untracked_eSIMs_leave_the_store(tmp_path: 
         assert await again.track([]) == 0
         assert sorted(again.tracked()) == sims[5:]
         await again.stop()
+
+
+async def test_stopping_while_a_batch_is_being_written_loses_no_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping (Ctrl-C in the command line) while the writer is in the middle of a batch:
+    the batch is written whole before the store closes, so every event reported is stored."""
+    path = tmp_path / "fleet.db"
+    records = twenty()
+    sims = [iccid(n) for n in range(1, 21)]
+    entered, gate = asyncio.Event(), asyncio.Event()
+    write = SqliteStore.save
+
+    async def held_save(self: SqliteStore, rows: Any, events: Any, meta: Any) -> None:
+        if events and not entered.is_set():
+            entered.set()  # the first batch with events waits half-way
+            await gate.wait()
+        await write(self, rows, events, meta)
+
+    monkeypatch.setattr(SqliteStore, "save", held_save)
+    async with rig(fleet=fleet(*records), cache_ttl=UNIT) as r:  # type: ignore[arg-type]
+        monitor = r.monitor(store=path)
+        await monitor.track(sims)
+        async with r.running(monitor):
+            while not entered.is_set():
+                await r.clock.run(0.5, 0.5)
+            assert r.events  # reported, and on their way to the store
+            # Stop while that batch is held; it is let through once the stop has begun.
+            asyncio.get_running_loop().call_soon(gate.set)
+        emitted = len(r.events)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        logged = await store.events()
+    finally:
+        await store.close()
+    assert len(logged) == emitted
