@@ -611,6 +611,22 @@ class EndpointLimiter:
         """
         clock = self._clock
         start = clock.now()
+        if self.rate is None and (key is None or self.per_key is None):
+            # No window counts this request: unless a cool-down, a hold or a queue is in the
+            # way (the full path below handles them), it goes at once.
+            state = self._state
+            t = start + self._offset
+            if (
+                state.refuse_until <= t
+                and state.cooldown_until <= t
+                and self._hold_until <= start
+                and not self._key_holds
+                and not self._closed
+                and self._store is self._primary
+                and not self._lanes[0]
+                and not self._lanes[1]
+            ):
+                return SENT
         while True:
             if self._closed:
                 raise LimiterClosedError(f"limiter {self.name!r} is closed")

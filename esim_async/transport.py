@@ -15,7 +15,6 @@ permits back.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import enum
 import math
 import random
@@ -41,7 +40,7 @@ from .errors import (
     error_from_response,
 )
 from .instrument import CallScope, Instrumentation, RouteTable, take_scope
-from .limits import Priority, Slot
+from .limits import Priority, QueueTicket, Slot
 from .stats import ClientStats
 
 __all__ = ["Request", "TokenSource", "Transport"]
@@ -76,6 +75,9 @@ class Request(Generic[T]):
     outcome_hint: str = ""
     #: A 2xx without a body (204 No Content) is the answer, decoded as ``None``.
     empty_ok: bool = False
+    #: The queue ticket of the call (its priority can be raised while it waits for budget),
+    #: bound while the call waits for its permits.
+    ticket: QueueTicket | None = None
 
 
 class TokenSource(Protocol):
@@ -318,7 +320,7 @@ class _StampingConnector(aiohttp.TCPConnector):
         self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
     ) -> Any:
         conn = await super().connect(req, traces, timeout)
-        attempt = _ATTEMPT.get()
+        attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
         if attempt is not None:
             attempt.connected = True
             now = self._stamp_clock.now()
@@ -334,7 +336,7 @@ def _headers_sent_trace(clock: Clock) -> aiohttp.TraceConfig:
     async def on_headers_sent(
         session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
     ) -> None:
-        attempt = _ATTEMPT.get()
+        attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
         if attempt is not None and attempt.sent_at is None:
             attempt.sent_at = clock.now()
 
@@ -343,9 +345,10 @@ def _headers_sent_trace(clock: Clock) -> aiohttp.TraceConfig:
     return trace
 
 
-_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
-    "esim_async_attempt", default=None
-)
+#: The attempt each task has on its way out, read by the connector, the trace and the
+#: middleware that run inside its request. (Not a context variable: a timer aiohttp sets
+#: meanwhile would keep the attempt, and the call with it, alive in the context it captures.)
+_ATTEMPTS: dict[asyncio.Task[Any] | None, _Attempt] = {}
 
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
@@ -509,6 +512,7 @@ class Transport:
         clock = self._clock
         limiter = req.limiter
         account = req.account_limiter if req.account_limiter is not None else self.account_limiter
+        ticket = req.ticket
         attempt = 0
         refreshed = False
         while True:
@@ -522,6 +526,12 @@ class Transport:
             asked = clock.now()
             slots: tuple[Slot | None, ...] = ()
             if limiter is not None or account is not None:
+                # The ticket applies to the waits for budget, and only to them: nothing of the
+                # call stays bound while its request is out (a timer set meanwhile would keep
+                # the call alive in the context it captures).
+                bound = ticket.bind() if ticket is not None else None
+                if bound is not None:
+                    bound.__enter__()
                 slot = other = None
                 try:
                     if limiter is not None:
@@ -532,6 +542,9 @@ class Transport:
                     if slot is not None:
                         slot.release()
                     raise
+                finally:
+                    if bound is not None:
+                        bound.__exit__(None, None, None)
                 slots = (slot, other)
                 stats.limit_wait += clock.now() - asked
             waited = clock.now() - asked if scope is not None else 0.0
@@ -545,6 +558,17 @@ class Transport:
             else:
                 if limiter is not None and "X-RateLimit-Limit" in resp_headers:
                     limiter.record_headers(resp_headers)
+                if 200 <= status < 300 and not req.empty_ok:
+                    # The common answer, decoded here; an undecodable body goes to classify.
+                    try:
+                        value = req.decoder.decode(raw)
+                    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                        pass
+                    else:
+                        if scope is not None:
+                            scope.budget_wait(waited)
+                            scope.attempt(status, None)
+                        return value
                 # (an error's HTTP-date Retry-After is read against the wall time)
                 now = None if 200 <= status < 300 else clock.wall()
                 outcome = classify(req, status, raw, resp_headers, now)
@@ -641,7 +665,7 @@ class Transport:
         # The attempt rides along (a context variable) only when something needs it: a slot to
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
-        marker = None
+        task = previous = None
         if counting or (slots and _unsent(slots)):
             account = (
                 req.account_limiter if req.account_limiter is not None else self.account_limiter
@@ -651,7 +675,9 @@ class Transport:
                 # A caller's session: the send is taken as now, before the request is handed
                 # over (early by any connection set-up: the spread is overstated, never under).
                 attempt.sent_at = self._clock.now()
-            marker = _ATTEMPT.set(attempt)
+            task = asyncio.current_task()
+            previous = _ATTEMPTS.get(task)
+            _ATTEMPTS[task] = attempt
         answered = not_sent = False
         try:
             async with session.request(
@@ -687,6 +713,10 @@ class Transport:
             raise _SendError(Outcome(Kind.NO_ANSWER, error=error, dropped=dropped)) from exc
         finally:
             if attempt is not None:
+                if previous is not None:
+                    _ATTEMPTS[task] = previous
+                else:
+                    _ATTEMPTS.pop(task, None)
                 if not answered and (
                     not_sent or (self._stamps_connections and not attempt.connected)
                 ):
@@ -697,8 +727,6 @@ class Transport:
                     # Slots not stamped at connection time (a caller's connector or session)
                     # count from now: later than the send, so never too early.
                     attempt.mark(self._clock.now())
-            if marker is not None:
-                _ATTEMPT.reset(marker)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         """The decoded body, at most ``max_body_size`` bytes, else :class:`TransportError`.
@@ -733,7 +761,7 @@ class Transport:
         request: aiohttp.ClientRequest,
         handler: Callable[[aiohttp.ClientRequest], Awaitable[aiohttp.ClientResponse]],
     ) -> aiohttp.ClientResponse:
-        attempt = _ATTEMPT.get()
+        attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
         if attempt is not None:
             if attempt.sends:
                 # aiohttp re-sends on its own when a pooled connection dropped: the server may
@@ -742,7 +770,11 @@ class Transport:
                 req = attempt.req
                 for limiter, key in ((req.limiter, req.key), (attempt.account, None)):
                     if limiter is not None:
-                        slot = await limiter.acquire(key, req.priority)
+                        if req.ticket is not None:
+                            with req.ticket.bind():
+                                slot = await limiter.acquire(key, req.priority)
+                        else:
+                            slot = await limiter.acquire(key, req.priority)
                         if slot is not None:
                             slot.mark(self._clock.now())  # it goes out right now
             attempt.sends += 1

@@ -97,9 +97,12 @@ class _UsageCall(QueueTicket):
             timeout=self.timeout,
             max_retries=self.max_retries,
             retry_rate_limited=self.retry_rate_limited,
+            ticket=self,
         )
-        with self.bind():
+        try:
             return (await ctx.send(request)).data
+        finally:
+            self.request = None  # (the request refers to this ticket: no cycle outlives it)
 
 
 class SimsResource(Resource):
@@ -141,7 +144,9 @@ class SimsResource(Resource):
             RateLimitedError: still throttled after the retries.
             EsimError: any other failure, typed (see ``esim_async.errors``).
         """
-        entry = self._cached_usage(iccid, refresh, max_age)
+        ctx = self._ctx
+        ctx.validate_iccid(iccid)
+        entry = None if refresh else ctx.usage_endpoint.get(iccid, max_age)
         if entry is None:
             args = (timeout, max_retries, priority, True)
             entry, _ = await self._fetch_usage(iccid, refresh, max_age, *args)
