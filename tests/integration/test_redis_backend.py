@@ -21,7 +21,7 @@ from esim_async.testing import Emulator, Fleet, ServerLimits
 
 from ..arrivals import ArrivalLog
 from ..conftest import RedisServer
-from ..test_limits import max_in_any_window
+from ..limiter.test_limits import max_in_any_window
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,7 @@ from esim_async.cache import CacheEntry
 from esim_async.testing import Emulator, Fleet, ServerLimits
 
 from ..conftest import RedisServer
-from ..test_limits import max_in_any_window
+from ..limiter.test_limits import max_in_any_window
 
 
 def backend(server: RedisServer, **kw: Any) -> RedisBackend:

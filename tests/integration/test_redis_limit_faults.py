@@ -13,7 +13,7 @@ from esim_async.backends.redis import RedisBackend
 from esim_async.limits import EndpointLimiter
 
 from ..conftest import RedisServer
-from ..test_limits import max_in_any_window
+from ..limiter.test_limits import max_in_any_window
 
 
 def backend(server: RedisServer) -> RedisBackend:

@@ -14,7 +14,7 @@ import pytest
 from esim_async import AiraloClient, EsimError, Rate
 from esim_async.testing import Emulator, Faults, Fleet, ServerLimits
 
-from ..test_limits import max_in_any_window
+from ..limiter.test_limits import max_in_any_window
 
 SIZE = int(os.environ.get("ESIM_CHAOS_SIZE", "2000"))
 CLIENT_RATE = Rate(40, 0.5)  # 80 per second

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "esim_async"
+PACKAGE = Path(__file__).resolve().parents[2] / "esim_async"
 
 #: Receivers that are the object itself.
 _SELF_NAMES = frozenset({"self", "cls", "mcs"})

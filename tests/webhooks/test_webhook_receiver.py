@@ -36,7 +36,7 @@ from esim_async.webhooks import (
 
 SECRET = "receiver-secret"
 LOW = {"level": "90%", "package_name": "p", "remaining_percentage": 10, "iccid": "8944001"}
-DOCS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "webhooks.md"
+DOCS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "webhooks.md"
 
 
 def signed(payload: Any, *, secret: str = SECRET) -> tuple[bytes, dict[str, str]]:

@@ -23,8 +23,8 @@ from esim_async import (
 )
 from esim_async.errors import error_from_response
 
-PACKAGE = Path(__file__).resolve().parent.parent / "esim_async"
-PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
+PACKAGE = Path(__file__).resolve().parents[2] / "esim_async"
+PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 ICCID = "8944465400000267221"
 #: 2030-01-01 00:00:00 UTC
 WALL = datetime(2030, 1, 1, tzinfo=UTC).timestamp()

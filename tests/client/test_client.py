@@ -21,8 +21,8 @@ from esim_async import (
 )
 from esim_async._secrets import register_secret
 
-from .arrivals import max_in_any_window
-from .landed import Landed, assert_held_back, assert_not_held
+from ..arrivals import max_in_any_window
+from ..landed import Landed, assert_held_back, assert_not_held
 
 
 def test_pressone_requires_base_url() -> None:

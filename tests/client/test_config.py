@@ -29,7 +29,7 @@ from esim_async import (
     TransportError,
 )
 
-PAYLOADS = Path(__file__).resolve().parent / "fixtures" / "payloads"
+PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 ICCID = "8944465400000267221"
 OTHER = "8944465400000267222"
 USERS_PATH = "/api/third-party/partner/user/"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from esim_async import Rate
 from esim_async.testing.limits import Window
 
-from .arrivals import max_in_any_window
+from ..arrivals import max_in_any_window
 
 
 def run(window: Window, times: list[float]) -> list[float | None]:

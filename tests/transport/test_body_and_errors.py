@@ -372,7 +372,7 @@ def test_usage_without_any_figure_is_undecodable(body: bytes) -> None:
     "name",
     sorted(
         p.name
-        for p in (Path(__file__).parent / "fixtures" / "payloads" / "airalo").glob("usage_200*")
+        for p in (Path(__file__).parents[1] / "fixtures" / "payloads" / "airalo").glob("usage_200*")
     ),
 )
 def test_documented_usage_payloads_still_decode(payload: Any, name: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from esim_async import Rate
 
-from .arrivals import ArrivalLog, max_in_any_window, most_crowded_window
+from ..arrivals import ArrivalLog, max_in_any_window, most_crowded_window
 
 
 class Ticks:

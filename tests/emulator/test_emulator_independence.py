@@ -18,7 +18,7 @@ from esim_async.testing import Emulator, Fleet, ServerLimits
 
 PACKAGE = "esim_async"
 TESTING = "esim_async.testing"
-ROOT = Path(__file__).resolve().parent.parent / "esim_async" / "testing"
+ROOT = Path(__file__).resolve().parents[2] / "esim_async" / "testing"
 
 #: ``POST /v2/refund`` reasons, as the API reference lists them.
 DOCUMENTED_REFUND_REASONS = [

@@ -7,7 +7,7 @@ import inspect
 import aiohttp
 from aioresponses import aioresponses
 
-from .conftest import aioresponses_needs_shim
+from ..conftest import aioresponses_needs_shim
 
 
 async def test_mocked_response_is_readable() -> None:
