@@ -49,7 +49,14 @@ def measure_sweep(n: int, traced: bool) -> dict[str, float]:
     }
 
     async def run() -> dict[str, float]:
-        client = AiraloClient("bench", "bench-secret", company_rate=None, cache_maxsize=n + 10)
+        # A closed local port: a request that escaped the stub fails at once, never goes out.
+        client = AiraloClient(
+            "bench",
+            "bench-secret",
+            base_url="http://127.0.0.1:9",
+            company_rate=None,
+            cache_maxsize=n + 10,
+        )
         decoder = msgspec.json.Decoder(Envelope[Any])
 
         async def fake_request(req: Any) -> Any:
@@ -59,7 +66,7 @@ def measure_sweep(n: int, traced: bool) -> dict[str, float]:
                 slot.mark(slot.time)  # the request "goes out" at once
             return req.decoder.decode(bodies[iccid])
 
-        client._transport.request = fake_request  # type: ignore[method-assign]
+        client._context.send = fake_request  # every resource sends through the context
         del decoder
         gc.collect()
         base_rss = rss()

@@ -3,6 +3,9 @@
 python benchmarks/run_all.py            # full runs, figures appended to RESULTS.md
 python benchmarks/run_all.py --quick    # the CI smoke test (add --no-record to keep
                                         # RESULTS.md unchanged)
+
+A script that runs past its time limit (30 minutes, 10 with --quick) is stopped and counted as
+failed, so a hang never stalls CI.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ SCRIPTS = [
 
 def main() -> int:
     failed = []
+    limit = 600 if "--quick" in sys.argv else 1800
     for script in SCRIPTS:
         print(f"\n=== {script} {' '.join(sys.argv[1:])}", flush=True)
-        code = subprocess.call([sys.executable, str(HERE / script), *sys.argv[1:]])
+        try:
+            code = subprocess.call(
+                [sys.executable, str(HERE / script), *sys.argv[1:]], timeout=limit
+            )
+        except subprocess.TimeoutExpired:
+            print(f"{script}: stopped after {limit} s", flush=True)
+            code = 1
         if code:
             failed.append(script)
     if failed:
