@@ -7,7 +7,10 @@ renewing (crashed, hung, lost its network).
 
 - :class:`LocalMonitorLock` (the default) coordinates monitors of one process.
 - :class:`RedisMonitorLock` coordinates every process and host that shares a Redis server
-  (``SET NX PX`` with a random token; renewal and release check the token in a script).
+  (a key with a random token and an expiry; taking, renewal and release check the token in the
+  scripts ``lease_take.lua``, ``lease_renew.lua`` and ``lock_release.lua``). A take or renewal
+  whose reply was lost may still have run: the next take finds the lease its own and keeps it,
+  instead of waiting a lease's life for its own ghost to lapse.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..backends.redis_store import register_script
 from ..clock import Clock
 
 if TYPE_CHECKING:
@@ -88,20 +92,6 @@ class LocalMonitorLock:
             del _LOCAL[name]
 
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 class RedisMonitorLock:
     """Leases in Redis, shared by every process and host using the same server.
 
@@ -126,8 +116,9 @@ class RedisMonitorLock:
             self._owns = False
         self._prefix = prefix
         self._token = secrets.token_hex(16)
-        self._renew = self._redis.register_script(_RENEW)
-        self._release = self._redis.register_script(_RELEASE)
+        self._take = register_script(self._redis, "lease_take")
+        self._renew = register_script(self._redis, "lease_renew")
+        self._release = register_script(self._redis, "lock_release")
 
     @classmethod
     def from_backend(cls, backend: RedisBackend) -> RedisMonitorLock:
@@ -144,7 +135,7 @@ class RedisMonitorLock:
         key, ms = self._key(name), max(1, int(ttl * 1000))
         while True:
             try:
-                taken = await self._redis.set(key, self._token, nx=True, px=ms)
+                taken = await self._take(keys=[key], args=[self._token, ms])
             except Exception as exc:  # RedisError, OSError: unreachable; try again later
                 _log_unreachable(exc)
                 taken = False
@@ -155,7 +146,8 @@ class RedisMonitorLock:
 
     async def renew(self, name: str, ttl: float) -> bool:
         try:
-            done = await self._renew(keys=[self._key(name)], args=[self._token, int(ttl * 1000)])
+            ms = max(1, int(ttl * 1000))
+            done = await self._renew(keys=[self._key(name)], args=[self._token, ms])
         except Exception as exc:
             # Unreachable: the lease may lapse and another take over; stop to be safe.
             _log_unreachable(exc)

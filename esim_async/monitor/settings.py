@@ -36,7 +36,8 @@ class ClientView:
     margin: float
     clock: Clock
     iccid_length: tuple[int, int]
-    #: ``provider:client_id``: what one monitor lease covers.
+    #: ``provider:client_id@base_url``: what one monitor lease covers (a sandbox and
+    #: production are two accounts).
     account_name: str
 
     @property
@@ -91,6 +92,7 @@ def read_client(
     account = None
     margin = DEFAULT_RATE_MARGIN
     iccid_length = (ICCID_MIN_LENGTH, ICCID_MAX_LENGTH)
+    host = getattr(config, "base_url", None) or getattr(client, "base_url", "")
     if config is not None:
         limit = config.limit("usage") if hasattr(config, "limit") else None
         if limit is not None:
@@ -114,7 +116,7 @@ def read_client(
         margin=margin,
         clock=clock if clock is not None else MonotonicClock(),
         iccid_length=iccid_length,
-        account_name=f"{client.profile.name}:{client.client_id}",
+        account_name=f"{client.profile.name}:{client.client_id}@{host}",
     )
 
 
