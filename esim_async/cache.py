@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
-from cachetools import TTLCache
+from cachetools import LRUCache
 
 from . import _constants as C
 from .clock import Clock
@@ -52,13 +53,54 @@ class CacheEntry(msgspec.Struct, Generic[T], gc=False, array_like=True):
     long_lived: bool = False
 
 
+class _Entries(LRUCache[K, CacheEntry[T]], Generic[K, T]):
+    """A cachetools ``LRUCache`` of entries that carry their own expiry (``stored + ttl``).
+
+    Storing costs no timer bookkeeping: :class:`TTLStore` checks an entry's age when it reads
+    it. When full, the first stored entry goes if it has expired, else the least recently
+    used; :meth:`expire` drops every expired entry.
+    """
+
+    def __init__(self, maxsize: int, ttl: float, now: Callable[[], float]) -> None:
+        super().__init__(maxsize)
+        self.ttl = ttl
+        self._now = now
+        #: Each entry's expiry time, by key, in the order they were stored (written by the
+        #: store; it holds the same keys as the cache).
+        self.expiry: OrderedDict[K, float] = OrderedDict()
+
+    def __delitem__(self, key: K) -> None:
+        super().__delitem__(key)
+        self.expiry.pop(key, None)
+
+    def popitem(self) -> tuple[K, CacheEntry[T]]:
+        """Make room: the first stored entry if it has expired, else the least recently used."""
+        expiry = self.expiry
+        if expiry:
+            key, expires = next(iter(expiry.items()))
+            if expires <= self._now():
+                return key, self.pop(key)
+        return super().popitem()
+
+    def expire(self) -> None:
+        """Drop every expired entry (a scan of the whole cache)."""
+        now = self._now()
+        for key in [key for key, expires in self.expiry.items() if expires <= now]:
+            del self[key]
+
+    def clear(self) -> None:
+        super().clear()
+        self.expiry.clear()
+
+
 class TTLStore(Generic[K, T]):
     """A bounded TTL cache of :class:`CacheEntry` with two lifetimes.
 
-    Normal entries live ``ttl`` seconds, at most ``maxsize`` of them; long-lived ones (404s,
-    recycled eSIMs) live ``long_ttl`` seconds, at most a tenth of ``maxsize``. Each is a
-    cachetools ``TTLCache`` on the injected clock: when full, expired entries go first, then the
-    least recently used.
+    Normal entries live ``ttl`` seconds from their own stored time, at most ``maxsize`` of them;
+    long-lived ones (404s, recycled eSIMs) live ``long_ttl`` seconds, at most a tenth of
+    ``maxsize``. Each is a cachetools ``LRUCache`` on the injected clock: when full, an expired
+    entry goes first, then the least recently used. An expired entry is never answered; it is
+    dropped when read, when room is needed, or when the store is counted.
     """
 
     def __init__(
@@ -76,52 +118,55 @@ class TTLStore(Generic[K, T]):
         self.ttl = ttl
         self.long_ttl = long_ttl
         self._clock = clock
-        self._data: TTLCache[K, CacheEntry[T]] = TTLCache(maxsize=maxsize, ttl=ttl, timer=clock.now)
-        self._long: TTLCache[K, CacheEntry[T]] = TTLCache(
-            maxsize=max(1, maxsize // 10), ttl=long_ttl, timer=clock.now
-        )
+        self._data: _Entries[K, T] = _Entries(maxsize, ttl, clock.now)
+        self._long: _Entries[K, T] = _Entries(max(1, maxsize // 10), long_ttl, clock.now)
+        #: Some long-lived entry was stored (since the last :meth:`clear`).
         self._any_long = False
 
     def __len__(self) -> int:
+        self._data.expire()
+        self._long.expire()
         return len(self._data) + len(self._long)
 
     def get(self, key: K, max_age: float | None = None) -> CacheEntry[T] | None:
         """The live entry for ``key``, if any (and, with ``max_age``, if it is young enough)."""
-        # Indexing reads a TTLCache in one step (``get`` checks expiry twice): the hot path.
-        try:
-            entry = self._data[key]
-            ttl = self.ttl
-        except KeyError:
-            if not self._any_long:
+        # (``expiry`` holds the keys of the entries: a miss costs a dict lookup)
+        store = self._data
+        if key not in store.expiry:
+            if not self._any_long or key not in self._long.expiry:
                 return None
-            try:
-                entry = self._long[key]
-            except KeyError:
-                return None
-            ttl = self.long_ttl
-        # An entry lives ``ttl`` from its own stored time: one copied in from a shared cache
+            store = self._long
+        entry = store[key]
+        # An entry lives its TTL from its own stored time: one copied in from a shared cache
         # arrives already aged and must not live a full TTL more here.
         age = self._clock.now() - entry.stored
-        if age >= ttl or (max_age is not None and age > max_age):
+        if age >= store.ttl:
+            del store[key]
+            return None
+        if max_age is not None and age > max_age:
             return None
         return entry
 
     def set(self, key: K, entry: CacheEntry[T]) -> None:
+        other: _Entries[K, T] | None
         if entry.long_lived:
-            self._data.pop(key, None)
-            if self.long_ttl > 0:
-                self._long[key] = entry
-                self._any_long = True
+            store, other = self._long, self._data
+            self._any_long = True
         else:
-            # (a flag, not len(): a timed cache's len() first expires entries, on the hot path)
-            if self._any_long:
-                self._long.pop(key, None)
-            if self.ttl > 0:
-                self._data[key] = entry
+            store = self._data
+            other = self._long if self._any_long else None
+        if other is not None and key in other.expiry:
+            del other[key]
+        if store.ttl > 0:
+            store[key] = entry
+            expiry = store.expiry
+            expiry[key] = entry.stored + store.ttl
+            expiry.move_to_end(key)
 
     def invalidate(self, key: K) -> None:
-        self._data.pop(key, None)
-        self._long.pop(key, None)
+        for store in (self._data, self._long):
+            if key in store.expiry:
+                del store[key]
 
     def clear(self) -> None:
         self._data.clear()
@@ -253,7 +298,10 @@ class SingleFlight(Generic[K, T]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            call.settle(result, None)
+            waiters, call.waiters = call.waiters, []  # (settle's common case, inline)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
         finally:
             if self._calls.get(key) is call:
                 del self._calls[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import string
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -98,6 +99,7 @@ class ClientContext:
         "_calls",
         "_iccid_max",
         "_iccid_min",
+        "_key_paths",
         "_label",
         "_paths",
         "_transport",
@@ -138,6 +140,8 @@ class ClientContext:
         #: The limiter of an endpoint, by name (created on first use).
         self.limiter = limiter
         self._paths: dict[str, str] = {}
+        #: Per endpoint of one plain parameter: its name, and the text before and after it.
+        self._key_paths: dict[str, tuple[str, str, str] | None] = {}
         self.account_limiter = account_limiter
         self.usage_endpoint = usage_endpoint
         self.history_endpoint = history_endpoint
@@ -152,10 +156,25 @@ class ClientContext:
 
     def path(self, endpoint: str, **params: str) -> str:
         """The path of ``endpoint`` with its parameters filled in."""
+        template = self._template(endpoint)
+        return template.format(**params) if params else template
+
+    def key_path(self, endpoint: str, name: str, value: str) -> str:
+        """``path(endpoint, name=value)`` for an endpoint of one parameter (an ICCID...),
+        without formatting the template on every call."""
+        try:
+            parts = self._key_paths[endpoint]
+        except KeyError:
+            parts = self._key_paths[endpoint] = _split_template(self._template(endpoint))
+        if parts is None or parts[0] != name:
+            return self.path(endpoint, **{name: value})
+        return parts[1] + value + parts[2]
+
+    def _template(self, endpoint: str) -> str:
         template = self._paths.get(endpoint)
         if template is None:
             template = self._paths[endpoint] = self.profile.path(endpoint)
-        return template.format(**params) if params else template
+        return template
 
     def validate_iccid(self, iccid: object) -> str:
         """``iccid`` if it is well formed (the client's ``iccid_length``), else
@@ -184,3 +203,19 @@ class ClientContext:
         await self.history_endpoint.aclose()
         await self._calls.aclose()
         self.async_orders.close()
+
+
+def _split_template(template: str) -> tuple[str, str, str] | None:
+    """The name of the one plain ``{name}`` field of a path template, and the text before and
+    after it (``None`` for any other shape: the path is then formatted)."""
+    fields = list(string.Formatter().parse(template))
+    named = [i for i, field in enumerate(fields) if field[1] is not None]
+    if len(named) != 1:
+        return None
+    at = named[0]
+    _, name, spec, conversion = fields[at]
+    if spec or conversion or not name or not name.isidentifier():
+        return None
+    head = "".join(field[0] for field in fields[: at + 1])
+    tail = "".join(field[0] for field in fields[at + 1 :])
+    return name, head, tail

@@ -18,14 +18,16 @@ import asyncio
 import enum
 import math
 import random
+import re
 import ssl as ssl_module
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import msgspec
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from . import _constants as C
 from ._secrets import logger, redact
@@ -300,14 +302,6 @@ def _release(slots: tuple[Slot | None, ...]) -> None:
             slot.release()
 
 
-def _unsent(slots: tuple[Slot | None, ...]) -> bool:
-    """Some of ``slots`` are still to be stamped with the send time (or given back)."""
-    for slot in slots:  # noqa: SIM110 - a plain loop costs a third of any() over a generator
-        if slot is not None and not slot.sent:
-            return True
-    return False
-
-
 class _StampingConnector(aiohttp.TCPConnector):
     """Stamps the attempt's slots when its connection is ready, right before the request is
     written: a request held up by connection set-up (TCP, TLS) counts when it really goes out."""
@@ -316,16 +310,28 @@ class _StampingConnector(aiohttp.TCPConnector):
         super().__init__(**kwargs)
         self._stamp_clock = clock
 
-    async def connect(
+    def connect(
         self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+    ) -> Coroutine[Any, Any, Any]:
+        # (not a coroutine itself: a request without an attempt riding along connects exactly
+        # as aiohttp does, without a coroutine more on its way)
+        attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
+        if attempt is None:
+            return super().connect(req, traces, timeout)
+        return self._connect_stamped(attempt, req, traces, timeout)
+
+    async def _connect_stamped(
+        self,
+        attempt: _Attempt,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,
     ) -> Any:
         conn = await super().connect(req, traces, timeout)
-        attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
-        if attempt is not None:
-            attempt.connected = True
-            now = self._stamp_clock.now()
-            attempt.sent_at = now
-            attempt.mark(now)
+        attempt.connected = True
+        now = self._stamp_clock.now()
+        attempt.sent_at = now
+        attempt.mark(now)
         return conn
 
 
@@ -354,6 +360,28 @@ _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 #: No headers built yet.
 _UNBUILT = object()
+
+#: No arguments for aiohttp beyond the usual ones (shared: never written).
+_NO_EXTRA: dict[str, Any] = {}
+
+#: A path that reads the same encoded or not: segments of unreserved characters, none of them
+#: ``.`` or ``..`` (the paths of the API, with their ICCIDs and IDs filled in).
+_plain_path = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+").fullmatch
+
+
+def _url_base(base_url: str) -> tuple[URL, str] | None:
+    """The URL a plain path is put into, and the path prefix it keeps (``None`` when
+    ``base_url`` is not a plain absolute URL: each request's URL is then parsed whole)."""
+    try:
+        url = URL(base_url)
+    except ValueError:
+        return None
+    prefix = url.raw_path.rstrip("/")
+    if not url.absolute or url.raw_query_string or url.raw_fragment:
+        return None
+    if prefix and not _plain_path(prefix):
+        return None
+    return url, prefix
 
 
 class _SendError(Exception):
@@ -393,6 +421,8 @@ class Transport:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self._base_url = base_url.rstrip("/")
+        #: The base URL parsed once, and its path prefix: a plain path is put into it as it is.
+        self._url_base = _url_base(self._base_url)
         self._clock = clock
         self.stats = stats
         self.auth = auth
@@ -411,7 +441,7 @@ class Transport:
         self._headers = {"User-Agent": C.USER_AGENT, "Accept": "application/json"}
         self._backoff = Backoff(C.BACKOFF_BASE, C.BACKOFF_CAP)
         #: The headers last built, and the token they carry.
-        self._built_headers: tuple[object, Mapping[str, str]] = (_UNBUILT, {})
+        self._built_headers: tuple[object, Mapping[str, str]] = (_UNBUILT, CIMultiDict())
         self._middlewares: tuple[Any, ...] = ()
         self._count_in_middleware = False
         #: Our session's connector stamps each attempt when its connection is ready, so an
@@ -642,10 +672,13 @@ class Transport:
             session = self._session
             if session is None or not self._ready:
                 session = self._ensure_session()
-            # The headers are built once per token and shared (read only).
+            # The headers are built once per token and shared (read only; already the mapping
+            # aiohttp merges, so it does not convert them on every request).
             built = self._built_headers
             if built[0] != token:
-                fresh = dict(self._headers) if not self._owns_session else {}
+                fresh: CIMultiDict[str] = CIMultiDict(
+                    self._headers if not self._owns_session else ()
+                )
                 if token is not None:
                     fresh["Authorization"] = f"Bearer {token}"
                 built = self._built_headers = (token, fresh)
@@ -653,20 +686,37 @@ class Transport:
         except BaseException:
             _release(slots)
             raise
-        url = self._base_url + req.path
-        extra: dict[str, Any] = {}
+        # A plain path goes into the base URL parsed once (aiohttp would parse and encode the
+        # whole string again); any other is joined to it as a string.
+        path = req.path
+        base = self._url_base
+        url: URL | str
+        if base is not None and _plain_path(path):
+            url = base[0].with_path(base[1] + path, encoded=True)
+        else:
+            url = self._base_url + path
+        extra: dict[str, Any] = _NO_EXTRA
         counting = self._count_in_middleware
-        if counting:
-            extra["middlewares"] = self._middlewares
-        if req.timeout is not None:
-            extra["timeout"] = aiohttp.ClientTimeout(
-                total=req.timeout, connect=self._connect_timeout
-            )
+        if counting or req.timeout is not None:
+            extra = {}
+            if counting:
+                extra["middlewares"] = self._middlewares
+            if req.timeout is not None:
+                extra["timeout"] = aiohttp.ClientTimeout(
+                    total=req.timeout, connect=self._connect_timeout
+                )
         # The attempt rides along (a context variable) only when something needs it: a slot to
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
         task = previous = None
-        if counting or (slots and _unsent(slots)):
+        # Some slot is still to be stamped with the send time (or given back)? (inline, and a
+        # plain loop: this runs on every request)
+        unsent = False
+        for slot in slots:
+            if slot is not None and not slot.sent:
+                unsent = True
+                break
+        if counting or unsent:
             account = (
                 req.account_limiter if req.account_limiter is not None else self.account_limiter
             )
@@ -698,7 +748,15 @@ class Transport:
                     sent_at = attempt.sent_at
                     if sent_at is not None:
                         req.limiter.observe(sent_at, self._clock.now())
-                raw = await self._read(resp)
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self._max_body_size
+                    and "Content-Encoding" not in resp.headers
+                ):
+                    raw = await resp.read()  # the common answer: exactly ``length`` bytes
+                else:
+                    raw = await self._read(resp)
                 return resp.status, raw, resp.headers
         except _NOT_SENT as exc:
             not_sent = True

@@ -89,7 +89,7 @@ class _UsageCall(QueueTicket):
         ctx = self.ctx
         self.request = request = Request(
             "GET",
-            ctx.path("usage", iccid=self.iccid),
+            ctx.key_path("usage", "iccid", self.iccid),
             _usage_decoder,
             limiter=ctx.limiter("usage"),
             key=self.iccid,
@@ -148,9 +148,13 @@ class SimsResource(Resource):
         ctx.validate_iccid(iccid)
         entry = None if refresh else ctx.usage_endpoint.get(iccid, max_age)
         if entry is None:
-            args = (timeout, max_retries, priority, True)
-            entry, _ = await self._fetch_usage(iccid, refresh, max_age, *args)
-        return _unwrap(iccid, entry)
+            entry, _ = await self._fetch_usage(
+                iccid, refresh, max_age, timeout, max_retries, priority, True
+            )
+        value = entry.value
+        if value is None:
+            raise NotFoundError.cached(iccid)
+        return value
 
     async def usage_entry(
         self,

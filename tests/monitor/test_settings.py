@@ -30,7 +30,8 @@ def test_the_view_follows_the_clients_config() -> None:
     assert (view.cache_ttl, view.company, view.per_key) == (2.0, Rate(50, 1.0), Rate(10, 0.5))
     assert view.account == Rate(600, 60.0)
     assert view.clock.now() == clock.now()
-    assert view.account_name == "airalo:id"
+    # One account on one host: the lease of a sandbox and of production never collide.
+    assert view.account_name == f"airalo:id@{client.config.base_url}"
     assert view.unit == 2.0  # the cache outlasts the per-eSIM spacing (0.05 s)
     # The budget: the tightest of the company (50/s) and account (10/s) limits, less margin.
     per_second, burst = view.budget(0.5)

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+import yarl
 
 import esim_async
 from esim_async import AiraloClient, Rate
@@ -28,8 +29,8 @@ ROOT = os.path.dirname(esim_async.__file__)
 SKIPPED = tuple(os.path.join(ROOT, name) for name in ("testing", "limits.py", "backends"))
 
 #: Python calls into the client per uncached usage() (a coroutine counts once per resume).
-BUDGET_UNLIMITED = 35
-BUDGET_LIMITED = 38
+BUDGET_UNLIMITED = 31
+BUDGET_LIMITED = 35
 #: Python calls into the limiter per uncached usage() with the limits lifted (``None``): the
 #: queue ticket of the shared call, bound for its duration (5), and one ``acquire`` that only
 #: checks that no cool-down holds the request back.
@@ -116,3 +117,39 @@ async def test_a_finished_usage_call_leaves_nothing_of_itself_alive(limited: boo
             if isinstance(o, (Request, QueueTicket)) and id(o) not in before
         ]
         assert alive == []
+
+
+async def test_an_uncached_usage_call_parses_no_url_string() -> None:
+    """The base URL is parsed once; each request's path is put into it as it is (its ICCID is
+    plain digits), instead of yarl splitting and encoding the whole URL string every time."""
+    fleet = Fleet.generate(12, seed=7)
+    iccids = fleet.iccids()  # distinct URLs: none of them is in yarl's own cache
+    transport = os.path.join(ROOT, "transport.py")
+    library = os.path.dirname(yarl.__file__)
+    parses: Counter[str] = Counter()
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        code = frame.f_code
+        if event != "call" or not code.co_filename.startswith(library):
+            return
+        if code.co_name not in ("split_url", "encode_url"):
+            return
+        caller: FrameType | None = frame
+        while caller is not None and caller.f_code.co_filename != transport:
+            caller = caller.f_back
+        if caller is not None:  # the client's request, not the emulator serving it
+            parses[code.co_name] += 1
+
+    async with (
+        Emulator(fleet=fleet, limits=ServerLimits.unlimited()) as emu,
+        AiraloClient("id", "secret", base_url=emu.url, token_rate=None, **_rates(False)) as client,
+    ):
+        await client.sims.usage(iccids[0], refresh=True)  # token, session and connection
+        sys.setprofile(profile)
+        try:
+            for iccid in iccids[1:]:
+                await client.sims.usage(iccid, refresh=True)
+        finally:
+            sys.setprofile(None)
+        assert client.stats.requests - client.stats.token_requests == len(iccids)
+    assert parses == Counter()
