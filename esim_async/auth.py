@@ -60,6 +60,13 @@ class TokenManager:
     def has_token(self) -> bool:
         return self._token is not None and self._clock.now() < self._valid_until
 
+    def valid_token(self) -> str | None:
+        """The token in use while it is trusted, else ``None`` (:meth:`get` fetches one)."""
+        token = self._token
+        if token is not None and self._clock.now() < self._valid_until:
+            return token
+        return None
+
     async def get(self) -> str:
         """A valid token, fetching one if needed."""
         token = self._token

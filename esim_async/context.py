@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import string
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -97,8 +98,6 @@ class ClientContext:
 
     __slots__ = (
         "_calls",
-        "_iccid_max",
-        "_iccid_min",
         "_key_paths",
         "_label",
         "_paths",
@@ -114,6 +113,8 @@ class ClientContext:
         "stats",
         "topup_listeners",
         "usage_endpoint",
+        "usage_limiter",
+        "validate_iccid",
     )
 
     def __init__(
@@ -129,7 +130,12 @@ class ClientContext:
         history_endpoint: CachedEndpoint[list[PackageHistoryEntry]],
     ) -> None:
         self._label = label
-        self._iccid_min, self._iccid_max = config.iccid_length
+        low, high = config.iccid_length
+        #: ``iccid`` if it is well formed (the client's ``iccid_length``), else
+        #: :class:`~esim_async.errors.InvalidIccidError`.
+        self.validate_iccid: Callable[[object], str] = functools.partial(
+            validate_iccid, min_length=low, max_length=high
+        )
         self.config = config
         self.profile: ProviderProfile = config.profile
         self.clock: Clock = config.clock
@@ -139,6 +145,8 @@ class ClientContext:
         self.send: Callable[[Request[T]], Awaitable[T]] = transport.request
         #: The limiter of an endpoint, by name (created on first use).
         self.limiter = limiter
+        #: The usage endpoint's limiter (the one every usage request waits in).
+        self.usage_limiter = limiter("usage")
         self._paths: dict[str, str] = {}
         #: Per endpoint of one plain parameter: its name, and the text before and after it.
         self._key_paths: dict[str, tuple[str, str, str] | None] = {}
@@ -175,11 +183,6 @@ class ClientContext:
         if template is None:
             template = self._paths[endpoint] = self.profile.path(endpoint)
         return template
-
-    def validate_iccid(self, iccid: object) -> str:
-        """``iccid`` if it is well formed (the client's ``iccid_length``), else
-        :class:`~esim_async.errors.InvalidIccidError`."""
-        return validate_iccid(iccid, min_length=self._iccid_min, max_length=self._iccid_max)
 
     def utcnow(self) -> datetime:
         """The clock's current UTC time (for date rules such as a future order's due date)."""

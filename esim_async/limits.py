@@ -613,24 +613,12 @@ class EndpointLimiter:
             LimiterClosedError: the limiter was closed.
             BackendUnavailableError: the store could not be reached (fail closed).
         """
+        if self.rate is None and (key is None or self.per_key is None):
+            admitted = self.admit_now(key)
+            if admitted is not None:
+                return admitted
         clock = self._clock
         start = clock.now()
-        if self.rate is None and (key is None or self.per_key is None):
-            # No window counts this request: unless a cool-down, a hold or a queue is in the
-            # way (the full path below handles them), it goes at once.
-            state = self._state
-            t = start + self._offset
-            if (
-                state.refuse_until <= t
-                and state.cooldown_until <= t
-                and self._hold_until <= start
-                and not self._key_holds
-                and not self._closed
-                and self._store is self._primary
-                and not self._lanes[0]
-                and not self._lanes[1]
-            ):
-                return SENT
         while True:
             if self._closed:
                 raise LimiterClosedError(f"limiter {self.name!r} is closed")
@@ -651,6 +639,28 @@ class EndpointLimiter:
         if waited > 0.0:
             self.waited += waited
         return got
+
+    def admit_now(self, key: str | None = None) -> Slot | None:
+        """The slot of a request for ``key`` that goes at once, without waiting: no window
+        counts it (its limits are lifted) and no cool-down, hold or queue is in its way.
+        ``None`` otherwise: :meth:`acquire` it (which handles all of them)."""
+        if self.rate is not None or (key is not None and self.per_key is not None):
+            return None
+        start = self._clock.now()
+        state = self._state
+        t = start + self._offset
+        if (
+            state.refuse_until <= t
+            and state.cooldown_until <= t
+            and self._hold_until <= start
+            and not self._key_holds
+            and not self._closed
+            and self._store is self._primary
+            and not self._lanes[0]
+            and not self._lanes[1]
+        ):
+            return SENT
+        return None
 
     def _held(self, key: str | None, now: float) -> float:
         """Seconds this process holds a request for ``key`` back for the key's own cool-down.

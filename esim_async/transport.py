@@ -31,6 +31,7 @@ from yarl import URL
 
 from . import _constants as C
 from ._secrets import logger, redact
+from .auth import TokenManager
 from .backends.base import RateLimiter
 from .clock import Clock
 from .errors import (
@@ -42,21 +43,31 @@ from .errors import (
     error_from_response,
 )
 from .instrument import CallScope, Instrumentation, RouteTable, take_scope
-from .limits import Priority, QueueTicket, Slot
+from .limits import EndpointLimiter, Priority, QueueTicket, Slot
 from .stats import ClientStats
 
-__all__ = ["Request", "TokenSource", "Transport"]
+__all__ = ["Decoder", "Request", "TokenSource", "Transport"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-@dataclass(slots=True)
+class Decoder(Protocol[T_co]):
+    """What reads a 2xx body into the answer: a ``msgspec.json.Decoder``, or one that unwraps
+    what it decodes (raising msgspec's ``DecodeError``/``ValidationError`` for a bad body)."""
+
+    def decode(self, buf: bytes, /) -> T_co:
+        """The answer in ``buf``."""
+        ...
+
+
+@dataclass(slots=True, weakref_slot=True)
 class Request(Generic[T]):
     """One logical API call, as a resource declares it."""
 
     method: str
     path: str
-    decoder: msgspec.json.Decoder[T]
+    decoder: Decoder[T]
     limiter: RateLimiter | None = None
     key: str | None = None
     priority: Priority = Priority.INTERACTIVE
@@ -361,9 +372,6 @@ _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 #: No headers built yet.
 _UNBUILT = object()
 
-#: No arguments for aiohttp beyond the usual ones (shared: never written).
-_NO_EXTRA: dict[str, Any] = {}
-
 #: A path that reads the same encoded or not: segments of unreserved characters, none of them
 #: ``.`` or ``..`` (the paths of the API, with their ICCIDs and IDs filled in).
 _plain_path = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+").fullmatch
@@ -436,12 +444,20 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._connector = connector
-        self._proxy = proxy
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
+        #: What every request hands aiohttp beyond its URL and headers: only what differs from
+        #: aiohttp's defaults (each argument is packed and unpacked on its way in).
+        self._options: dict[str, Any] = {}
+        if proxy is not None:
+            self._options["proxy"] = proxy
+        if ssl is not None:
+            self._options["ssl"] = ssl
         self._headers = {"User-Agent": C.USER_AGENT, "Accept": "application/json"}
         self._backoff = Backoff(C.BACKOFF_BASE, C.BACKOFF_CAP)
         #: The headers last built, and the token they carry.
         self._built_headers: tuple[object, Mapping[str, str]] = (_UNBUILT, CIMultiDict())
+        #: The token our own session's headers carry (``None``: none).
+        self._session_token: object = None
         self._middlewares: tuple[Any, ...] = ()
         self._count_in_middleware = False
         #: Our session's connector stamps each attempt when its connection is ready, so an
@@ -499,6 +515,7 @@ class Transport:
                 self._middlewares = (self._count_sends,)
                 self._count_in_middleware = True
             self._session = session
+            self._session_token = None  # (its headers are ours: no token among them yet)
             self._stamps_connections = self._connector is None
         elif not self._owns_session and not self._count_in_middleware:
             # A caller's session keeps aiohttp's own re-send: a middleware (after the caller's
@@ -550,34 +567,51 @@ class Transport:
             # (sandbox mode) that requests waiting for it would otherwise hold.
             token = None
             if req.authenticated:
-                if self.auth is None:
+                auth = self.auth
+                if auth is None:
                     raise EsimError("no token manager configured")
-                token = await self.auth.get()
-            asked = clock.now()
+                if isinstance(auth, TokenManager):
+                    token = auth.valid_token()  # (the token in use: no coroutine to start)
+                if token is None:
+                    token = await auth.get()
+            waited = 0.0
             slots: tuple[Slot | None, ...] = ()
             if limiter is not None or account is not None:
-                # The ticket applies to the waits for budget, and only to them: nothing of the
-                # call stays bound while its request is out (a timer set meanwhile would keep
-                # the call alive in the context it captures).
-                bound = ticket.bind() if ticket is not None else None
-                if bound is not None:
-                    bound.__enter__()
+                # A request its limits let go at once (lifted, nothing in the way) neither
+                # waits nor binds its ticket; the account's limit is asked after the endpoint's.
                 slot = other = None
-                try:
-                    if limiter is not None:
-                        slot = await limiter.acquire(req.key, req.priority)
-                    if account is not None:
-                        other = await account.acquire(None, req.priority)
-                except BaseException:
-                    if slot is not None:
-                        slot.release()
-                    raise
-                finally:
+                ready = limiter is None
+                if isinstance(limiter, EndpointLimiter):
+                    slot = limiter.admit_now(req.key)
+                    ready = slot is not None
+                if ready and isinstance(account, EndpointLimiter):
+                    other = account.admit_now(None)
+                    ready = other is not None
+                elif ready:
+                    ready = account is None
+                if not ready:
+                    # The ticket applies to the waits for budget, and only to them: nothing of
+                    # the call stays bound while its request is out (a timer set meanwhile
+                    # would keep the call alive in the context it captures).
+                    asked = clock.now()
+                    bound = ticket.bind() if ticket is not None else None
                     if bound is not None:
-                        bound.__exit__(None, None, None)
+                        bound.__enter__()
+                    try:
+                        if limiter is not None and slot is None:
+                            slot = await limiter.acquire(req.key, req.priority)
+                        if account is not None:
+                            other = await account.acquire(None, req.priority)
+                    except BaseException:
+                        if slot is not None:
+                            slot.release()
+                        raise
+                    finally:
+                        if bound is not None:
+                            bound.__exit__(None, None, None)
+                    waited = clock.now() - asked
+                    stats.limit_wait += waited
                 slots = (slot, other)
-                stats.limit_wait += clock.now() - asked
-            waited = clock.now() - asked if scope is not None else 0.0
             stats.attempts += 1
             if attempt:
                 stats.retries += 1
@@ -672,17 +706,28 @@ class Transport:
             session = self._session
             if session is None or not self._ready:
                 session = self._ensure_session()
-            # The headers are built once per token and shared (read only; already the mapping
-            # aiohttp merges, so it does not convert them on every request).
-            built = self._built_headers
-            if built[0] != token:
-                fresh: CIMultiDict[str] = CIMultiDict(
-                    self._headers if not self._owns_session else ()
-                )
-                if token is not None:
-                    fresh["Authorization"] = f"Bearer {token}"
-                built = self._built_headers = (token, fresh)
-            headers = {**built[1], **req.headers} if req.headers else built[1]
+            headers: Mapping[str, str] | None
+            if self._owns_session:
+                # Our session carries the token among its own headers, set when it changes
+                # (right before the request, nothing awaited between), so the usual request
+                # has no headers of its own for aiohttp to merge into the session's.
+                if self._session_token != token:
+                    if token is None:
+                        session.headers.pop("Authorization", None)
+                    else:
+                        session.headers["Authorization"] = f"Bearer {token}"
+                    self._session_token = token
+                headers = req.headers or None
+            else:
+                # The headers are built once per token and shared (read only; already the
+                # mapping aiohttp merges, so it does not convert them on every request).
+                built = self._built_headers
+                if built[0] != token:
+                    fresh: CIMultiDict[str] = CIMultiDict(self._headers)
+                    if token is not None:
+                        fresh["Authorization"] = f"Bearer {token}"
+                    built = self._built_headers = (token, fresh)
+                headers = {**built[1], **req.headers} if req.headers else built[1]
         except BaseException:
             _release(slots)
             raise
@@ -695,16 +740,29 @@ class Transport:
             url = base[0].with_path(base[1] + path, encoded=True)
         else:
             url = self._base_url + path
-        extra: dict[str, Any] = _NO_EXTRA
+        # Only the arguments this request sets (the usual GET sets none of them).
+        extra = self._options
         counting = self._count_in_middleware
-        if counting or req.timeout is not None:
-            extra = {}
+        if (
+            counting
+            or req.timeout is not None
+            or req.params is not None
+            or req.form is not None
+            or req.json is not None
+        ):
+            extra = dict(extra)
             if counting:
                 extra["middlewares"] = self._middlewares
             if req.timeout is not None:
                 extra["timeout"] = aiohttp.ClientTimeout(
                     total=req.timeout, connect=self._connect_timeout
                 )
+            if req.params is not None:
+                extra["params"] = req.params
+            if req.form is not None:
+                extra["data"] = req.form
+            if req.json is not None:
+                extra["json"] = req.json
         # The attempt rides along (a context variable) only when something needs it: a slot to
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
@@ -731,16 +789,7 @@ class Transport:
         answered = not_sent = False
         try:
             async with session.request(
-                req.method,
-                url,
-                params=req.params,
-                data=req.form,
-                json=req.json,
-                headers=headers,
-                proxy=self._proxy,
-                ssl=self._ssl,
-                allow_redirects=False,
-                **extra,
+                req.method, url, headers=headers, allow_redirects=False, **extra
             ) as resp:
                 answered = True
                 # Send to headers: the limiter's path sample (only with a real send time).

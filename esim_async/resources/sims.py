@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
+import weakref
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+)
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -33,6 +41,18 @@ _SIM_INCLUDES = ("order", "order.status", "order.user", "share")
 _LANGUAGE_MAX = 16
 
 _usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
+
+
+class _UsageData:
+    """Reads a usage answer to the usage itself (the envelope's ``data``)."""
+
+    __slots__ = ()
+
+    def decode(self, buf: bytes, /) -> Usage:
+        return _usage_decoder.decode(buf).data
+
+
+_usage_data = _UsageData()
 
 
 def stamp_usage(usage: Usage, wall: float) -> None:
@@ -69,8 +89,8 @@ class _UsageCall(QueueTicket):
         self.timeout = timeout
         self.max_retries = max_retries
         self.retry_rate_limited = retry_rate_limited
-        #: The request once it is built.
-        self.request: Request[Envelope[Usage]] | None = None
+        #: The request once it is built, while it lives (weakly held: it holds this ticket).
+        self.request: weakref.ref[Request[Usage]] | None = None
 
     def join(self, other: _UsageCall) -> None:
         """A caller with the policy ``other`` joined: take the better of both."""
@@ -79,19 +99,20 @@ class _UsageCall(QueueTicket):
             self.max_retries = other.max_retries
         if other.retry_rate_limited:
             self.retry_rate_limited = True
-        request = self.request
+        request = self.request() if self.request is not None else None
         if request is not None:
             request.priority = self.priority
             request.max_retries = self.max_retries
             request.retry_rate_limited = self.retry_rate_limited
 
-    async def __call__(self) -> Usage:
+    def __call__(self) -> Awaitable[Usage]:
+        """Build the request and send it (the transport's call is the one awaited)."""
         ctx = self.ctx
-        self.request = request = Request(
+        request = Request(
             "GET",
             ctx.key_path("usage", "iccid", self.iccid),
-            _usage_decoder,
-            limiter=ctx.limiter("usage"),
+            _usage_data,
+            limiter=ctx.usage_limiter,
             key=self.iccid,
             priority=self.priority,
             timeout=self.timeout,
@@ -99,10 +120,8 @@ class _UsageCall(QueueTicket):
             retry_rate_limited=self.retry_rate_limited,
             ticket=self,
         )
-        try:
-            return (await ctx.send(request)).data
-        finally:
-            self.request = None  # (the request refers to this ticket: no cycle outlives it)
+        self.request = weakref.ref(request)
+        return ctx.send(request)
 
 
 class SimsResource(Resource):
@@ -146,10 +165,15 @@ class SimsResource(Resource):
         """
         ctx = self._ctx
         ctx.validate_iccid(iccid)
-        entry = None if refresh else ctx.usage_endpoint.get(iccid, max_age)
+        endpoint = ctx.usage_endpoint
+        entry = None if refresh else endpoint.get(iccid, max_age)
         if entry is None:
-            entry, _ = await self._fetch_usage(
-                iccid, refresh, max_age, timeout, max_retries, priority, True
+            # (``_fetch_usage``, inline: this is the path of every uncached call)
+            if max_retries is None:
+                max_retries = ctx.config.max_retries
+            call = _UsageCall(ctx, iccid, timeout, priority, max_retries, True)
+            entry, _ = await endpoint.fetch(
+                iccid, call, refresh=refresh, max_age=max_age, options=call
             )
         value = entry.value
         if value is None:
