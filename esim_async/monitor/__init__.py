@@ -44,9 +44,15 @@ crossing that can be predicted it is zero until the earliest moment the crossing
 grows fast after it, so the eSIM is read just after that moment. What makes each ``U``:
 
 1. **Draining eSIMs** (ACTIVE, a threshold ahead). Per eSIM the monitor keeps the last
-   readings and its burst speed: its fastest moving interval, divided by the share of such an
-   interval the fleet spends online (usage comes in bursts, and an interval that spans a pause
-   understates the burst), kept across packages (a fast user stays fast after a top-up). The
+   readings and its burst speed, kept across packages (a fast user stays fast after a
+   top-up). Usage comes in bursts, and an interval that spans a pause understates the burst:
+   while an eSIM has shown few moving intervals, its burst speed is its fastest one divided
+   by the share of such an interval the fleet spends online, a generous guess; once it has
+   shown six, some interval was most likely spent wholly online, and its fastest interval,
+   with a margin of 30 %, is its burst speed (the largest of many generous guesses runs high:
+   in a simulation of the benchmark's fleet a median 2.5 times the true speed, and reads then
+   come too early). The first reading of a new package counts as a moving interval: what it
+   shows used was used since the last reading before the top-up, at least that fast. The
    fleet teaches how long sessions and pauses last (from short intervals of eSIMs seen
    moving) and its fast speed, as a *share of the package* per second (the 90th percentile of
    every moving interval), applied to an eSIM's own package when the eSIM has not been seen
@@ -96,22 +102,27 @@ the fleet and re-emits nothing that was written. With several processes, a
 :class:`RedisMonitorLock` keeps one monitor per account running; the others stand by and take
 over within a quarter TTL of its last renewal.
 
-Measured (``benchmarks/bench_monitor.py``, figures in ``benchmarks/RESULTS.md``; the
-emulator runs in a process of its own): 1,000 eSIMs at 50 reads per second with a 1-second
-cache, a bursty fleet life with speeds 250 times apart, top-ups and installations: the 90 % mark
-is found 1.35 s after the data crossed it on average (median 0.8 s, p90 2.7 s), against 10.3 s
-(p90 18.2 s) for ``usage_many`` swept round robin under the same budget: 0.13 times the mean,
-0.15 times the p90, with no 429 and no event before its crossing. The mean is set by a tail:
-in a simulation of the same fleet on a simulated clock, about one crossing in fourteen is
-found more than 5 s late and those make half of the total delay; the others are found 0.9 s
-after the fact on average, close to the half TTL a read per TTL allows. Most of the tail is a
-fast user whose speed the monitor has not seen yet: a top-up or installation followed by a
-crossing within one or two sessions, or a first session that crosses both marks between two
-reads. Given each eSIM's true burst speed the same policy finds the mark 0.93 s late on
-average in that simulation (0.09 times round robin): what separates it from there is how fast
-a speed can be learnt from a few readings. The monitor's own CPU is about 110 us per read
-(0.5 % of a core at 50 reads per second), it keeps about 1 KiB per tracked eSIM, and restarts
-from a 100,000-eSIM store, schedule loaded, in about 1 s.
+Measured (``benchmarks/bench_monitor.py``, figures in ``benchmarks/RESULTS.md``; the emulator
+runs in a process of its own): 1,000 eSIMs at 50 reads per second with a 1-second cache, a
+bursty fleet life with speeds 250 times apart, top-ups and installations: in the recorded run
+the 90 % mark is found 1.37 s after the data crossed it on average (median 0.73 s, p90 3.5 s),
+against 10.2 s (p90 18.0 s) for ``usage_many`` swept round robin under the same budget: 0.135
+times the mean, 0.20 times the p90, with no 429 and no event before its crossing. One run is
+one draw: the timing of the exchange changes which reads land where. Four runs of the monitor
+on the same fleet gave means of 1.17 to 1.37 s, 1.27 s over the four (0.125 times round robin);
+three of the policy before the speed rule of item 1 and the reading of a top-up, 1.35 to 1.55 s.
+A simulation of the same fleet on a simulated clock, over 20 fleet seeds, is steadier: a
+mean of 1.51 s, against 1.80 s before. The mean is set by a tail: one crossing in eighteen is
+found more than 5 s late and those make 41 % of the total delay; the others are found 0.95 s
+after the fact on average. Most of the tail is a user whose speed the monitor has not measured
+yet: a top-up or installation followed by a crossing within one or two sessions, a first
+session that crosses both marks between two reads, or a first moving interval that shows a
+small part of a burst (it shows the speed times the unknown share of the interval spent
+online). Given the true burst speed of every eSIM once it has been seen moving, the same policy
+finds the mark 1.13 s late on average in that simulation (0.11 times round robin): what is left
+is the eSIMs never seen moving, and reads once per TTL around a crossing. The monitor's own CPU
+is about 100 us per read (0.5 % of a core at 50 reads per second), it keeps about 0.9 KiB per
+tracked eSIM, and restarts from a 100,000-eSIM store, schedule loaded, in about 1 s.
 """
 
 from .events import EventKind, UsageEvent

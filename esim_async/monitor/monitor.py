@@ -75,6 +75,9 @@ class MonitorStats:
     leases: int = 0
     #: Times the eSIM states were loaded from the store.
     loads: int = 0
+    #: Events dropped from the front of a full queue nobody was taking from (with a store,
+    #: they are still in it).
+    events_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,9 @@ class FleetMonitor:
         cache_ttl, clock: stand-ins for a client without ``config`` (its values otherwise).
         max_in_flight: reads in flight at once (default: adapted between 2 and 16 to keep the
             budget busy while every choice is made at the moment a read can start).
+        max_queued_events: events kept for :meth:`events` while nobody takes them; past it the
+            oldest are dropped (counted in ``stats.events_dropped``, logged once per overflow),
+            so a monitor whose events nobody reads does not grow without bound.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class FleetMonitor:
         cache_ttl: float | None = None,
         clock: Clock | None = None,
         max_in_flight: int | None = None,
+        max_queued_events: int = 10_000,
     ) -> None:
         marks = tuple(sorted({float(t) for t in thresholds}))
         if len(marks) > 16 or any(not (0.0 < t <= 1.0) for t in marks):
@@ -162,6 +169,8 @@ class FleetMonitor:
             raise ValueError("expiring_within must be >= 0")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if max_queued_events < 1:
+            raise ValueError("max_queued_events must be >= 1")
         self._client = client
         self._view: ClientView = read_client(client, cache_ttl=cache_ttl, clock=clock)
         self._clock: Clock = self._view.clock
@@ -177,7 +186,7 @@ class FleetMonitor:
         self._in_flight = max_in_flight or _MIN_IN_FLIGHT
         self._sims: dict[str, SimState] = {}
         self._schedule = Schedule()
-        self._prior = FleetPrior()
+        self._prior = FleetPrior(self._timing.unit)
         #: How the reads per second are shared out (see ``estimator.Budget``).
         self._shares = Budget()
         #: What every due time was last planned with, and when (see ``_replan``).
@@ -191,6 +200,8 @@ class FleetMonitor:
         #: (writer, generation) of the store as this monitor last loaded or wrote it.
         self._seen: tuple[Any, Any] = (None, None)
         self._queue: deque[UsageEvent] = deque()
+        self._max_queued = max_queued_events
+        self._overflowing = False
         self._consumers: set[asyncio.Future[None]] = set()
         self._dirty: set[SimState] = set()
         self._pending: list[StoredEvent] = []
@@ -395,7 +406,19 @@ class FleetMonitor:
                 self._consumers.discard(waiter)
 
     def _emit(self, event: UsageEvent) -> None:
-        self._queue.append(event)
+        queue = self._queue
+        if not queue:
+            self._overflowing = False  # taken up to here: a new overflow is logged again
+        elif len(queue) >= self._max_queued:
+            queue.popleft()
+            self.stats.events_dropped += 1
+            if not self._overflowing:
+                self._overflowing = True
+                logger.warning(
+                    "fleet monitor: %d events queued and none taken; dropping the oldest",
+                    len(queue) + 1,
+                )
+        queue.append(event)
         self.stats.events[event.kind] += 1
         self._wake_consumers()
         if self._store is not None:
@@ -550,6 +573,11 @@ class FleetMonitor:
         assert store is not None
         rows, meta = await store.load()
         now, wall_now = self._clock.now(), self._wall()
+        written = meta.get("written_at")
+        if isinstance(written, int | float) and math.isfinite(written):
+            # Written on a wall clock ahead of ours (another host, or ours stepped back): the
+            # stored times count from the moment it was written, not from a wait for the skew.
+            wall_now = max(wall_now, float(written))
 
         def mono(t: float | None) -> float:
             return -math.inf if t is None else now - (wall_now - t)
@@ -569,7 +597,7 @@ class FleetMonitor:
                 row.moves,
                 row.still,
             )
-            state.share, state.root = row.share, row.root
+            state.share, state.root, state.top = row.share, row.root, row.top
             state.since = mono(row.since) if row.since is not None else now
             state.fails, state.fired = row.fails, row.fired
             state.missing, state.urgent = row.missing, row.urgent
@@ -584,7 +612,7 @@ class FleetMonitor:
         self._sims = sims
         self._recount()
         if "prior" in meta:
-            self._prior = FleetPrior.from_dict(meta["prior"])
+            self._prior = FleetPrior.from_dict(meta["prior"], self._timing.unit)
         self._dirty = {s for s in self._dirty if s.tracked}
         self._schedule = Schedule()
         for state in sims.values():
@@ -609,6 +637,7 @@ class FleetMonitor:
             still=state.still,
             share=state.share,
             root=state.root,
+            top=state.top,
             since=wall(state.since),
             fails=state.fails,
             fired=state.fired,
@@ -638,6 +667,7 @@ class FleetMonitor:
                 "prior": self._prior.to_dict(),
                 "writer": self._writer_id,
                 "generation": self._generation,
+                "written_at": wall_now,
             }
             # The batch left ``_dirty`` and ``_pending``: it is written whole even when the
             # writer is cancelled half-way (a stop), or its events and rows would be lost.

@@ -53,6 +53,7 @@ class StoredSim(msgspec.Struct, array_like=True, gc=False):
     share: float = 0.0
     root: float = 0.0
     since: float | None = None
+    top: float = 0.0
 
 
 class StoredEvent(msgspec.Struct, array_like=True, gc=False):

@@ -167,3 +167,28 @@ async def test_stopping_while_a_batch_is_being_written_loses_no_event(
     finally:
         await store.close()
     assert len(logged) == emitted
+
+
+async def test_a_restart_keeps_each_eSIMs_measured_speed(tmp_path: Path) -> None:
+    """An eSIM seen moving many times has its speed from its fastest interval; a restarted
+    monitor assumes the same speed for it, without a request."""
+    path = tmp_path / "fleet.db"
+    watched = iccid(1)
+    async with rig(fleet=fleet(record(1, 5000, 10_000)), cache_ttl=UNIT) as r:
+        first = r.monitor(store=path)
+        await first.track([watched])
+        async with r.running(first):
+            for step in range(1, 13):  # 10 MB per second, online all along
+                r.emu.set_usage(watched, remaining=5000 - 100 * step)
+                await r.clock.run(UNIT, 1.0)
+        before = first.snapshot(watched)
+        assert before is not None and before.upper_rate is not None
+        reads = len(r.arrivals)
+
+        async with second_client(r) as client:
+            second = FleetMonitor(client, store=path, expiring_within=0.0)
+            await second.track([watched])
+            after = second.snapshot(watched)
+            assert after is not None
+            assert after.upper_rate == pytest.approx(before.upper_rate)
+            assert len(r.arrivals) == reads

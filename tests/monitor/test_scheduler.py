@@ -234,7 +234,7 @@ def test_a_stored_fleet_speed_in_mb_per_second_is_relearnt_not_taken_as_shares()
     prior.refresh()
     data = prior.to_dict()
     assert FleetPrior.from_dict(data).speed == prior.speed == 0.125
-    data["speeds"] = [c * 0 for c in data.pop("shares")]
+    data["speeds"] = [c * 0 for c in data.pop("shares_per_unit")]
     data["speeds"][46] = 10.0  # 64-128 MB/s, as an older store keeps it
     assert FleetPrior.from_dict(data).speed is None
 
