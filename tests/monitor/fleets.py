@@ -5,8 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from esim_async.testing import Fleet, SimRecord
+from esim_async.testing.life import LifeProfile
 
 from .rig import WALL
+
+#: A small fleet's life in seconds of the clock: drains 12x apart, sessions and pauses of a
+#: few seconds, every NOT_ACTIVE eSIM installed and half of the finished ones topped up.
+BURSTY = LifeProfile(
+    drain_90=(10.0, 120.0),
+    session=8.0,
+    pause=6.0,
+    idle_share=0.1,
+    install_share=1.0,
+    install_after=30.0,
+    topup_share=0.5,
+    topup_after=20.0,
+)
 
 
 def stamp(days: float) -> str:

@@ -9,7 +9,7 @@ from esim_async import AiraloClient, ManualClock, Rate
 from esim_async.testing import Emulator, Fleet
 from esim_async.testing.life import FleetLife, LifeProfile
 
-from .fleets import fleet, iccid, record
+from .fleets import BURSTY, fleet, iccid, record
 from .rig import rig
 
 #: Always online (pauses of a nanosecond), 90 % of a package in 10 s of the clock.
@@ -130,20 +130,10 @@ async def test_running_in_the_background_updates_the_whole_fleet() -> None:
 
 
 async def test_a_monitor_finds_every_crossing_and_never_before_it() -> None:
-    profile = LifeProfile(
-        drain_90=(10.0, 120.0),
-        session=8.0,
-        pause=6.0,
-        idle_share=0.1,
-        install_share=1.0,
-        install_after=30.0,
-        topup_share=0.5,
-        topup_after=20.0,
-    )
     async with rig(
         fleet=Fleet.generate(30, seed=11), cache_ttl=1.0, company=Rate(20, 1.0), per_key=None
     ) as r:
-        life = FleetLife(r.emu, profile=profile, seed=5, clock=r.clock)
+        life = FleetLife(r.emu, profile=BURSTY, seed=5, clock=r.clock)
         life.attach()
         monitor = r.monitor()
         await monitor.track(r.emu.fleet.iccids())

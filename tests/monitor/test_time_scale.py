@@ -13,20 +13,10 @@ import pytest
 
 from esim_async import Rate
 from esim_async.testing import Fleet
-from esim_async.testing.life import FleetLife, LifeProfile
+from esim_async.testing.life import FleetLife
 
+from .fleets import BURSTY
 from .rig import rig
-
-PROFILE = LifeProfile(
-    drain_90=(10.0, 120.0),
-    session=8.0,
-    pause=6.0,
-    idle_share=0.1,
-    install_share=1.0,
-    install_after=30.0,
-    topup_share=0.5,
-    topup_after=20.0,
-)
 
 
 async def run(scale: float) -> tuple[list[tuple[float, str]], list[tuple[str, str, float | None]]]:
@@ -37,7 +27,7 @@ async def run(scale: float) -> tuple[list[tuple[float, str]], list[tuple[str, st
         company=Rate(20, 1.0 * scale),
         per_key=Rate(10, 3.0 * scale),
     ) as r:
-        life = FleetLife(r.emu, profile=PROFILE, seed=5, clock=r.clock, time_scale=1.0 / scale)
+        life = FleetLife(r.emu, profile=BURSTY, seed=5, clock=r.clock, time_scale=1.0 / scale)
         life.attach()
         monitor = r.monitor()
         await monitor.track(r.emu.fleet.iccids())
