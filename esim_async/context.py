@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import string
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -148,7 +147,7 @@ class ClientContext:
         #: The usage endpoint's limiter (the one every usage request waits in).
         self.usage_limiter = limiter("usage")
         self._paths: dict[str, str] = {}
-        #: Per endpoint of one plain parameter: its name, and the text before and after it.
+        #: Per endpoint of one parameter: its name, and the text before and after it.
         self._key_paths: dict[str, tuple[str, str, str] | None] = {}
         self.account_limiter = account_limiter
         self.usage_endpoint = usage_endpoint
@@ -173,7 +172,7 @@ class ClientContext:
         try:
             parts = self._key_paths[endpoint]
         except KeyError:
-            parts = self._key_paths[endpoint] = _split_template(self._template(endpoint))
+            parts = self._key_paths[endpoint] = _split_template(self._template(endpoint), name)
         if parts is None or parts[0] != name:
             return self.path(endpoint, **{name: value})
         return parts[1] + value + parts[2]
@@ -208,17 +207,11 @@ class ClientContext:
         self.async_orders.close()
 
 
-def _split_template(template: str) -> tuple[str, str, str] | None:
-    """The name of the one plain ``{name}`` field of a path template, and the text before and
-    after it (``None`` for any other shape: the path is then formatted)."""
-    fields = list(string.Formatter().parse(template))
-    named = [i for i, field in enumerate(fields) if field[1] is not None]
-    if len(named) != 1:
+def _split_template(template: str, name: str) -> tuple[str, str, str] | None:
+    """``name`` and the text before and after its ``{name}`` field, when that is the template's
+    only field and the template has no other braces (``None`` otherwise: the path is then
+    formatted)."""
+    head, field, tail = template.partition("{" + name + "}")
+    if not field or "{" in head + tail or "}" in head + tail:
         return None
-    at = named[0]
-    _, name, spec, conversion = fields[at]
-    if spec or conversion or not name or not name.isidentifier():
-        return None
-    head = "".join(field[0] for field in fields[: at + 1])
-    tail = "".join(field[0] for field in fields[at + 1 :])
     return name, head, tail

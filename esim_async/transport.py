@@ -836,7 +836,8 @@ class Transport:
                     attempt.mark(self._clock.now())
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The decoded body, at most ``max_body_size`` bytes, else :class:`TransportError`.
+        """The decoded body of an answer ``_send`` cannot read in one step (no length within
+        the cap, or compressed), at most ``max_body_size`` bytes, else :class:`TransportError`.
 
         A declared ``Content-Length`` over the cap is refused before reading; otherwise the cap
         is enforced on the decoded bytes as they arrive, so a small compressed body that
@@ -844,14 +845,11 @@ class Transport:
         """
         cap = self._max_body_size
         length = resp.content_length
-        if length is not None:
-            if length > cap:
-                resp.close()
-                raise TransportError(
-                    f"response body of {length} bytes exceeds the {cap}-byte cap (max_body_size)"
-                )
-            if "Content-Encoding" not in resp.headers:
-                return await resp.read()  # exactly ``length`` bytes: within the cap
+        if length is not None and length > cap:
+            resp.close()
+            raise TransportError(
+                f"response body of {length} bytes exceeds the {cap}-byte cap (max_body_size)"
+            )
         chunks: list[bytes] = []
         size = 0
         read = resp.content.read
