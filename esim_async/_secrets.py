@@ -153,7 +153,12 @@ def redact_deep(value: T) -> T:
 
 
 class RedactingFilter(logging.Filter):
-    """Formats the record's message and removes registered secrets from it."""
+    """Formats the record's message and removes registered secrets from it, and from the text
+    of its exception (traceback) and stack.
+
+    A traceback that holds a secret is formatted here, redacted, and left in ``exc_text``, the
+    text a ``logging.Formatter`` shows instead of formatting the exception itself.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -164,9 +169,20 @@ class RedactingFilter(logging.Filter):
         if cleaned != message or record.args:
             record.msg = cleaned
             record.args = None
-        if record.exc_text:
+        if record.exc_info and not record.exc_text:
+            text = _formatter.formatException(record.exc_info)
+            shown = redact(text)
+            if shown != text:
+                record.exc_text = shown
+        elif record.exc_text:
             record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+#: Formats a record's traceback to look for secrets in it (as the default formatter shows it).
+_formatter = logging.Formatter()
 
 
 if not any(isinstance(f, RedactingFilter) for f in logger.filters):

@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,7 +36,7 @@ from rich.table import Table
 from ._version import __version__
 from .client import AiraloClient, BaseClient, PressOneClient
 from .clock import MonotonicClock
-from .errors import InvalidRequestError
+from .errors import InvalidIccidError, InvalidRequestError
 from .limits import Rate
 from .sweep import RECORD_USAGE_FIELDS, SweepProgress, UsageResult, usage_fields
 
@@ -267,7 +269,38 @@ def _server_limits(kind: str, company: Rate | None, iccid: Rate | None) -> Serve
 
 
 def _open_iccids(stack: contextlib.ExitStack | contextlib.AsyncExitStack, source: str) -> IO[str]:
-    return sys.stdin if source == "-" else stack.enter_context(open(source))
+    """``source`` opened for reading (stdin for ``-``); a file that cannot be opened is a usage
+    error (exit 2)."""
+    if source == "-":
+        return sys.stdin
+    try:
+        return stack.enter_context(open(source))
+    except OSError as exc:
+        raise click.UsageError(f"cannot read --iccids {source}: {exc.strerror or exc}") from None
+
+
+def _listed_iccids(stream: IO[str], source: str) -> dict[str, int]:
+    """The ICCIDs of ``stream``, one per line (``#`` comments and blank lines skipped), each
+    with the number of the line it first appears on."""
+    listed: dict[str, int] = {}
+    try:
+        for number, line in enumerate(stream, start=1):
+            iccid = line.strip()
+            if iccid and not iccid.startswith("#"):
+                listed.setdefault(iccid, number)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"cannot read --iccids {source}: {exc}") from None
+    return listed
+
+
+def _open_output(
+    stack: contextlib.ExitStack | contextlib.AsyncExitStack, path: str, option: str
+) -> IO[str]:
+    """``path`` opened for appending; a path that cannot be written is a usage error."""
+    try:
+        return stack.enter_context(Path(path).open("a", encoding="utf-8"))
+    except OSError as exc:
+        raise click.UsageError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -374,7 +407,8 @@ def _answered(path: Path, fmt: str) -> set[str]:
         return set()
     with path.open(newline="") as f:
         if fmt == "csv":
-            records: list[Any] = list(csv.DictReader(f))
+            # A row cut short by the interruption lacks its last fields: it is no answer.
+            records: list[Any] = [r for r in csv.DictReader(f) if None not in r.values()]
         else:
             records = []
             for line in f:
@@ -897,10 +931,24 @@ def monitor(
                 }
             else:
                 assert source is not None
-                iccids = list(_read_iccids(_open_iccids(stack, source), set()))
+                lines = _listed_iccids(_open_iccids(stack, source), source)
+                iccids = list(lines)
+            out: IO[str] | None = None
+            if events_out == "-":
+                out = sys.stdout
+            elif events_out:
+                out = _open_output(stack, events_out, "--events")
             client = await stack.enter_async_context(settings.client(emulator=url, **overrides))
             fleet_monitor = FleetMonitor(client, thresholds, store=db, share=share)
-            await fleet_monitor.track(iccids)
+            try:
+                await fleet_monitor.track(iccids)
+            except InvalidIccidError as exc:
+                where = f", line {lines[exc.iccid]}" if exc.iccid in lines else ""
+                raise click.UsageError(f"--iccids {source}{where}: {exc}") from None
+            except _STORE_ERRORS as exc:
+                raise click.UsageError(
+                    f"cannot use --db {db} as the monitor's store: {exc}"
+                ) from None
             if metrics_port is not None:
                 from .metrics import MonitorCollector
 
@@ -912,11 +960,6 @@ def monitor(
                     metrics_port,
                     lambda m: console.print(m, highlight=False),
                 )
-            out: IO[str] | None = None
-            if events_out == "-":
-                out = sys.stdout
-            elif events_out:
-                out = stack.enter_context(Path(events_out).open("a", encoding="utf-8"))  # noqa: SIM115
             view = _LiveView(
                 fleet_monitor, client, "fleet monitor" + (" (emulator)" if emulator else "")
             )
@@ -955,6 +998,10 @@ def monitor(
         return 130 if signal.SIGINT in received else 0
 
     sys.exit(_run(run()))
+
+
+#: What a file that is not a usable monitor store raises (not SQLite, damaged, newer).
+_STORE_ERRORS = (sqlite3.Error, msgspec.MsgspecError)
 
 
 def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
@@ -1042,13 +1089,16 @@ def monitor_status(db: str, thresholds: tuple[float, ...], as_json: bool) -> Non
     from .monitor.store import SqliteStore
 
     async def load() -> tuple[list[Any], list[Any]]:
-        store = SqliteStore(db)
-        await store.open()
+        store = SqliteStore(db, read_only=True)
         try:
-            rows, _ = await store.load()
-            return rows, await store.events()
-        finally:
-            await store.close()
+            await store.open()
+            try:
+                rows, _ = await store.load()
+                return rows, await store.events()
+            finally:
+                await store.close()
+        except _STORE_ERRORS as exc:
+            raise click.UsageError(f"cannot read --db {db} as a monitor's store: {exc}") from None
 
     rows, events = _run(load())
 

@@ -155,22 +155,35 @@ class ValidationError(ApiError):
 
 
 class BusinessError(ApiError):
-    """A ``{"code", "reason"}`` error from the provider (usually HTTP 422)."""
+    """A ``{"code", "reason"}`` error from the provider (usually HTTP 422). ``code`` is kept as
+    sent; the properties read a code sent as text (``"11"``) as its number."""
 
     @property
     def retryable(self) -> bool:
         """True when trying again later can succeed (codes 13, 33, 34, 53)."""
-        return self.code in RETRYABLE_BUSINESS_CODES
+        return code_number(self.code) in RETRYABLE_BUSINESS_CODES
 
     @property
     def needs_credit(self) -> bool:
         """True for code 11: the account's credit is insufficient."""
-        return self.code == INSUFFICIENT_CREDIT_CODE
+        return code_number(self.code) == INSUFFICIENT_CREDIT_CODE
 
     @property
     def recycled(self) -> bool:
         """True for code 73: the eSIM was recycled and can no longer be used or topped up."""
-        return self.code == RECYCLED_CODE
+        return code_number(self.code) == RECYCLED_CODE
+
+
+def code_number(code: int | str | None) -> int | None:
+    """A business code as a number: an ``int`` as it is, a text of ASCII digits (``"11"``,
+    surrounding spaces allowed) as its value, anything else ``None``."""
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str):
+        text = code.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 9:
+            return int(text)
+    return None
 
 
 class RateLimitedError(ApiError):
@@ -301,7 +314,7 @@ def error_from_response(
     summary = f"HTTP {status}" + (f": {text}" if text else "")
 
     if status in (401, 403) or (token_request and status in (400, 422)):
-        if code == IP_NOT_ALLOWED_CODE:
+        if code_number(code) == IP_NOT_ALLOWED_CODE:
             summary += " (this IP is not on the account's allow-list)"
         elif token_request:
             summary = f"token request refused ({summary}); check client_id and client_secret"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date
+from urllib.parse import urlsplit
 
 from .errors import InvalidIccidError, InvalidRequestError
 
@@ -12,9 +13,11 @@ __all__ = [
     "date_range",
     "validate_choice",
     "validate_country",
+    "validate_date",
     "validate_email",
     "validate_iccid",
     "validate_includes",
+    "validate_language",
     "validate_page_size",
     "validate_quantity",
     "validate_slug",
@@ -129,17 +132,64 @@ def date_range(value: tuple[date | str, date | str] | str | None, *, field: str)
         parts = [p.strip() for p in value.split(" - ")]
     else:
         parts = [d.isoformat() if isinstance(d, date) else str(d) for d in value]
-    if len(parts) != 2 or not all(_DATE.fullmatch(p) for p in parts):
+    if len(parts) != 2 or not all(_is_date(p) for p in parts):
         raise InvalidRequestError(
             f"{field} must be (from, to) dates or 'YYYY-MM-DD - YYYY-MM-DD'", field=field
         )
     return f"{parts[0]} - {parts[1]}"
 
 
+def _is_date(text: str) -> bool:
+    """``text`` is ``YYYY-MM-DD`` and names a day of the calendar."""
+    if not _DATE.fullmatch(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_date(value: object, *, field: str) -> str:
+    """A day as ``YYYY-MM-DD``: a :class:`~datetime.date` or a string naming a real day."""
+    text = value.isoformat() if isinstance(value, date) else value
+    if not isinstance(text, str) or not _is_date(text):
+        raise InvalidRequestError(f"{field} must be a date as YYYY-MM-DD", field=field)
+    return text
+
+
 def validate_url(value: object, *, field: str) -> str:
-    """An ``http(s)://`` URL (webhook addresses)."""
-    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise InvalidRequestError(f"{field} must be an http(s) URL", field=field)
+    """An ``http(s)://`` URL with a host, without whitespace or control characters (webhook
+    addresses)."""
+    if (
+        isinstance(value, str)
+        and value.startswith(("https://", "http://"))
+        and value.isprintable()
+        and not any(char.isspace() for char in value)
+    ):
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+            parts.port  # noqa: B018 (a port out of range raises ValueError)
+        except ValueError:
+            host = None
+        if host:
+            return value
+    raise InvalidRequestError(f"{field} must be an http(s) URL with a host", field=field)
+
+
+_LANGUAGE = re.compile(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
+
+
+def validate_language(value: object, *, field: str = "language") -> str:
+    """A language code for ``Accept-Language`` (``"de"``, ``"zh-CN"``, ``"es-419"``): ASCII
+    letters, then up to three ``-`` parts of letters and digits; nothing a header could not
+    carry."""
+    if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
+        raise InvalidRequestError(
+            f"{field} must be a language code such as 'de' or 'zh-CN', got {value!r:.20}",
+            field=field,
+        )
     return value
 
 

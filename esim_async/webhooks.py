@@ -42,7 +42,7 @@ from aiohttp import web
 
 from .clock import Clock, MonotonicClock
 from .errors import EsimError
-from .models._base import Model
+from .models._base import Model, lenient
 from .models.orders import Order
 
 if TYPE_CHECKING:
@@ -134,12 +134,13 @@ def _canonical_forms(body: bytes) -> list[bytes]:
     (PHP's default), non-ASCII kept raw (the Python SDK) or escaped (PHP)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        forms = []
+        for ascii_only in (False, True):
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only)
+            forms.append(text.replace("/", "\\/").encode())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # (RecursionError: nested deeper than any notification; such a body has no form)
         return []
-    forms = []
-    for ascii_only in (False, True):
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only)
-        forms.append(text.replace("/", "\\/").encode())
     return forms
 
 
@@ -149,6 +150,10 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> bool:
     if not signature or not secret:
         return False
     given = signature.strip().lower()
+    if not given.isascii():
+        # Never a hex digest (and compare_digest refuses non-ASCII text): what it is says
+        # nothing about the secret.
+        return False
     if not hmac.compare_digest(sign(body, secret), given):
         return any(
             hmac.compare_digest(sign(form, secret), given) for form in _canonical_forms(body)
@@ -180,7 +185,11 @@ class CreditLimitEvent(Model):
 
 class AsyncOrderEvent(Model):
     """The outcome of ``orders.create_async`` (or a future order): the order, or a failure
-    ``reason``. ``raw`` is the decoded body as sent."""
+    ``reason``. ``raw`` is the decoded body as sent.
+
+    The order is read leniently (the notification is never refused for it): a number where
+    the model has text reads as its text, and a field of any other unexpected shape (an empty
+    list for an absent object, say) is left at its default; ``raw`` keeps it as sent."""
 
     request_id: str
     order: Order | None = None
@@ -206,13 +215,15 @@ def decode_event(body: bytes) -> WebhookEvent:
     """Decode a notification body (no signature check: see :meth:`WebhookReceiver.receive`).
 
     Raises:
-        WebhookPayloadError: (a ``ValueError``) the body is not a JSON object, or a known kind
-            of notification has malformed fields.
+        WebhookPayloadError: (a ``ValueError``) the body is not a JSON object (or is nested
+            beyond reading), or a known kind of notification has malformed fields.
     """
     try:
         raw = _any.decode(body)
     except msgspec.DecodeError as exc:
         raise WebhookPayloadError(f"notification body is not JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookPayloadError("notification body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise WebhookPayloadError("notification body is not a JSON object")
     data = raw.get("data")
@@ -223,7 +234,9 @@ def decode_event(body: bytes) -> WebhookEvent:
             reason = inner.get("reason") or raw.get("reason")
             order = None
             if reason is None and ("sims" in inner or "package_id" in inner):
-                order = msgspec.convert(inner, Order, strict=False)
+                # A paid order: what fits the model is read, the rest stays in ``raw``
+                # (refusing the notification would lose the order).
+                order = lenient(inner, Order)
             return AsyncOrderEvent(
                 request_id=request_id, order=order, reason=str(reason) if reason else None, raw=raw
             )
@@ -233,6 +246,8 @@ def decode_event(body: bytes) -> WebhookEvent:
             return msgspec.convert(raw, CreditLimitEvent, strict=False)
     except msgspec.ValidationError as exc:
         raise WebhookPayloadError(f"malformed notification: {exc}") from None
+    except RecursionError:
+        raise WebhookPayloadError("notification body is nested too deeply") from None
     return UnknownEvent(raw=raw)
 
 
@@ -460,7 +475,8 @@ class WebhookReceiver:
         "duplicate")``. With ``ack="immediate"`` a new event gets ``(200, "ok")`` at once and
         ``on_event`` runs in the background (a raising handler is logged and counted); with
         ``ack="after_handler"`` the answer waits for ``on_event``, and a raising handler gets
-        ``(500, "handler failed")`` and the body is forgotten, so the redelivery is processed.
+        ``(500, "handler failed")`` and the body is forgotten, so the redelivery is processed
+        (a handler cancelled meanwhile also forgets the body, and the cancellation goes on).
         """
         try:
             event = await self.receive(body, headers)
@@ -474,6 +490,11 @@ class WebhookReceiver:
             except Exception:
                 self.forget(body)
                 return WebhookResponse(500, "handler failed")
+            except BaseException:
+                # Cancelled (the connection dropped, the server stops): no answer goes out and
+                # the provider redelivers, so the redelivery must be handled again.
+                self.forget(body)
+                raise
             return WebhookResponse(200, "ok")
         task = asyncio.get_running_loop().create_task(self._dispatch_logged(event))
         self._tasks.add(task)

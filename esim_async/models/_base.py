@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -9,7 +11,7 @@ import msgspec
 
 T = TypeVar("T")
 
-__all__ = ["Envelope", "Meta", "Model", "Pricing", "utc"]
+__all__ = ["Envelope", "Meta", "Model", "Pricing", "lenient", "utc"]
 
 
 class Model(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -61,3 +63,73 @@ class Envelope(msgspec.Struct, Generic[T]):
     data: T
     meta: Meta | None = None
     pricing: Pricing | None = None
+
+
+class _Unfit(Exception):
+    """A value that no reading of its field's type accepts."""
+
+
+#: How deep :func:`lenient` walks nested models before giving up on a value.
+_LENIENT_DEPTH = 16
+
+
+def lenient(value: Any, tp: type[T]) -> T:
+    """``value`` (decoded JSON) as the model ``tp``, reading what fits and leaving the rest.
+
+    Converted as msgspec does (``strict=False``) when that works. Otherwise field by field: a
+    number where text is expected reads as its text, a nested model or a list of them is read
+    the same way (items that fit nothing are left out), and any other field that fits nothing
+    keeps its default (an empty list or map sent for an absent object, say).
+
+    Raises:
+        msgspec.ValidationError: ``value`` is not an object, or a required field is missing or
+            fits nothing.
+    """
+    try:
+        result: T = _fit(value, tp, 0)
+    except _Unfit:
+        return msgspec.convert(value, tp, strict=False)  # raises the precise error
+    return result
+
+
+def _fit(value: Any, tp: Any, depth: int) -> Any:
+    try:
+        return msgspec.convert(value, tp, strict=False)
+    except msgspec.ValidationError:
+        pass
+    if depth >= _LENIENT_DEPTH:
+        raise _Unfit
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        for option in typing.get_args(tp):
+            if option is not type(None):
+                try:
+                    return _fit(value, option, depth + 1)
+                except _Unfit:
+                    continue
+        raise _Unfit
+    if origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(tp) or (Any,)
+        items = []
+        for item in value:
+            try:
+                items.append(_fit(item, item_type, depth + 1))
+            except _Unfit:
+                continue
+        return items
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(value, dict):
+        kept: dict[str, Any] = {}
+        for field in msgspec.structs.fields(tp):
+            if field.encode_name not in value:
+                continue
+            try:
+                kept[field.name] = _fit(value[field.encode_name], field.type, depth + 1)
+            except _Unfit:
+                continue
+        try:
+            return tp(**kept)
+        except TypeError:  # a required field is missing or fits nothing
+            raise _Unfit from None
+    raise _Unfit

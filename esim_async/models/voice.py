@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
-from ._base import Model
+from ._base import Model, lenient
 
 __all__ = ["VoiceList", "VoiceNumber", "VoiceResult", "VoiceUser"]
 
@@ -89,4 +87,7 @@ def total_of(raw: Any) -> int | None:
 
 
 def convert(items: list[Any], tp: type[T]) -> list[T]:
-    return [msgspec.convert(item, tp, strict=False) for item in items if isinstance(item, dict)]
+    """The typed views of the JSON objects among ``items``, read leniently: a phone number
+    sent as a JSON number reads as its text, and a field of another unexpected type is left
+    at its default (the raw JSON keeps it)."""
+    return [lenient(item, tp) for item in items if isinstance(item, dict)]

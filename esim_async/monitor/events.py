@@ -33,6 +33,7 @@ from ..models.usage import Usage, UsageStatus
 __all__ = [
     "EXHAUSTED_BIT",
     "EXPIRING_BIT",
+    "THRESHOLD_BITS",
     "EventKind",
     "UsageEvent",
     "detect",
@@ -49,7 +50,8 @@ EventKind = Literal[
 #: Bits of the "fired" set above the thresholds' own (threshold ``i`` is bit ``i``; at most 16).
 EXHAUSTED_BIT = 1 << 16
 EXPIRING_BIT = 1 << 17
-_THRESHOLD_BITS = (1 << 16) - 1
+#: The bits of the thresholds themselves.
+THRESHOLD_BITS = (1 << 16) - 1
 
 #: Statuses after which nothing but a new package or a recycling happens.
 _SETTLED = frozenset({UsageStatus.FINISHED, UsageStatus.EXPIRED, UsageStatus.RECYCLED})
@@ -176,7 +178,7 @@ def detect(
 
     if previous is not None:
         if new_package(previous, usage):
-            fired &= ~(_THRESHOLD_BITS | EXHAUSTED_BIT)
+            fired &= ~(THRESHOLD_BITS | EXHAUSTED_BIT)
             emit("topup")
         if previous.expired_at != usage.expired_at:
             fired &= ~EXPIRING_BIT

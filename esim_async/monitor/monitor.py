@@ -11,8 +11,9 @@ import logging
 import math
 import os
 import secrets
+import sqlite3
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -32,7 +33,7 @@ from .estimator import (
     plan,
     upper_rate,
 )
-from .events import UsageEvent, detect
+from .events import THRESHOLD_BITS, UsageEvent, detect
 from .lock import MonitorLock, default_lock, raise_if_cancelled
 from .scheduler import Pacer, Schedule
 from .settings import ClientView, read_client, wall_clock
@@ -49,6 +50,8 @@ logger = logging.getLogger("esim_async")
 
 #: Changed rows that make the writer flush before its next period.
 _FLUSH_ROWS = 5000
+#: What a store that cannot take a batch raises (locked by another process, disk full...).
+_STORE_ERRORS = (sqlite3.Error, OSError)
 #: Bounds of the reads kept in flight (adapted between them; see ``_adapt_in_flight``).
 _MIN_IN_FLIGHT = 2
 _MAX_IN_FLIGHT = 16
@@ -78,6 +81,8 @@ class MonitorStats:
     #: Events dropped from the front of a full queue nobody was taking from (with a store,
     #: they are still in it).
     events_dropped: int = 0
+    #: Batches the store refused (locked, disk full...), each kept and written with the next.
+    store_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,7 @@ class FleetMonitor:
         self._tuned_at = -math.inf
         self._loaded = False
         self._load_lock = asyncio.Lock()
+        self._stop_lock = asyncio.Lock()
         self._writer_id = secrets.token_hex(8)
         self._generation = 0
         #: (writer, generation) of the store as this monitor last loaded or wrote it.
@@ -206,8 +212,11 @@ class FleetMonitor:
         self._dirty: set[SimState] = set()
         self._pending: list[StoredEvent] = []
         self._flush_lock = asyncio.Lock()
+        self._store_failing = False
         self._reads: set[asyncio.Task[None]] = set()
         self._reading: dict[str, SimState] = {}
+        #: eSIMs whose low-data webhook came while a read of them was in flight.
+        self._fed: set[str] = set()
         self._runner: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._writer_wakeup: asyncio.Future[None] | None = None
@@ -282,7 +291,16 @@ class FleetMonitor:
                     fresh.append(state)
             if fresh and self._store is not None:
                 wall_now = self._wall()
-                await self._store.add((s.iccid, self._stored(s, now, wall_now)) for s in fresh)
+                try:
+                    await self._store.add((s.iccid, self._stored(s, now, wall_now)) for s in fresh)
+                except BaseException:
+                    # Not stored, not tracked: the same call can be made again.
+                    for state in fresh:
+                        if self._sims.get(state.iccid) is state:
+                            del self._sims[state.iccid]
+                            state.tracked = False
+                            self._schedule.remove(state)
+                    raise
         finally:
             await self._release_store()
         self._wake()
@@ -290,25 +308,30 @@ class FleetMonitor:
 
     async def untrack(self, iccids: Iterable[str] | AsyncIterable[str]) -> int:
         """Stop watching ``iccids`` (unknown ones are ignored); they are removed from the
-        store. A read in flight finishes unseen. Returns how many were tracked."""
+        store (if the store refuses, the error is raised and they stay tracked: the call can be
+        made again). A read in flight finishes unseen. Returns how many were tracked."""
         valid = self._validated(await self._collect(iccids))
         try:
             await self._ensure_loaded()
-            gone = []
-            for iccid in valid:
+            gone = [iccid for iccid in valid if iccid in self._sims]
+            if gone and self._store is not None:
+                # Out of the store first: if it refuses, nothing changed and the same call
+                # can be made again.
+                await self._store.remove(gone)
+            removed = 0
+            for iccid in gone:
                 state = self._sims.pop(iccid, None)
                 if state is None:
-                    continue
+                    continue  # untracked meanwhile by another call
+                removed += 1
                 state.tracked = False
+                self._fed.discard(iccid)
                 self._forget(state)
                 self._schedule.remove(state)
                 self._dirty.discard(state)
-                gone.append(iccid)
-            if gone and self._store is not None:
-                await self._store.remove(gone)
         finally:
             await self._release_store()
-        return len(gone)
+        return removed
 
     def tracked(self) -> list[str]:
         """The ICCIDs tracked, in the order they were first tracked."""
@@ -376,12 +399,20 @@ class FleetMonitor:
         )
         with contextlib.suppress(RuntimeError):
             self._client.sims.invalidate_usage(state.iccid)
-        if state.iccid not in self._reading:
-            state.urgent = True
-            state.missing = False
-            self._schedule.push(state)
-            self._dirty.add(state)
+        if state.iccid in self._reading:
+            # The read in flight may carry an answer from before the notification: the eSIM
+            # goes to the front once it has landed (see ``_read``).
+            self._fed.add(state.iccid)
+        else:
+            self._hurry(state)
         self._wake()
+
+    def _hurry(self, state: SimState) -> None:
+        """Read ``state`` ahead of everything else as soon as its cache allows."""
+        state.urgent = True
+        state.missing = False
+        self._schedule.push(state)
+        self._dirty.add(state)
 
     # ------------------------------------------------------------------ events
 
@@ -476,17 +507,26 @@ class FleetMonitor:
 
     async def stop(self) -> None:
         """Stop reading, write what is pending to the store and give the lease up; every task
-        of the monitor has ended when this returns. Idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-        self._running = False
-        self._ended = True
-        self._wake_consumers()
-        if self._store is not None:
-            await self._store.close()
+        of the monitor has ended when this returns. Idempotent; a second call made while the
+        first is under way returns when the first does."""
+        async with self._stop_lock:
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            self._running = False
+            self._ended = True
+            self._wake_consumers()
+            if self._store is not None:
+                # Events reported while standing by (a webhook fed in) were never written.
+                await self._flush_events()
+                if self._store_failing and self._pending:
+                    logger.error(
+                        "fleet monitor: %d events could not be written to the store",
+                        len(self._pending),
+                    )
+                await self._store.close()
 
     async def _run(self) -> None:
         name = f"{self._view.account_name}:monitor"
@@ -582,6 +622,8 @@ class FleetMonitor:
         def mono(t: float | None) -> float:
             return -math.inf if t is None else now - (wall_now - t)
 
+        remap = self._fired_remap(meta.get("thresholds"))
+
         sims: dict[str, SimState] = {}
         for iccid, row in rows:
             state = SimState(iccid, now)
@@ -599,7 +641,7 @@ class FleetMonitor:
             )
             state.share, state.root, state.top = row.share, row.root, row.top
             state.since = mono(row.since) if row.since is not None else now
-            state.fails, state.fired = row.fails, row.fired
+            state.fails, state.fired = row.fails, remap(row.fired)
             state.missing, state.urgent = row.missing, row.urgent
             sims[iccid] = state
         # eSIMs tracked here and not stored yet keep their state.
@@ -621,6 +663,28 @@ class FleetMonitor:
         self._generation = generation if isinstance(generation, int) else 0
         self._seen = (meta.get("writer"), meta.get("generation"))
         self.stats.loads += 1
+
+    def _fired_remap(self, stored: object) -> Callable[[int], int]:
+        """How a stored fired set reads with this monitor's thresholds: by value, when the
+        store was written with other ones (a threshold added or removed between runs)."""
+        marks = self.thresholds
+        if not isinstance(stored, list | tuple) or tuple(stored) == marks:
+            return lambda fired: fired
+        position = {t: i for i, t in enumerate(marks)}
+        moves = [
+            (1 << old, 1 << position[t])
+            for old, t in enumerate(stored)
+            if isinstance(t, int | float) and t in position and old < 16
+        ]
+
+        def remap(fired: int) -> int:
+            kept = fired & ~THRESHOLD_BITS
+            for old, new in moves:
+                if fired & old:
+                    kept |= new
+            return kept
+
+        return remap
 
     def _stored(self, state: SimState, now: float, wall_now: float) -> StoredSim:
         def wall(t: float) -> float | None:
@@ -655,19 +719,17 @@ class FleetMonitor:
             if not self._dirty and not self._pending:
                 return
             now, wall_now = self._clock.now(), self._wall()
-            rows = [
-                (s.iccid, encode_sim(self._stored(s, now, wall_now)))
-                for s in self._dirty
-                if s.tracked
-            ]
+            changed = [s for s in self._dirty if s.tracked]
+            rows = [(s.iccid, encode_sim(self._stored(s, now, wall_now))) for s in changed]
             events, self._pending = self._pending, []
             self._dirty = set()
-            self._generation += 1
+            generation = self._generation + 1
             meta = {
                 "prior": self._prior.to_dict(),
                 "writer": self._writer_id,
-                "generation": self._generation,
+                "generation": generation,
                 "written_at": wall_now,
+                "thresholds": list(self.thresholds),
             }
             # The batch left ``_dirty`` and ``_pending``: it is written whole even when the
             # writer is cancelled half-way (a stop), or its events and rows would be lost.
@@ -680,13 +742,45 @@ class FleetMonitor:
                 except Exception:
                     logger.exception("fleet monitor: writing the last batch to the store failed")
                 else:
-                    self._saved()
+                    self._saved(generation)
                 raise
-            self._saved()
+            except _STORE_ERRORS as exc:
+                # The file is locked by another process, the disk is full...: the batch goes
+                # back and is written with the next one; reading goes on.
+                self._dirty.update(s for s in changed if s.tracked)
+                self._pending[:0] = events
+                self.stats.store_errors += 1
+                if not self._store_failing:
+                    self._store_failing = True
+                    logger.warning(
+                        "fleet monitor: writing to the store failed (%s: %s); retried with "
+                        "the next batch",
+                        type(exc).__name__,
+                        exc,
+                    )
+                return
+            self._saved(generation)
 
-    def _saved(self) -> None:
+    async def _flush_events(self) -> None:
+        """Write the events not written yet, and nothing else: a standby's eSIM rows and
+        meta values are older than those of the monitor that reads."""
+        store = self._store
+        if store is None or not store.is_open or not self._pending:
+            return
+        async with self._flush_lock:
+            events, self._pending = self._pending, []
+            try:
+                await store.save((), events, {})
+            except _STORE_ERRORS:
+                self._pending[:0] = events
+                self._store_failing = True
+                self.stats.store_errors += 1
+
+    def _saved(self, generation: int) -> None:
         """A batch of ours is in the store."""
-        self._seen = (self._writer_id, self._generation)
+        self._generation = generation
+        self._seen = (self._writer_id, generation)
+        self._store_failing = False
         self.stats.flushes += 1
 
     async def _write_behind(self) -> None:
@@ -824,6 +918,10 @@ class FleetMonitor:
             self._on_reading(state, usage)
         finally:
             self._reading.pop(iccid, None)
+            if iccid in self._fed:
+                self._fed.discard(iccid)
+                if state.tracked:
+                    self._hurry(state)
             task = asyncio.current_task()
             if task is not None:
                 self._reads.discard(task)

@@ -14,7 +14,10 @@ it is never on the path of a read.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,7 +25,7 @@ import msgspec
 
 from ..models.usage import Usage
 
-__all__ = ["SqliteStore", "StoredEvent", "StoredSim", "encode_sim"]
+__all__ = ["SqliteStore", "StoreError", "StoredEvent", "StoredSim", "encode_sim"]
 
 _FORMAT = 1
 
@@ -71,12 +74,22 @@ _decode_sim = msgspec.msgpack.Decoder(StoredSim).decode
 _decode_any = msgspec.msgpack.Decoder().decode
 
 
-class SqliteStore:
-    """The SQLite file behind ``FleetMonitor(..., store="fleet.db")``."""
+class StoreError(sqlite3.DatabaseError):
+    """The file is not a fleet monitor's store, or was written by a newer version of it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class SqliteStore:
+    """The SQLite file behind ``FleetMonitor(..., store="fleet.db")``.
+
+    With ``read_only=True`` (``esim-async monitor status``) the file is only read: nothing is
+    created in it, and an empty file reads as an empty store.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = os.fspath(path)
+        self.read_only = read_only
         self._db: Any = None
+        self._empty = False
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -91,21 +104,60 @@ class SqliteStore:
             return
         import aiosqlite
 
-        db = await aiosqlite.connect(self.path)
+        target, uri = self._target()
+        db = await aiosqlite.connect(target, uri=uri)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                await db.execute(statement)
-            await db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)",
-                (_encode(_FORMAT),),
-            )
-            await db.commit()
+            tables = await self._tables(db)
+            if tables and not {"sims", "meta"} <= tables:
+                raise StoreError(f"{self.path} is a database but not a fleet monitor's store")
+            if tables:
+                await self._check_format(db)
+            if self.read_only:
+                self._empty = not tables
+            else:
+                await db.execute("PRAGMA journal_mode=WAL")
+                await db.execute("PRAGMA synchronous=NORMAL")
+                for statement in _SCHEMA:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?)",
+                    (_encode(_FORMAT),),
+                )
+                await db.commit()
         except BaseException:
             await db.close()
             raise
         self._db = db
+
+    def _target(self) -> tuple[str, bool]:
+        """What to connect to (a ``mode=ro`` URI when read-only), and whether it is a URI."""
+        absolute = os.path.abspath(self.path)
+        folder = os.path.dirname(absolute)
+        if not os.path.isdir(folder):
+            raise StoreError(f"{self.path}: no such directory {folder!r}")
+        if self.read_only:
+            return "file:" + urllib.parse.quote(absolute) + "?mode=ro", True
+        return self.path, False
+
+    @staticmethod
+    async def _tables(db: Any) -> set[str]:
+        async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+            return {name for (name,) in await cursor.fetchall()}
+
+    async def _check_format(self, db: Any) -> None:
+        async with db.execute("SELECT value FROM meta WHERE key = 'format'") as cursor:
+            row = await cursor.fetchone()
+        found: Any = _FORMAT
+        if row is not None:
+            try:
+                found = _decode_any(row[0])
+            except msgspec.DecodeError:
+                found = None
+        if not isinstance(found, int) or found > _FORMAT:
+            raise StoreError(
+                f"{self.path} was written by a newer version of esim_async, or is damaged "
+                f"(store format {found!r}; this version reads {_FORMAT})"
+            )
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -116,6 +168,8 @@ class SqliteStore:
         """Every stored eSIM and the meta values."""
         db = self._db
         assert db is not None, "open() first"
+        if self._empty:
+            return [], {}
         async with db.execute("SELECT iccid, state FROM sims") as cursor:
             rows = await cursor.fetchall()
         sims = [(iccid, _decode_sim(blob)) for iccid, blob in rows]
@@ -127,6 +181,8 @@ class SqliteStore:
         """The meta values alone."""
         db = self._db
         assert db is not None, "open() first"
+        if self._empty:
+            return {}
         async with db.execute("SELECT key, value FROM meta") as cursor:
             return {key: _decode_any(value) for key, value in await cursor.fetchall()}
 
@@ -153,9 +209,25 @@ class SqliteStore:
         meta: dict[str, Any],
     ) -> None:
         """Write a batch in one transaction: changed eSIMs (encoded with :func:`encode_sim`),
-        new events and meta values. Rows of eSIMs no longer stored are not re-created."""
+        new events and meta values. Rows of eSIMs no longer stored are not re-created. A
+        batch that fails is rolled back whole, so it can be given again without writing its
+        events twice."""
         db = self._db
         assert db is not None, "open() first"
+        try:
+            await self._write(db, rows, events, meta)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await db.rollback()
+            raise
+
+    @staticmethod
+    async def _write(
+        db: Any,
+        rows: Sequence[tuple[str, bytes]],
+        events: Sequence[StoredEvent],
+        meta: dict[str, Any],
+    ) -> None:
         if rows:
             await db.executemany(
                 "UPDATE sims SET state = ? WHERE iccid = ?", [(blob, i) for i, blob in rows]
@@ -186,6 +258,8 @@ class SqliteStore:
         """Every event stored, oldest first."""
         db = self._db
         assert db is not None, "open() first"
+        if self._empty:
+            return []
         decode_usage = msgspec.msgpack.Decoder(Usage).decode
         async with db.execute(
             "SELECT iccid, kind, threshold, detected_at, usage FROM events ORDER BY id"

@@ -10,6 +10,7 @@ from datetime import date
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.account import Balances, Device, ExchangeRates
+from ..validation import validate_date
 from ._base import Resource
 
 __all__ = ["AccountResource", "AiraloAccountResource", "DevicesResource"]
@@ -39,10 +40,7 @@ class AiraloAccountResource(AccountResource):
         """Exchange rates from USD on ``date`` (default today) to the ``to`` currencies."""
         params: dict[str, str] = {}
         if date is not None:
-            text = date if isinstance(date, str) else date.isoformat()
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                raise InvalidRequestError("date must be YYYY-MM-DD", field="date")
-            params["date"] = text
+            params["date"] = validate_date(date, field="date")
         if to is not None:
             codes = [c.strip() for c in to.split(",")] if isinstance(to, str) else builtins.list(to)
             if not codes or not all(isinstance(c, str) and _CURRENCY.fullmatch(c) for c in codes):

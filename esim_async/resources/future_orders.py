@@ -6,20 +6,27 @@ import builtins
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, ValidationError
 from ..models._base import Envelope
 from ..models.account import FutureOrder
 from ..validation import validate_choice, validate_url
 from ._base import Resource
-from .orders import OUTCOME_HINT, SharingOption, order_body
+from .orders import SharingOption, order_body
 
 __all__ = ["FutureOrdersResource"]
 
 FutureStatus = Literal["pending", "failed", "retry"]
 _DUE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
 REQUEST_ID_LENGTH = 25
+#: What a scheduling whose outcome is unknown tells its caller to do: until its due date a
+#: future order is listed by future_orders.list(), not by orders.list().
+FUTURE_OUTCOME_HINT = (
+    " Future orders have no idempotency key: look for it among client.future_orders.list() "
+    "(pending, failed and retry; match the description you sent, your own order id, and the "
+    "due date) before scheduling it again."
+)
 MAX_CANCEL = 10
 
 
@@ -28,8 +35,8 @@ def due_date_text(value: datetime | str, *, now: datetime, field: str = "due_dat
     after tomorrow (UTC) to one year ahead."""
     if isinstance(value, datetime):
         when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    elif isinstance(value, str) and _DUE.fullmatch(value):
-        when = datetime.strptime(value, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    elif isinstance(value, str) and (parsed := _parse_due(value)) is not None:
+        when = parsed
     else:
         raise InvalidRequestError(
             f"{field} must be a datetime or 'YYYY-MM-DD HH:MM' (UTC)", field=field
@@ -65,6 +72,11 @@ class FutureOrdersResource(Resource):
         """Schedule an order for ``due_date`` (UTC; day after tomorrow to one year ahead).
 
         The order is delivered to ``webhook_url`` (or the URL opted in for ``async_orders``).
+
+        Raises:
+            InvalidRequestError: a field failed its local check (nothing was sent).
+            OutcomeUnknownError: the future order may or may not exist; it was not retried
+                (look for it with :meth:`list`, which shows it until its due date).
         """
         body = order_body(
             package_id,
@@ -86,7 +98,7 @@ class FutureOrdersResource(Resource):
             method="POST",
             body=body,
             encoding="json",
-            outcome_hint=OUTCOME_HINT,
+            outcome_hint=FUTURE_OUTCOME_HINT,
         )
         return envelope.data
 
@@ -116,7 +128,14 @@ class FutureOrdersResource(Resource):
 
     async def cancel(self, request_ids: Sequence[str]) -> None:
         """Cancel up to 10 future orders (each ``request_id`` is 25 characters), at least 24 h
-        before their due date."""
+        before their due date.
+
+        Raises:
+            ValidationError: a request id was refused (``.fields``, keyed ``request_ids.<n>``:
+                already processed, does not exist...), also when the provider sends that
+                field map with a success status: nothing is taken for cancelled unless the
+                answer says so.
+        """
         ids = builtins.list(request_ids)
         if isinstance(request_ids, str) or not ids or len(ids) > MAX_CANCEL:
             raise InvalidRequestError(
@@ -131,14 +150,49 @@ class FutureOrdersResource(Resource):
                 )
         if len(set(ids)) != len(ids):
             raise InvalidRequestError("request_ids must be unique", field="request_ids")
-        await self._call(
+        envelope: Envelope[Any] = await self._call(
             "cancel_future_orders",
-            Envelope[object],
+            Envelope[Any],
             method="POST",
             body={"request_ids": ids},
             encoding="json",
             idempotent=True,
         )
+        _refuse_field_errors(envelope, "cancel-future-orders")
+
+
+def _refuse_field_errors(envelope: Envelope[Any], endpoint: str) -> None:
+    """Raise :class:`~esim_async.ValidationError` when a success answer's ``data`` is a field
+    map (``{"request_ids.0": "... can not be cancelled."}``): the provider's docs show such
+    bodies under success statuses, and a success has no field map."""
+    data = envelope.data
+    if not isinstance(data, dict) or not data:
+        return
+    fields = {
+        str(name): [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
+        for name, messages in data.items()
+    }
+    message = envelope.meta.message if envelope.meta is not None else None
+    detail = "; ".join(f"{name}: {', '.join(texts)}" for name, texts in fields.items())
+    raise ValidationError(
+        f"{endpoint} answered with a success status but a field error"
+        + (f": {message}" if message else "")
+        + f" ({detail})",
+        fields=fields,
+        status=200,
+        message=message,
+        body={"data": data, "meta": {"message": message}},
+    )
+
+
+def _parse_due(text: str) -> datetime | None:
+    """``"YYYY-MM-DD HH:MM"`` naming a real minute, as a UTC datetime (``None`` otherwise)."""
+    if not _DUE.fullmatch(text):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    except ValueError:  # (a month 13, a 30th of February, an hour 25...)
+        return None
 
 
 def _when(value: datetime | str | None, field: str) -> str | None:
@@ -147,6 +201,6 @@ def _when(value: datetime | str | None, field: str) -> str | None:
     if isinstance(value, datetime):
         aware = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.strftime("%Y-%m-%d %H:%M")
-    if not _DUE.fullmatch(value):
+    if not isinstance(value, str) or _parse_due(value) is None:
         raise InvalidRequestError(f"{field} must be 'YYYY-MM-DD HH:MM'", field=field)
     return value

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from .._secrets import logger
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.orders import AsyncOrder, Order
@@ -230,14 +231,20 @@ class OrdersResource(Resource):
             body={"package_id": package_id, "iccid": iccid, "description": description},
             outcome_hint=OUTCOME_HINT,
         )
-        for listener in self._ctx.topup_listeners:
-            listener(iccid)
+        # The top-up is bought: a listener that raises is logged, never raised to the caller
+        # (who would take the purchase for failed and buy again), and the others still run.
+        for listener in tuple(self._ctx.topup_listeners):
+            try:
+                listener(iccid)
+            except Exception:
+                logger.exception("a top-up listener raised (the top-up was bought)")
         return envelope.data
 
     def add_topup_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(iccid)`` after each successful :meth:`topup` (a
         :class:`~esim_async.webhooks.WebhookReceiver` with ``client=`` re-arms that eSIM's
-        low-data thresholds this way)."""
+        low-data thresholds this way). A listener that raises is logged on the ``esim_async``
+        logger; the top-up still returns its order and the other listeners still run."""
         self._ctx.topup_listeners.append(listener)
 
     def deliver_async_order(self, event: AsyncOrderEvent) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 from ..models._base import Envelope
 from ..models.catalog import Country, ProductInformation
 from ..models.pagination import Page
-from ..validation import validate_choice, validate_country, validate_slug
+from ..validation import validate_choice, validate_country, validate_language, validate_slug
 from ._base import Resource
 
 __all__ = ["AiraloPackagesResource", "PackagesResource"]
@@ -59,6 +59,8 @@ class PackagesResource(Resource):
                     print(package.id, package.price)
         """
         params = self._params(type, country, include_topup)
+        if language is not None:
+            validate_language(language)
         async for item in self._paginate(
             "packages",
             Country,
@@ -80,6 +82,8 @@ class PackagesResource(Resource):
         page_size: int | None = None,
     ) -> Page[Country]:
         """One page of the catalogue with its metadata (``last_page``, ``total``...)."""
+        if language is not None:
+            validate_language(language)
         return await self._page(
             "packages",
             Country,

@@ -7,6 +7,7 @@ answer keeps its raw JSON beside a typed view.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,13 @@ class VoiceResource:
                 "the voice API needs voice_api_key (PressOneClient(..., voice_api_key=...))",
                 field="voice_api_key",
             )
+        for name, value in (body or {}).items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise InvalidRequestError(
+                    f"{name} cannot be sent as JSON ({type(value).__name__})", field=name
+                ) from None
         method, path = self._paths[operation]
         if not path.startswith("/"):
             raise InvalidRequestError(
