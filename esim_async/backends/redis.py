@@ -20,16 +20,21 @@ state is kept by the Lua scripts in ``backends/lua/`` on the Redis server's cloc
   Redis Cluster hash tag, so the keys one script touches share a slot. Every key has a TTL.
 
 **Failures.** An operation waits at most ``wait`` seconds for an unreachable Redis; the first
-that runs out marks Redis down, and from then on operations fail (or fall back) at once while a
-background probe pings Redis every ``probe_interval`` seconds. Fail closed (default): a
+that runs out marks Redis down, and from then on operations fail (or fall back) at once, those
+still waiting on Redis included, while a background probe pings Redis every ``probe_interval``
+seconds. An operation Redis refuses (a key of another type under the prefix, an argument it
+rejects) fails at once and does not mark Redis down. Fail closed (default): a
 limiter's queued callers all get :class:`BackendUnavailableError` together; lock and token calls
 raise it; the shared cache answers "missing" and skips writes. ``fail_open=N``: each limiter
 falls back to local limits at ``budget / N`` and, once back on Redis, waits one period of the
 shared limit first. Budget/N holds only when every process loses Redis together: under a partial
 partition each process cut off sends up to ``budget / N`` on top of the full budget the others
 share. After Redis loses a limiter's state (restart without persistence, failover, flush), every
-process waits one period of the shared limit before its next admission (quarantine); a state
-that expired while idle is not a loss. Per-ICCID windows are not rebuilt after a loss.
+process waits one period of the shared limit before its next admission (quarantine), also when
+a process that had not used the limiter yet recreated the state first (it cannot tell a loss
+from idleness, so its own first sends are not held); a state that expired while idle is not a
+loss. Per-ICCID windows are not rebuilt after a loss. Locks released while Redis is down are
+released once it answers again.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from .redis_store import RedisWindowStore, register_script
 
 try:
     import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
+    from redis.exceptions import DataError, RedisError, ResponseError
 except ImportError as exc:  # pragma: no cover - depends on the optional extra
     raise ImportError("the Redis backend needs redis-py: pip install 'esim-async[redis]'") from exc
 
@@ -78,6 +83,27 @@ def _escape(part: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+#: Error codes of an operation Redis refuses whatever the moment (``ERR``: an argument or a
+#: script error; ``WRONGTYPE``: a key of another type), unlike BUSY, LOADING, MISCONF, OOM...
+_REFUSALS = frozenset({"ERR", "WRONGTYPE"})
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether Redis answered and refused the operation itself (trying again would get the
+    same answer), rather than being unreachable or unable to serve for a while."""
+    if isinstance(exc, DataError):
+        return True
+    if type(exc) is not ResponseError:
+        return False
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return code in _REFUSALS
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, also for errors without a message (a time-out)."""
+    return str(exc) or type(exc).__name__
 
 
 async def _awaited(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -132,6 +158,8 @@ class RedisBackend:
         #: Redis is known to be down: operations fail at once until the probe finds it again.
         self._down = False
         self._prober: asyncio.Task[None] | None = None
+        #: The time limits of the operations waiting on Redis (cut short when it goes down).
+        self._in_flight: set[asyncio.Timeout] = set()
         #: Single-flight locks held by this process (their keepers check them on demand).
         self._holds: set[_Hold] = set()
         #: (lock, tokens) of lock attempts that gave up and may have run after all.
@@ -179,13 +207,23 @@ class RedisBackend:
             if self._down:
                 raise BackendUnavailableError("Redis unavailable (waiting for it to answer again)")
             try:
-                async with asyncio.timeout(max(0.01, deadline - now())):
-                    result = await fn()
+                async with asyncio.timeout(max(0.01, deadline - now())) as timeout:
+                    self._in_flight.add(timeout)
+                    try:
+                        result = await fn()
+                    finally:
+                        self._in_flight.discard(timeout)
             except (RedisError, OSError, TimeoutError) as exc:
+                if _refused(exc):  # Redis answered: trying again would get the same answer
+                    raise BackendUnavailableError(
+                        f"Redis refused the operation: {_reason(exc)}"
+                    ) from exc
                 failed = True
+                if self._down:  # another operation ran out of ``wait`` meanwhile
+                    raise BackendUnavailableError(f"Redis unavailable: {_reason(exc)}") from exc
                 if now() + delay >= deadline:
                     self._trip(exc)
-                    raise BackendUnavailableError(f"Redis unavailable: {exc}") from exc
+                    raise BackendUnavailableError(f"Redis unavailable: {_reason(exc)}") from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
                 continue
@@ -217,9 +255,14 @@ class RedisBackend:
         self._down = True
         logger.warning(
             "redis backend: Redis unavailable (%s); operations fail%s until it answers again",
-            exc,
+            _reason(exc),
             "" if self.fail_open is None else " over to local limits",
         )
+        # Operations still waiting on Redis give up now, as the ones after them will.
+        when = asyncio.get_running_loop().time()
+        for timeout in list(self._in_flight):
+            if not timeout.expired():
+                timeout.reschedule(when)
         if self._prober is None or self._prober.done():
             self._prober = asyncio.get_running_loop().create_task(self._probe())
 
@@ -247,8 +290,18 @@ class RedisBackend:
             hold.check.set()
 
     def _release_later(self, name: str, tokens: Sequence[str]) -> None:
-        """Delete lock (or token) ``name`` in the background if it holds one of ``tokens``."""
-        self.spawn(self._run("lock_release", [name], tokens))
+        """Delete lock (or token) ``name`` in the background if it holds one of ``tokens``;
+        while Redis cannot be reached, once it answers again (or it expires first)."""
+        kept = tuple(tokens)
+
+        async def release() -> None:
+            try:
+                await self._run("lock_release", [name], kept)
+            except BackendUnavailableError:
+                self._ghosts.append((name, kept))
+                raise
+
+        self.spawn(release())
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background (best effort: failures are logged, never raised)."""
@@ -525,6 +578,11 @@ class RedisFlight:
                 if backend.fail_open is None:
                     raise
                 break
+            except BaseException:
+                # Cancelled while an attempt was on its way: it may have taken the lock.
+                if unsure:
+                    backend._release_later(name, tuple(unsure))
+                raise
             token, taken_at, raw, age = reply
             if token:
                 prefetched = _Prefetched(entry, raw or None, float(_text(age) or 0.0))
@@ -615,7 +673,9 @@ class RedisTokenStore:
             return
         redis = self._backend.redis
         with self._backend._tolerated():
-            await self._backend.call(lambda: redis.set(self._key, token, px=int(valid_for * 1000)))
+            await self._backend.call(
+                lambda: redis.set(self._key, token, px=max(1, int(valid_for * 1000)))
+            )
 
     def discard_later(self, token: str) -> None:
         self._backend._release_later(self._key, [token])

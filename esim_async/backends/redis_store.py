@@ -111,6 +111,9 @@ class RedisWindowStore:
         self._ids = itertools.count()
         #: When this store last heard from Redis (the limiter's clock), if ever.
         self._contact: float | None = None
+        #: When (Redis time) the state this store last saw was created: a state created
+        #: since then replaced a lost one.
+        self._epoch = ""
 
     async def reserve(
         self,
@@ -145,9 +148,11 @@ class RedisWindowStore:
             shared.spacing if shared is not None else 0,
             per_key.limit if per_key is not None else 0,
             per_key.span if per_key is not None else 0,
+            self._epoch,
         ]
         reply = await self._call(lambda: self._reserve(keys=keys, args=args))
         self._contact = self._clock.now()
+        self._epoch = _text(reply[-1])
         now, status = float(reply[0]), int(reply[1])
         if status >= 3:
             if status == 4 and self._on_lost is not None:

@@ -4,9 +4,13 @@
 -- KEYS: state hash, shared sent, shared pending, key sent, key pending
 -- ARGV: version, armed (the caller saw this state lately, so a missing one was lost),
 --       not before, member, pending bound (s), state ttl (ms),
---       count, span, spacing (shared window; count 0: none), key count, key span (0: none)
--- Returns {now, 0} reserved | {now, 1 or 2, wait} full (2: the key's window) |
---         {now, 3 or 4, '', state} the state is not at that version (4: it was lost)
+--       count, span, spacing (shared window; count 0: none), key count, key span (0: none),
+--       the state's epoch the caller last saw ('' if none)
+-- Returns {now, 0, epoch} reserved | {now, 1 or 2, wait, epoch} full (2: the key's window) |
+--         {now, 3 or 4, '', state, epoch} the state is not at that version (4: it was lost)
+-- The epoch is the server's time when the state was created: an armed caller that finds
+-- another one than it saw knows the state was lost and created anew by a caller that could not
+-- tell (a newcomer), and holds everyone unless a hold for that loss is already in place.
 -- Sends are kept KEEP spans back: a window the path widens later (by at most half a period)
 -- still counts those a narrower one had let go.
 local KEEP = 2
@@ -18,23 +22,41 @@ local count, span, spacing = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV
 local kcount, kspan = tonumber(ARGV[10]), tonumber(ARGV[11])
 local bound = tonumber(ARGV[5])
 
-local v = redis.call('HGET', KEYS[1], 'version')
+local armed, seen = ARGV[2] == '1', ARGV[12] or ''
+local state = redis.call('HMGET', KEYS[1], 'version', 'epoch', 'held')
+local v, epoch = state[1], state[2]
 local lost = 0
-if v then
-  v = tonumber(v)
-elseif ARGV[2] == '1' then
-  -- lost (a restart): hold every caller for one period of the windows asked about
+-- lost (a restart): hold every caller for one period of the windows asked about
+local function quarantine()
   lost, v = 1, math.floor(now * 1000)
   local hold = span
   if count == 0 then hold = kspan end
-  redis.call('HSET', KEYS[1], 'version', v, 'cooldown_until', string.format('%.6f', now + hold))
+  local hold_until = now + hold
+  local current = tonumber(redis.call('HGET', KEYS[1], 'cooldown_until') or '')
+  if current and current > hold_until then hold_until = current end
+  redis.call('HSET', KEYS[1], 'version', v, 'cooldown_until',
+    string.format('%.6f', hold_until), 'held', '1')
+end
+if v then
+  v = tonumber(v)
+  if not epoch then  -- written by a compare-and-set after a loss (or by an older release)
+    epoch = stamp
+    redis.call('HSET', KEYS[1], 'epoch', epoch)
+  end
+  if armed and seen ~= '' and epoch ~= seen and not state[3] then quarantine() end
 else
-  v = version
-  redis.call('HSET', KEYS[1], 'version', v)
+  epoch = stamp
+  if armed then
+    quarantine()
+  else
+    v = version
+    redis.call('HSET', KEYS[1], 'version', v)
+  end
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if v ~= version then
-  return {stamp, 3 + lost, '', redis.call('HGETALL', KEYS[1])}
+  return {stamp, 3 + lost, '', redis.call('HGETALL', KEYS[1]), epoch}
 end
 
 -- The first time one more send fits: sends at or before now - width have left the window.
@@ -73,7 +95,7 @@ if kcount > 0 then
   if e > at then at, status = e, 2 end
 end
 if at > now then
-  return {stamp, status, string.format('%.6f', at - now)}
+  return {stamp, status, string.format('%.6f', at - now), epoch}
 end
 
 local function hold(sent, pending, width)
@@ -87,4 +109,4 @@ if count > 0 then
   redis.call('HSET', KEYS[1], 'last', stamp)
 end
 if kcount > 0 then hold(KEYS[4], KEYS[5], kspan) end
-return {stamp, 0}
+return {stamp, 0, epoch}
