@@ -184,18 +184,27 @@ class FlightOptions(Protocol):
 
 
 class _Call(Generic[T]):
-    """One shared call: its task, its options, and the futures of the callers waiting."""
+    """One shared call: who runs it, its options, and the futures of the callers waiting."""
 
-    __slots__ = ("options", "started", "task", "waiters")
+    __slots__ = ("base", "closing", "ended", "inline", "options", "started", "task", "waiters")
 
-    #: Set right after the call is made (the task runs the call).
-    task: asyncio.Task[None]
+    #: The task running the call: its first caller's own (``inline``), or one of its own (set
+    #: right after the call is made).
+    task: asyncio.Task[Any]
 
-    def __init__(self, options: FlightOptions | None) -> None:
+    def __init__(self, options: FlightOptions | None, base: int, inline: bool) -> None:
         self.options = options
+        #: The task's count of cancellation requests when it took the call: more means the
+        #: call is being cancelled (its answer may never come).
+        self.base = base
+        self.inline = inline
         self.waiters: list[asyncio.Future[T]] = []
-        #: The task has taken its first step (a task cancelled before it never runs its body).
+        #: A task of its own has taken its first step (one cancelled before never runs).
         self.started = False
+        #: Closing cancelled the first caller's task to end the call.
+        self.closing = False
+        #: Set when the first caller's call ends (closing waits for it).
+        self.ended: asyncio.Future[None] | None = None
 
     def settle(self, result: Any, error: BaseException | None) -> None:
         """Hand every caller still waiting the result (or the error)."""
@@ -207,26 +216,37 @@ class _Call(Generic[T]):
                 else:
                     waiter.set_exception(error)
 
+    def wanted(self) -> bool:
+        """Some caller still waits for the answer."""
+        return any(not waiter.done() for waiter in self.waiters)
+
 
 def _closing_error() -> TransportError:
     return TransportError("the request was cancelled while in flight (the client is closing)")
 
 
 class SingleFlight(Generic[K, T]):
-    """Concurrent calls for the same key share one in-flight task.
+    """Concurrent calls for the same key share one call.
 
-    The shared task is cancelled only when every caller waiting for it has gone (a caller that
-    comes after that starts a new one). A caller that joins brings its :class:`FlightOptions`,
-    which the shared call merges into its own. After :meth:`aclose` every waiting caller gets a
-    :class:`~esim_async.errors.TransportError`, and so does every later call. The task hands its
-    outcome to each caller's own future: one wake-up per caller.
+    The first caller runs the call in its own task, from the event loop's next pass (no task
+    is started for it); the callers that join wait for its outcome (one wake-up each). A
+    caller that joins brings its :class:`FlightOptions`, which the shared call merges into
+    its own.
+
+    When the first caller is cancelled while others still wait, its call is cancelled with
+    it and handed over to a task of its own, which runs ``fn`` for them (again, if it had
+    started: one request more, in that rare case). A call whose callers have all gone is
+    cancelled, and a caller that comes while it winds down starts a new one. After
+    :meth:`aclose` every waiting caller gets a :class:`~esim_async.errors.TransportError`
+    (the first caller too, unless it was itself cancelled: that cancellation goes on), and
+    so does every later call.
     """
 
     def __init__(self) -> None:
         #: The call a new caller joins, per key.
         self._calls: dict[K, _Call[T]] = {}
         #: Every call still running (a ``fresh`` call can run beside an older one).
-        self._running: dict[asyncio.Task[None], _Call[T]] = {}
+        self._running: set[_Call[T]] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -247,26 +267,95 @@ class SingleFlight(Generic[K, T]):
         ``fresh`` never joins a call already in flight (later callers join the new one)."""
         if self._closed:
             raise TransportError("the client is closed")
-        loop = asyncio.get_running_loop()
-        call = None if fresh else self._calls.get(key)
-        if call is not None:
+        if not fresh:
+            call = self._calls.get(key)
+            # (one whose task is being cancelled is not joined: its answer may never come)
+            if call is not None and call.task.cancelling() <= call.base:
+                if options is not None and call.options is not None:
+                    call.options.join(options)
+                return await self._join(key, call), True
+        task = asyncio.current_task()
+        if task is None:  # (not run by a task: the call gets one of its own)
+            return await self._join(key, self._start(key, fn, options)), False
+        call = _Call(options, task.cancelling(), True)
+        call.task = task
+        self._calls[key] = call
+        self._running.add(call)
+        try:
+            # The call starts on the loop's next pass, as a task of its own would: the calls
+            # made in one pass go out together rather than each between the others' work.
+            await asyncio.sleep(0)
+            result = await fn()
+        except BaseException as exc:
+            self._failed(key, call, fn, exc)
+            raise
+        else:
+            if call.closing:
+                task.uncancel()  # (the call kept the cancellation closing sent it)
+            waiters, call.waiters = call.waiters, []  # (settle's common case, inline)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
+            return result, False
+        finally:
+            if call.task is task:  # (not handed over)
+                if self._calls.get(key) is call:
+                    del self._calls[key]
+                self._running.discard(call)
+                if call.ended is not None and not call.ended.done():
+                    call.ended.set_result(None)
+
+    def _failed(
+        self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]], exc: BaseException
+    ) -> None:
+        """The first caller's call raised ``exc``: hand it to the callers waiting, end it
+        with the closing error, or hand the call over to the callers still waiting for it."""
+        if call.closing:
             task = call.task
-            if task.cancelling():
-                call = None  # it is being cancelled: its answer will never come
-            elif options is not None and call.options is not None:
-                call.options.join(options)
-        joined = call is not None
-        if call is None:
-            call = _Call(options)
-            self._calls[key] = call
-            task = call.task = loop.create_task(
-                self._shared(key, call, fn), name=f"esim_async flight {key}"
-            )
-            self._running[task] = call
-        waiter: asyncio.Future[T] = loop.create_future()
+            task.uncancel()  # the cancellation closing sent
+            if isinstance(exc, asyncio.CancelledError):
+                call.settle(None, _closing_error())
+                if task.cancelling() <= call.base:  # nobody else cancelled the caller
+                    raise _closing_error() from None
+            else:
+                call.settle(None, exc)
+        elif isinstance(exc, asyncio.CancelledError) or call.task.cancelling() > call.base:
+            # The first caller was cancelled (and its call with it).
+            if call.waiters:
+                if call.wanted() and not self._closed:
+                    self._hand_over(key, call, fn)
+                else:
+                    call.settle(None, _closing_error())
+        else:
+            call.settle(None, exc)
+
+    def _hand_over(self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]]) -> None:
+        """Run the call again, in a task of its own, for the callers still waiting."""
+        call.inline = False
+        call.base = 0
+        call.started = False
+        call.task = asyncio.get_running_loop().create_task(
+            self._shared(key, call, fn), name=f"esim_async flight {key}"
+        )
+
+    def _start(
+        self, key: K, fn: Callable[[], Awaitable[T]], options: FlightOptions | None
+    ) -> _Call[T]:
+        """A call run by a task of its own."""
+        call: _Call[T] = _Call(options, 0, False)
+        call.task = asyncio.get_running_loop().create_task(
+            self._shared(key, call, fn), name=f"esim_async flight {key}"
+        )
+        self._calls[key] = call
+        self._running.add(call)
+        return call
+
+    async def _join(self, key: K, call: _Call[T]) -> T:
+        """Wait for the outcome of ``call``, run by another caller or a task of its own."""
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         call.waiters.append(waiter)
         try:
-            return await waiter, joined
+            return await waiter
         except asyncio.CancelledError:
             if not waiter.cancelled():
                 waiter.exception()  # answered as this caller left: mark it retrieved
@@ -275,17 +364,18 @@ class SingleFlight(Generic[K, T]):
             if not waiter.done() or waiter.cancelled():
                 with contextlib.suppress(ValueError):
                     call.waiters.remove(waiter)
-                if not call.waiters and not task.done():
+                task = call.task
+                if not call.inline and not call.waiters and not task.done():
                     # The last caller left: nobody wants the answer. Whoever comes next
                     # starts a new call rather than joining one that is being cancelled.
                     if self._calls.get(key) is call:
                         del self._calls[key]
                     task.cancel()
                     if not call.started:
-                        del self._running[task]  # it ends at its first step, running nothing
+                        self._running.discard(call)  # it ends at its first step, running nothing
 
     async def _shared(self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]]) -> None:
-        """The shared task: run ``fn`` and hand its outcome to every caller waiting."""
+        """A call's own task: run ``fn`` and hand its outcome to every caller waiting."""
         call.started = True
         try:
             result = await fn()
@@ -298,20 +388,33 @@ class SingleFlight(Generic[K, T]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            waiters, call.waiters = call.waiters, []  # (settle's common case, inline)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(result)
+            call.settle(result, None)
         finally:
             if self._calls.get(key) is call:
                 del self._calls[key]
-            self._running.pop(call.task, None)
+            self._running.discard(call)
 
     async def aclose(self) -> None:
-        """Cancel every shared call still in flight; later calls are refused."""
+        """Cancel every shared call still in flight and wait for them to end; later calls are
+        refused."""
         self._closed = True
-        calls = list(self._running.values())
-        await _cancel_all(self._running)
+        calls = list(self._running)
+        me = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        ending: list[asyncio.Future[Any]] = []
+        for call in calls:
+            task = call.task
+            if task is me or task.done():
+                continue  # (closed from within the call itself: it goes on)
+            if call.inline:
+                call.closing = True
+                call.ended = loop.create_future()
+                ending.append(call.ended)
+            else:
+                ending.append(task)
+            task.cancel()
+        if ending:
+            await asyncio.gather(*ending, return_exceptions=True)
         for call in calls:  # (one cancelled before its first step never ran to tell them)
             call.settle(None, _closing_error())
         self._running.clear()

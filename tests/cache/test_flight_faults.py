@@ -388,7 +388,10 @@ async def test_joining_an_abandoned_request_starts_a_fresh_one() -> None:
         return n
 
     first = asyncio.create_task(flight.run("k", work))
-    await asyncio.sleep(0)
+    for _ in range(10):
+        if started:
+            break
+        await asyncio.sleep(0)
     first.cancel()  # its only caller leaves: the request is being cancelled
     await asyncio.sleep(0)
     second = asyncio.create_task(flight.run("k", work))

@@ -31,18 +31,18 @@ ROOT = os.path.dirname(esim_async.__file__)
 SKIPPED = tuple(os.path.join(ROOT, name) for name in ("testing", "limits.py", "backends"))
 
 #: Python calls into the client per uncached usage() (a coroutine counts once per resume).
-BUDGET_UNLIMITED = 28
-BUDGET_LIMITED = 32
+BUDGET_UNLIMITED = 29
+BUDGET_LIMITED = 33
 #: Python calls into the limiter per uncached usage() with the limits lifted (``None``): the
 #: queue ticket of the shared call is made, and one check that no cool-down, hold or queue
 #: holds the request back admits it at once (no wait, so the ticket is never bound).
 BUDGET_LIFTED_LIMITER = 2
 LIMITER = os.path.join(ROOT, "limits.py")
 #: Coroutines of the client started per uncached usage() (each one more to create, start and
-#: pass every resume through): the call, its cached endpoint, its single flight; the shared
-#: task, its load, the request loop and its HTTP exchange. (The token in use is read, and the
-#: request built and its answer unwrapped, without one.)
-BUDGET_COROUTINES = 7
+#: pass every resume through): the call, its cached endpoint, its single flight (which runs
+#: the call in the caller's own task), its load, the request loop and its HTTP exchange. (The
+#: token in use is read, and the request built and its answer unwrapped, without one.)
+BUDGET_COROUTINES = 6
 
 
 def _rates(limited: bool) -> dict[str, Any]:
@@ -113,6 +113,42 @@ async def test_lifted_limits_cost_an_uncached_usage_call_almost_nothing_in_the_l
 async def test_an_uncached_usage_call_starts_few_coroutines() -> None:
     per_request, calls = await calls_per_request(limited=False, coroutines=True)
     assert per_request <= BUDGET_COROUTINES, calls.most_common()
+
+
+#: Tasks of the client created per uncached usage(): none (the call's first caller runs it in
+#: its own task; a task is started only to hand the call over to the callers still waiting
+#: when that first caller is cancelled).
+BUDGET_TASKS = 0
+
+
+async def test_an_uncached_usage_call_creates_no_task() -> None:
+    fleet = Fleet.generate(3, seed=7)
+    iccid = fleet.iccids()[0]
+    async with (
+        Emulator(fleet=fleet, limits=ServerLimits.unlimited()) as emu,
+        AiraloClient("id", "secret", base_url=emu.url, token_rate=None, **_rates(False)) as client,
+    ):
+        for _ in range(3):  # token, session and connection set up
+            await client.sims.usage(iccid, refresh=True)
+        loop = asyncio.get_running_loop()
+        created: Counter[str] = Counter()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            code = getattr(coro, "cr_code", None)
+            name = code.co_filename if code is not None else ""
+            if name.startswith(ROOT) and not name.startswith(SKIPPED):
+                created[f"{os.path.relpath(name, ROOT)}:{code.co_name}"] += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        n = 10
+        loop.set_task_factory(factory)
+        try:
+            for _ in range(n):
+                await client.sims.usage(iccid, refresh=True)
+        finally:
+            loop.set_task_factory(None)
+        assert client.stats.requests >= n + 3
+    assert sum(created.values()) / n <= BUDGET_TASKS, created.most_common()
 
 
 @pytest.mark.parametrize("limited", [False, True], ids=["limits lifted", "both windows"])
