@@ -36,16 +36,19 @@ class AsyncOrders:
     """Waits for async orders' webhooks: :meth:`deliver` resolves :meth:`wait` (or keeps the
     event for a wait that comes later); :meth:`close` fails every wait, now and later."""
 
-    __slots__ = ("_closed", "_early", "_waiters")
+    __slots__ = ("_closed", "_early", "_waiters", "_waiting")
 
     def __init__(self) -> None:
         self._waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}
+        #: Callers waiting on each future (one that gives up leaves it to the others).
+        self._waiting: dict[str, int] = {}
         self._early: OrderedDict[str, AsyncOrderEvent] = OrderedDict()
         self._closed = False
 
     def deliver(self, event: AsyncOrderEvent) -> None:
         """An async order's webhook arrived: wake whoever waits for it, or keep it."""
         waiter = self._waiters.pop(event.request_id, None)
+        self._waiting.pop(event.request_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(event)
             return
@@ -69,6 +72,8 @@ class AsyncOrders:
         if waiter is None or waiter.done():
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[request_id] = waiter
+            self._waiting[request_id] = 0
+        self._waiting[request_id] += 1
         try:
             async with asyncio.timeout(timeout):
                 return await asyncio.shield(waiter)
@@ -77,13 +82,20 @@ class AsyncOrders:
                 f"no webhook for async order {request_id} within {timeout:g} s"
             ) from None
         finally:
-            if not waiter.done() and self._waiters.get(request_id) is waiter:
-                self._waiters.pop(request_id, None)
+            if self._waiters.get(request_id) is waiter:
+                left = self._waiting[request_id] - 1
+                if left and not waiter.done():
+                    self._waiting[request_id] = left
+                else:  # the last caller gave up, or the future is settled
+                    self._waiting.pop(request_id, None)
+                    if not waiter.done():
+                        self._waiters.pop(request_id, None)
 
     def close(self) -> None:
         """Fail every wait with a ``TransportError``; later waits are refused."""
         self._closed = True
         waiters, self._waiters = self._waiters, {}
+        self._waiting.clear()
         for waiter in waiters.values():
             if not waiter.done():
                 waiter.set_exception(TransportError("the client was closed while waiting"))

@@ -552,6 +552,7 @@ class EndpointLimiter:
         store: WindowStore | None = None,
         fail_open: int | None = None,
         spread_factor: float | None = None,
+        down_signal: Callable[[], asyncio.Future[None]] | None = None,
     ) -> None:
         if not (0.0 <= margin < 1.0):
             raise ValueError("margin must be in [0, 1)")
@@ -580,6 +581,9 @@ class EndpointLimiter:
         self._primary: WindowStore = store
         self._store: WindowStore = store
         self._fail_open = fail_open
+        #: A future that completes once the shared store is known to be unreachable (waits
+        #: for the windows end then, not when the windows would have had room).
+        self._down_signal = down_signal
         #: The share of the budget in use (``fail_open`` on the local fallback, else 1).
         self._share = 1
         self._state = LimitState()
@@ -634,7 +638,7 @@ class EndpointLimiter:
                 if isinstance(got, Slot):
                     break
                 wait = got[0]  # the key's own window: wait outside the queue
-            await clock.sleep(wait)
+            await self._pause(wait)
         waited = clock.now() - start
         if waited > 0.0:
             self.waited += waited
@@ -792,7 +796,7 @@ class EndpointLimiter:
                     self._fail_waiters(lambda exc=exc: exc)  # type: ignore[misc]
                     return
                 if not isinstance(got, Slot) and not got[1]:
-                    await self._clock.sleep(got[0])
+                    await self._pause(got[0])
                     continue
                 self._remove(head)
                 if fut.done():  # cancelled while the store answered
@@ -802,6 +806,22 @@ class EndpointLimiter:
                     fut.set_result(got if isinstance(got, Slot) else got[0])
         finally:
             self._dispatcher = None
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until the shared store is known to be unreachable: the next
+        ask then fails (fail closed) or falls back at once, within ``wait`` of the failure."""
+        signal = self._down_signal
+        if signal is None or self._store is not self._primary:
+            await self._clock.sleep(seconds)
+            return
+        down = signal()
+        if down.done():
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeper, down), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
 
     def _head(self) -> _Entry | None:
         for lane in self._lanes:
@@ -854,7 +874,11 @@ class EndpointLimiter:
         state = self._state.shifted(-self._offset)
         self._store = MemoryStore(self._clock, state)
         self._state, self._offset, self._share = state, 0.0, share
-        self._probe_at = self._clock.now() + (self._span or self._key_span)
+        period = self._span or self._key_span
+        self._probe_at = self._clock.now() + period
+        # The sends the shared store counted in the last period are not in the local windows:
+        # wait them out, so that the local admissions and theirs never add up in one window.
+        self._hold_until = max(self._hold_until, self._clock.now() + period)
 
     async def _probe(self) -> None:
         """On the local fallback: go back to the shared store if it answers, after one shared

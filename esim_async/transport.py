@@ -805,7 +805,18 @@ class Transport:
                 ):
                     raw = await resp.read()  # the common answer: exactly ``length`` bytes
                 else:
-                    raw = await self._read(resp)
+                    try:
+                        raw = await self._read(resp)
+                    except TransportError as exc:  # over the cap
+                        status = resp.status
+                        if req.idempotent or not (200 <= status < 300 or status >= 500):
+                            raise
+                        # A write answered 2xx or 5xx: it may well have taken effect.
+                        raise _SendError(
+                            Outcome(Kind.UNDECODABLE, error=exc, status=status)
+                            if status < 300
+                            else classify(req, status, b"", resp.headers)
+                        ) from exc
                 return resp.status, raw, resp.headers
         except _NOT_SENT as exc:
             not_sent = True

@@ -157,6 +157,8 @@ class RedisBackend:
         self._background: set[asyncio.Task[Any]] = set()
         #: Redis is known to be down: operations fail at once until the probe finds it again.
         self._down = False
+        #: Completes when Redis is next known to be down (see :meth:`down_signal`).
+        self._down_future: asyncio.Future[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         #: The time limits of the operations waiting on Redis (cut short when it goes down).
         self._in_flight: set[asyncio.Timeout] = set()
@@ -187,6 +189,16 @@ class RedisBackend:
     def available(self) -> bool:
         """False while Redis is known to be down (until the background probe reaches it)."""
         return not self._down
+
+    def down_signal(self) -> asyncio.Future[None]:
+        """A future that completes once Redis is known to be down (done already while it is):
+        a limiter waiting for its windows wakes then, so its queued callers learn at once."""
+        future = self._down_future
+        if future is None or (future.done() and not self._down):
+            future = self._down_future = asyncio.get_running_loop().create_future()
+            if self._down:
+                future.set_result(None)
+        return future
 
     def key(self, name: str, *parts: str) -> str:
         """The Redis key ``prefix:{name}:part...`` (``name`` is the Redis Cluster hash tag:
@@ -253,6 +265,8 @@ class RedisBackend:
         if self._down:
             return
         self._down = True
+        if self._down_future is not None and not self._down_future.done():
+            self._down_future.set_result(None)
         logger.warning(
             "redis backend: Redis unavailable (%s); operations fail%s until it answers again",
             _reason(exc),
@@ -340,6 +354,7 @@ class RedisBackend:
             stamp_sends=True,
             store=store,
             fail_open=self.fail_open,
+            down_signal=self.down_signal,
         )
 
     def cache(

@@ -26,7 +26,7 @@ from ..models.sims import Esim, Instructions, InstructionsData, PackageHistoryEn
 from ..models.usage import Usage, UsageStatus
 from ..sweep import SweepProgress, UsageSweep
 from ..transport import Request
-from ..validation import date_range, validate_includes, validate_text
+from ..validation import date_range, validate_includes, validate_language, validate_text
 from ._base import Resource
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ T = TypeVar("T")
 
 SimInclude = Literal["order", "order.status", "order.user", "share"]
 _SIM_INCLUDES = ("order", "order.status", "order.user", "share")
-_LANGUAGE_MAX = 16
 
 _usage_decoder = msgspec.json.Decoder(Envelope[Usage], strict=False)
 
@@ -371,7 +370,7 @@ class SimsResource(Resource):
     async def instructions(self, iccid: str, language: str = "en") -> Instructions:
         """Installation instructions (iOS and Android) in ``language`` (``Accept-Language``)."""
         self._ctx.validate_iccid(iccid)
-        validate_text(language, field="language", max_length=_LANGUAGE_MAX)
+        validate_language(language)
         envelope: Envelope[InstructionsData] = await self._call(
             "instructions",
             Envelope[InstructionsData],

@@ -171,11 +171,6 @@ async def test_operations_running_out_of_wait_together_all_fail_typed() -> None:
     await b.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EndpointLimiter's dispatcher sleeps out the window before asking the store again: "
-    "callers queued behind a full window (or a cool-down) learn that Redis is down only then",
-)
 async def test_callers_queued_behind_a_full_window_fail_once_redis_is_known_down(
     redis_server: RedisServer,
 ) -> None:

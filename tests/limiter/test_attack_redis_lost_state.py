@@ -74,11 +74,6 @@ async def test_a_newcomer_after_idleness_holds_no_one(procs: Processes) -> None:
     assert newcomer.state().quarantines == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EndpointLimiter._fall_back starts the local windows empty and admits at once: the "
-    "sends the shared store counted in the last period are not waited out",
-)
 async def test_falling_back_to_local_limits_waits_out_the_shared_sends(
     procs: Processes, redis_server: RedisServer
 ) -> None:

@@ -117,11 +117,6 @@ async def test_a_language_that_cannot_be_a_header_is_refused_before_sending(
     assert not [k for k in mocked.requests if not str(k[1]).endswith("/v2/token")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="resources/sims.py: instructions() checks language with validate_text, which lets "
-    "CR/LF through to the Accept-Language header (owned by another engineer)",
-)
 async def test_instructions_refuse_a_language_with_a_line_break(
     mocked: aioresponses, client: AiraloClient
 ) -> None:

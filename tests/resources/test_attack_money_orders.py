@@ -44,11 +44,6 @@ async def test_a_raising_topup_listener_does_not_turn_a_bought_topup_into_an_err
     assert any("listener" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport.py: Transport._read raises TransportError out of _send, past the "
-    "write's unknown-outcome rule (owned by the transport's engineer)",
-)
 async def test_an_oversized_answer_to_a_write_is_an_unknown_outcome() -> None:
     # README, failure semantics: "response body over max_body_size | TransportError |
     # OutcomeUnknownError". The 2xx may well confirm an order that was placed.
@@ -69,11 +64,29 @@ async def test_an_oversized_answer_to_a_write_is_an_unknown_outcome() -> None:
     assert isinstance(info.value, OutcomeUnknownError), repr(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="context.py: AsyncOrders.wait drops the future it shares with other waiters of the "
-    "same request_id when it times out or is cancelled (owned by another engineer)",
-)
+@pytest.mark.parametrize(("status", "unknown"), [(201, True), (502, True), (422, False)])
+async def test_an_oversized_answer_to_a_write_is_unknown_unless_it_refused(
+    status: int, unknown: bool
+) -> None:
+    # A 2xx or 5xx may have placed the order: unknown, never retried. A 4xx refused it: the
+    # cap's own error, still never retried.
+    async with AiraloClient(
+        "id", "secret", clock=ManualClock(), max_body_size=1000, max_retries=3
+    ) as client:
+        with aioresponses() as mocked:
+            mocked.post(
+                f"{BASE}/v2/token",
+                payload={"data": {"access_token": "tok", "expires_in": 3600}},
+                repeat=True,
+            )
+            big = json.dumps({"data": {"id": 1, "description": "x" * 5000}}).encode()
+            mocked.post(f"{BASE}/v2/orders", status=status, body=big, repeat=True)
+            with pytest.raises(TransportError) as info:
+                await client.orders.create("uki-mobile-15days-2gb", 1, description="crm-9")
+            assert len(sent(mocked, "POST", f"{BASE}/v2/orders")) == 1
+    assert isinstance(info.value, OutcomeUnknownError) is unknown, repr(info.value)
+
+
 async def test_a_waiter_that_gives_up_does_not_take_the_event_from_another() -> None:
     async with AiraloClient("id", "secret", clock=ManualClock()) as client:
         first = asyncio.ensure_future(client.orders.wait_async("req-1", timeout=30))
