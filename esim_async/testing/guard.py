@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 from aiohttp import web
 
 from .. import Rate
+from .clock import utc_now
 from .faults import FaultKind
 from .state import EmulatorState
 
@@ -50,7 +51,12 @@ def authorized(state: EmulatorState, request: web.Request) -> bool:
 def check_limit(
     state: EmulatorState, name: str, key: str, rate: Rate | None
 ) -> web.Response | None:
-    """Count the arrival in the window ``name``/``key``; a 429 if the window is full."""
+    """Count the arrival in the window ``name``/``key``; a 429 if the window is full.
+
+    The 429 carries ``Retry-After`` (whole seconds to wait), ``X-RateLimit-Limit``,
+    ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``, the Unix time (wall clock, whole
+    seconds) at which the wait ends, as Laravel's throttle sends it.
+    """
     if rate is None:
         return None
     wait = state.windows.hit(name, key, rate, state.limits.algorithm, state.clock.now())
@@ -66,7 +72,7 @@ def check_limit(
             "Retry-After": str(retry),
             "X-RateLimit-Limit": str(rate.count),
             "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(retry),
+            "X-RateLimit-Reset": str(math.ceil(utc_now().timestamp()) + retry),
         },
     )
 

@@ -171,22 +171,24 @@ def paginate(
     """A Laravel page of ``items`` for the request's ``limit`` and ``page``.
 
     With ``object_pages``, pages from the second on key their items by index (a documented
-    quirk of the catalogue). A non-integer ``limit`` or ``page`` answers 422.
+    quirk of the catalogue). A non-integer ``limit`` or ``page`` answers 422 naming each such
+    field; a ``page`` below 1 is the first page and a ``limit`` below 1 is 1, as Laravel's
+    paginator reads them.
     """
-    try:
-        limit = int(request.query.get("limit", "25"))
-        page = int(request.query.get("page", "1"))
-    except ValueError:
+    values: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    for name, default in (("limit", "25"), ("page", "1")):
+        try:
+            values[name] = int(request.query.get(name, default))
+        except ValueError:
+            errors[name] = f"The {name} must be an integer."
+    if errors:
         raise web.HTTPUnprocessableEntity(
-            text=json.dumps(
-                {
-                    "data": {"limit": "The limit must be an integer."},
-                    "meta": {"message": "the parameter is invalid"},
-                }
-            ),
+            text=json.dumps({"data": errors, "meta": {"message": "the parameter is invalid"}}),
             content_type="application/json",
-        ) from None
-    limit = max(1, limit)
+        )
+    limit = max(1, values["limit"])
+    page = max(1, values["page"])
     last = max(1, -(-len(items) // limit))
     chunk = items[(page - 1) * limit : page * limit]
     start = (page - 1) * limit

@@ -374,7 +374,9 @@ class FleetLife:
         previous = emulator.on_request
 
         def hook(endpoint: str, request: Any) -> None:
-            if endpoint == "usage":
+            # A hook set after attach() may still call this one once detached: it then only
+            # passes the call on.
+            if endpoint == "usage" and self._hook is hook:
                 iccid = request.match_info.get("iccid")
                 if iccid is not None:
                     self.sync(iccid)
@@ -386,7 +388,8 @@ class FleetLife:
         emulator.on_request = hook
 
     def detach(self) -> None:
-        """Undo :meth:`attach` (the previous hook is put back)."""
+        """Undo :meth:`attach`: the previous hook is put back, and usage requests no longer
+        sync the fleet, even through a hook that was chained after :meth:`attach`."""
         if self._hook is None:
             return
         emulator: Any = self.emulator

@@ -20,7 +20,14 @@ Algorithm = Literal["sliding", "fixed"]
 
 @dataclass
 class ServerLimits:
-    """Limits the emulator enforces (``None``: not limited)."""
+    """Limits the emulator enforces (``None``: not limited).
+
+    Each limit keeps one window per key: ``usage_iccid`` and ``package_history`` per ICCID,
+    ``product_information`` per package, the others one window for the whole emulator. Where
+    the provider counts per access token (``packages``) or per IP (``refund``,
+    ``simulator``), the emulator still keeps one window: with one client, or on loopback,
+    that is the same; several clients sharing one emulator share that window.
+    """
 
     usage_iccid: Rate | None = field(default_factory=lambda: Rate(10, 60.0))
     usage_company: Rate | None = field(default_factory=lambda: Rate(5, 1.0))

@@ -177,6 +177,7 @@ class Emulator:
         self.middlewares: list[Middleware] = list(middlewares)
         self._path = PathMiddleware(path, lambda: self.state.clock)
         self._runner: web.AppRunner | None = None
+        self._starting = False
         self._tls = tls
         self._cert_out = cert_out
         self._tls_files: TlsFiles | None = None
@@ -212,7 +213,20 @@ class Emulator:
         return app
 
     async def start(self) -> str:
-        """Serve on the configured host and port (0: any free port); returns :attr:`url`."""
+        """Serve on the configured host and port (0: any free port); returns :attr:`url`.
+
+        Raises :class:`RuntimeError` if it is already serving (stop it first); a stopped
+        emulator can be started again.
+        """
+        if self._runner is not None or self._starting:
+            raise RuntimeError(f"the emulator is already serving at {self.url or 'a port'}")
+        self._starting = True
+        try:
+            return await self._start()
+        finally:
+            self._starting = False
+
+    async def _start(self) -> str:
         runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
@@ -278,7 +292,10 @@ class Emulator:
         await self.stop()
 
     def inject(self, endpoint: str, *kinds: FaultKind) -> None:
-        """Queue faults for the next requests to ``endpoint`` (``"usage"`` or ``"token"``)."""
+        """Queue faults for the next requests to ``endpoint``: the name it is counted under
+        in :attr:`EmulatorStats.arrivals` (``"usage"``, ``"token"``, ``"orders"``,
+        ``"voice_renew"``...). A request answered 401 or 429 before it reaches the faults
+        does not use one."""
         self.state.fault_plan.queue(endpoint, kinds)
 
     def expire_tokens(self) -> None:

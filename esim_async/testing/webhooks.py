@@ -80,7 +80,11 @@ class WebhookSender:
         return body, sign(body, secret)
 
     async def post(self, url: str, payload: dict[str, Any], secret: str) -> int | None:
-        """POST a signed notification; returns the status, or None when it could not be sent."""
+        """POST a signed notification; returns the status, or None when it could not be sent.
+
+        A redirect is not followed (its 3xx status is the answer): the emulator posts to
+        loopback URLs only.
+        """
         if not is_loopback_url(url):
             return None
         body, signature = self.encode(payload, secret)
@@ -91,6 +95,7 @@ class WebhookSender:
                     url,
                     data=body,
                     headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature},
+                    allow_redirects=False,
                 ) as resp,
             ):
                 status = resp.status

@@ -11,7 +11,7 @@ from ..guard import apply_fault, check_limit, count_arrival, guarded
 from ..http import invalid, now_stamp, ok, read_body, utc_now
 from ..state import EmulatorState
 
-__all__ = ["REFUND_REASONS", "AccountRoutes", "add_routes"]
+__all__ = ["MAX_REFUND_ICCIDS", "REFUND_REASONS", "AccountRoutes", "add_routes"]
 
 #: The refund reasons the provider accepts (the API reference's list for ``POST /v2/refund``).
 REFUND_REASONS = frozenset(
@@ -41,6 +41,8 @@ REFUND_REASONS = frozenset(
         "OTHERS",
     }
 )
+#: Most eSIMs one refund request may name (the API reference: up to 5 per call).
+MAX_REFUND_ICCIDS = 5
 #: Mid rates ``GET /finance/exchange-rates`` reports from USD (other currencies: ``"1.0"``).
 EXCHANGE_RATES = {"AUD": "1.6059162", "GBP": "0.80433592", "EUR": "0.96191527"}
 
@@ -150,7 +152,8 @@ class AccountRoutes:
 
     @guarded("refund", limited=True)
     async def refund(self, request: web.Request) -> web.StreamResponse:
-        """``POST /refund``: the company's eSIMs and a documented reason; 202 when accepted."""
+        """``POST /refund``: 1 to :data:`MAX_REFUND_ICCIDS` of the company's eSIMs and a
+        documented reason; 202 when accepted."""
         state = self.state
         body = await read_body(request)
         state.write_log.append(("refund", body))
@@ -158,6 +161,12 @@ class AccountRoutes:
         if not iccids:
             return web.json_response(
                 {"data": [], "meta": {"message": "The iccids field is required."}}, status=422
+            )
+        if not isinstance(iccids, list) or not all(isinstance(i, str) for i in iccids):
+            return invalid({"iccids": "The iccids must be an array of ICCIDs."})
+        if len(iccids) > MAX_REFUND_ICCIDS:
+            return invalid(
+                {"iccids": f"The iccids may not have more than {MAX_REFUND_ICCIDS} items."}
             )
         foreign = [i for i in iccids if i not in state.fleet]
         if foreign:

@@ -83,7 +83,12 @@ class EsimRoutes:
 
     async def usage(self, request: web.Request) -> web.StreamResponse:
         """``GET /sims/{iccid}/usage``: counted per ICCID, limited, then served from the
-        server's cache while it is fresh."""
+        server's cache while it is fresh.
+
+        The company limit is checked first, then the ICCID limit, each counting the arrival
+        when it admits it (as stacked Laravel throttles do): a request the ICCID limit refuses
+        has used a place in the company window.
+        """
         state = self.state
         iccid = request.match_info["iccid"]
         state.stats.usage_by_iccid[iccid] += 1

@@ -57,7 +57,7 @@ class NotificationRoutes:
         state = self.state
         body = await read_body(request)
         kind = body.get("type")
-        if kind not in NOTIFICATION_TYPES:
+        if not isinstance(kind, str) or kind not in NOTIFICATION_TYPES:
             return invalid({"type": "The selected type is invalid."})
         by_email = str(kind).startswith("email_")
         contact = body.get("email") if by_email else body.get("webhook_url")
@@ -82,9 +82,10 @@ class NotificationRoutes:
     async def opt_out(self, request: web.Request) -> web.StreamResponse:
         """``POST /notifications/opt-out``: 204."""
         body = await read_body(request)
-        if body.get("type") not in NOTIFICATION_TYPES:
+        kind = body.get("type")
+        if not isinstance(kind, str) or kind not in NOTIFICATION_TYPES:
             return invalid({"type": "The selected type is invalid."})
-        self.state.notifications.pop(str(body["type"]), None)
+        self.state.notifications.pop(kind, None)
         return web.Response(status=204)
 
     @guarded("simulator", limited=True)

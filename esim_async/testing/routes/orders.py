@@ -7,6 +7,7 @@ packages, code 73 for recycled eSIMs, future orders due the day after tomorrow a
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from collections.abc import Iterable
@@ -33,7 +34,14 @@ from ..payloads import recycled, sim_json
 from ..state import EmulatorState
 from ..webhooks import WebhookSender
 
-__all__ = ["ERROR_PACKAGES", "MAX_QUANTITY", "OrderRoutes", "add_routes"]
+__all__ = [
+    "ERROR_PACKAGES",
+    "MAX_QUANTITY",
+    "MAX_VOUCHER_QUANTITY",
+    "OrderRoutes",
+    "add_routes",
+    "whole_number",
+]
 
 #: Sandbox error-simulation packages -> (business code, reason).
 ERROR_PACKAGES = {
@@ -54,6 +62,21 @@ ERROR_PACKAGES = {
 }
 #: Most eSIMs one order (or future order) may ask for.
 MAX_QUANTITY = 50
+#: Most codes one voucher line may ask for (the official SDK's cap).
+MAX_VOUCHER_QUANTITY = 100
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(value: Any) -> int | None:
+    """``value`` as Laravel's ``integer`` rule reads it: an int, an integral float or a string
+    of ASCII digits; ``None`` for anything else (a fraction, text, a list...)."""
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
 
 
 class OrderRoutes:
@@ -156,10 +179,9 @@ class OrderRoutes:
             errors["package_id"] = "The package id field is required."
         elif found is None or found[1]["type"] != "sim":
             errors["package_id"] = "The selected package is invalid."
-        try:
-            quantity = int(body.get("quantity", ""))
-        except (TypeError, ValueError):
-            quantity = 0
+        asked = whole_number(body.get("quantity"))
+        quantity = asked or 0
+        if asked is None:
             errors["quantity"] = "The quantity must be an integer."
         else:
             if quantity > MAX_QUANTITY:
@@ -303,10 +325,7 @@ class OrderRoutes:
         found = find_package(str(body.get("package_id", "")))
         if found is None:
             return business(*ERROR_PACKAGES["test-out-of-stock-7days-1gb"])
-        try:
-            quantity = int(body.get("quantity", 0))
-        except (TypeError, ValueError):
-            quantity = 0
+        quantity = whole_number(body.get("quantity", 0)) or 0
         if not 1 <= quantity <= MAX_QUANTITY:
             errors["quantity"] = "The quantity must be at least 1."
         try:
@@ -368,19 +387,33 @@ class OrderRoutes:
 
     @guarded("voucher_esim")
     async def esim_voucher(self, request: web.Request) -> web.StreamResponse:
-        """``POST /voucher/esim``: codes for catalogue packages."""
+        """``POST /voucher/esim``: codes for catalogue packages, 1 to
+        :data:`MAX_VOUCHER_QUANTITY` per line (422 naming the line otherwise)."""
         state = self.state
         body = await read_body(request)
         state.write_log.append(("voucher_esim", body))
         out = []
-        for n, line in enumerate(body.get("vouchers") or []):
+        lines = body.get("vouchers") or []
+        if not isinstance(lines, list):
+            return invalid({"vouchers": "The vouchers must be an array."})
+        for n, line in enumerate(lines):
+            if not isinstance(line, dict):
+                return invalid({f"vouchers.{n}": f"The vouchers.{n} must be an array."})
             if find_package(str(line.get("package_id"))) is None:
                 return invalid(
                     {f"vouchers.{n}.package_id": f"The selected vouchers.{n}.package_id is invalid"}
                 )
+            quantity = whole_number(line.get("quantity", 1))
+            if quantity is None or not 1 <= quantity <= MAX_VOUCHER_QUANTITY:
+                return invalid(
+                    {
+                        f"vouchers.{n}.quantity": f"The vouchers.{n}.quantity must be an integer "
+                        f"between 1 and {MAX_VOUCHER_QUANTITY}."
+                    }
+                )
             codes = [
                 "".join(secrets.choice(string.ascii_uppercase) for _ in range(8))
-                for _ in range(int(line.get("quantity", 1)))
+                for _ in range(quantity)
             ]
             out.append(
                 {

@@ -2,13 +2,17 @@
 renew and the user list.
 
 It has its own authentication: the API key in ``Pressone-X-Api-Key`` and again as the bearer
-token (``state.voice_api_key`` ``None`` accepts any key).
+token (``state.voice_api_key`` ``None`` accepts any key). Like every other endpoint, each arrival
+is counted (``voice_numbers``, ``voice_claim``, ``voice_renew``, ``voice_users``), told to the
+``on_request`` hook, and meets the faults queued for its name (``emu.inject("voice_renew",
+"drop")``).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from ..guard import apply_fault, count_arrival
 from ..http import read_body
 from ..state import EmulatorState
 
@@ -36,6 +40,17 @@ class VoiceRoutes:
             web.get(prefix + "/user/", self.users),
         ]
 
+    async def enter(self, request: web.Request, endpoint: str) -> web.StreamResponse | None:
+        """Count the arrival at ``endpoint``, check the API key, then serve any queued fault;
+        ``None`` lets the handler answer. A refused key is not counted in
+        ``stats.unauthorized``, which counts the data API's bearer-token refusals."""
+        state = self.state
+        count_arrival(state, endpoint, request)
+        denied = self.denied(request)
+        if denied is not None:
+            return denied
+        return await apply_fault(state, state.fault_plan.next(endpoint, state.faults), request)
+
     def denied(self, request: web.Request) -> web.Response | None:
         """The 401 for a missing or wrong API key, else ``None``."""
         key = request.headers.get("Pressone-X-Api-Key", "")
@@ -47,10 +62,17 @@ class VoiceRoutes:
 
     async def numbers(self, request: web.Request) -> web.StreamResponse:
         """``GET /available-numbers/``: numbers nobody has claimed, ``page_size`` of them."""
-        denied = self.denied(request)
-        if denied is not None:
-            return denied
-        size = int(request.query.get("page_size", "10"))
+        entered = await self.enter(request, "voice_numbers")
+        if entered is not None:
+            return entered
+        try:
+            size = int(request.query.get("page_size", "10"))
+        except ValueError:
+            return web.json_response({"page_size": ["A valid integer is required."]}, status=400)
+        if size < 1:
+            return web.json_response(
+                {"page_size": ["Ensure this value is greater than or equal to 1."]}, status=400
+            )
         claimed = {u.get("phone_number") for u in self.state.voice_users.values()}
         numbers = [
             {"phone_number": f"+234800000{n:04d}", "country_code": "NG"}
@@ -61,9 +83,9 @@ class VoiceRoutes:
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
         """``POST /claim-number/``: a user on a trial subscription, keyed by e-mail; 201."""
-        denied = self.denied(request)
-        if denied is not None:
-            return denied
+        entered = await self.enter(request, "voice_claim")
+        if entered is not None:
+            return entered
         body = await read_body(request)
         email = body.get("email")
         if not email:
@@ -83,9 +105,9 @@ class VoiceRoutes:
 
     async def renew(self, request: web.Request) -> web.StreamResponse:
         """``POST /renew-number/``: the subscription becomes active; 404 for an unknown e-mail."""
-        denied = self.denied(request)
-        if denied is not None:
-            return denied
+        entered = await self.enter(request, "voice_renew")
+        if entered is not None:
+            return entered
         body = await read_body(request)
         user = self.state.voice_users.get(str(body.get("email")))
         if user is None:
@@ -101,9 +123,9 @@ class VoiceRoutes:
 
     async def users(self, request: web.Request) -> web.StreamResponse:
         """``GET /user/``: every user, or those matching ``email`` / ``mobile``."""
-        denied = self.denied(request)
-        if denied is not None:
-            return denied
+        entered = await self.enter(request, "voice_users")
+        if entered is not None:
+            return entered
         users = list(self.state.voice_users.values())
         for key in ("email", "mobile"):
             if request.query.get(key):
