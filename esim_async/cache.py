@@ -407,6 +407,11 @@ class SingleFlight(Generic[K, T]):
             if task is me or task.done():
                 continue  # (closed from within the call itself: it goes on)
             if call.inline:
+                if call.closing and call.ended is not None:
+                    # Another close is ending it already: wait for the same end (a second
+                    # cancellation would reach its caller as a bare one).
+                    ending.append(call.ended)
+                    continue
                 call.closing = True
                 call.ended = loop.create_future()
                 ending.append(call.ended)
@@ -628,9 +633,14 @@ class CachedEndpoint(Generic[T]):
                 return entry, True
         started = self._clock.wall() if self._shared is not None else 0.0
         load = functools.partial(self._load, key, fn, refresh, max_age, started)
-        (entry, requested), joined = await self._flight.run(
-            key, load, fresh=refresh, options=options
-        )
+        if scope is None:
+            (entry, requested), joined = await self._flight.run(
+                key, load, fresh=refresh, options=options
+            )
+        else:
+            (entry, requested), joined = await self._reported_run(
+                key, load, refresh, options, scope
+            )
         if joined:
             self._stats.coalesced += 1
         elif not requested:
@@ -638,6 +648,31 @@ class CachedEndpoint(Generic[T]):
         if scope is not None:
             scope.cache("coalesced" if joined else "miss" if requested else "hit")
         return entry, joined or not requested
+
+    async def _reported_run(
+        self,
+        key: Hashable,
+        load: Callable[[], Awaitable[tuple[CacheEntry[T], bool]]],
+        refresh: bool,
+        options: FlightOptions | None,
+        scope: InstrumentScope,
+    ) -> tuple[tuple[CacheEntry[T], bool], bool]:
+        """The single flight of a reported call: a call that fails is still reported as the
+        miss that led its request, or as coalesced into another's."""
+        led = False
+
+        async def lead() -> tuple[CacheEntry[T], bool]:
+            nonlocal led
+            led = True
+            return await load()
+
+        try:
+            return await self._flight.run(key, lead, fresh=refresh, options=options)
+        except BaseException:
+            if not led:
+                self._stats.coalesced += 1
+            scope.cache("miss" if led else "coalesced")
+            raise
 
     async def _load(
         self,

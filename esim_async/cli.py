@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import json
 import os
 import signal
@@ -269,12 +270,16 @@ def _server_limits(kind: str, company: Rate | None, iccid: Rate | None) -> Serve
 
 
 def _open_iccids(stack: contextlib.ExitStack | contextlib.AsyncExitStack, source: str) -> IO[str]:
-    """``source`` opened for reading (stdin for ``-``); a file that cannot be opened is a usage
+    """``source`` opened for reading (stdin for ``-``) as UTF-8, where a byte that is not
+    UTF-8 reads as U+FFFD (its line is then no ICCID); a file that cannot be opened is a usage
     error (exit 2)."""
     if source == "-":
-        return sys.stdin
+        stdin = sys.stdin
+        if isinstance(stdin, io.TextIOWrapper):
+            stdin.reconfigure(errors="replace")
+        return stdin
     try:
-        return stack.enter_context(open(source))
+        return stack.enter_context(open(source, encoding="utf-8", errors="replace"))
     except OSError as exc:
         raise click.UsageError(f"cannot read --iccids {source}: {exc.strerror or exc}") from None
 

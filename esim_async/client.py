@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,7 +48,30 @@ __all__ = [
     "PressOneOverrides",
 ]
 
-_token_decoder = msgspec.json.Decoder(Envelope[Token], strict=False)
+_token_envelope = msgspec.json.Decoder(Envelope[Token], strict=False)
+
+#: A bearer token as a request header can carry it: visible ASCII, no spaces.
+_bearer_token = re.compile(r"[\x21-\x7e]+").fullmatch
+
+
+class _TokenDecoder:
+    """Reads the token endpoint's answer. A token no request can carry (empty, with spaces,
+    control characters or non-ASCII text) makes the answer unreadable, like any answer of the
+    wrong shape: it is retried, never sent on and never kept."""
+
+    __slots__ = ()
+
+    def decode(self, buf: bytes, /) -> Envelope[Token]:
+        """The answer in ``buf`` (msgspec's ``ValidationError`` for an unusable token)."""
+        answer = _token_envelope.decode(buf)
+        if _bearer_token(answer.data.access_token) is None:
+            raise msgspec.ValidationError(
+                "access_token is not a bearer token (empty, or not visible ASCII)"
+            )
+        return answer
+
+
+_token_decoder = _TokenDecoder()
 
 R = TypeVar("R")
 
@@ -314,6 +338,11 @@ class BaseClient:
         return self._transport.base_url
 
     @property
+    def instrumentation(self) -> Instrumentation | None:
+        """Where calls are reported (:meth:`set_instrumentation`); ``None`` when nowhere."""
+        return self._transport.instrumentation
+
+    @property
     def client_id(self) -> str:
         return self._client_id
 
@@ -374,12 +403,16 @@ class BaseClient:
         """
         if self._transport.closed:
             return
-        await self._context.aclose()
-        await self._auth.aclose()
-        for limiter in self._limiters.values():
-            await limiter.aclose()
-        await self._transport.aclose()
-        await self._backend.aclose()
+        try:
+            await self._context.aclose()
+            await self._auth.aclose()
+            for limiter in self._limiters.values():
+                await limiter.aclose()
+        finally:
+            # Even a close cancelled on its way closes the transport: no request, a write
+            # least of all, goes out of a client once its close began.
+            await self._transport.aclose()
+            await self._backend.aclose()
 
     def current_secrets(self) -> tuple[str, ...]:
         """The secrets this client uses (its client secret, PressOne's voice key): kept
@@ -570,5 +603,7 @@ class PressOneClient(BaseClient):
         self._voice_transport.set_instrumentation(instrumentation, routes)
 
     async def aclose(self) -> None:
-        await super().aclose()
-        await self._voice_transport.aclose()
+        try:
+            await super().aclose()
+        finally:
+            await self._voice_transport.aclose()

@@ -6,7 +6,9 @@ defaults, checked once; both transports, every limiter and the caches are built 
 
 from __future__ import annotations
 
+import math
 import ssl as ssl_module
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -23,7 +25,15 @@ from .errors import InvalidRequestError
 from .limits import Rate
 from .providers import EndpointLimit, ProviderProfile
 
-__all__ = ["UNSET", "ClientConfig", "ClientOptions", "EndpointLimit", "check_base_url"]
+__all__ = [
+    "UNSET",
+    "ClientConfig",
+    "ClientOptions",
+    "EndpointLimit",
+    "check_base_url",
+    "check_retries",
+    "check_timeout",
+]
 
 #: Marks a keyword the caller did not pass (``None`` means "no limit" for the rates).
 UNSET: Any = object()
@@ -80,6 +90,71 @@ def check_base_url(base_url: object, *, field: str = "base_url") -> str:
             field=field,
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_timeout(value: object, *, field: str = "timeout") -> float:
+    """``value`` as a number of seconds a wait may last: finite and above zero (aiohttp reads
+    zero, a negative or a NaN timeout as none at all), else :class:`InvalidRequestError`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidRequestError(
+            f"{field} must be a finite number of seconds > 0, got {value!r}", field=field
+        )
+    return float(value)
+
+
+def check_retries(value: object, *, field: str = "max_retries") -> int:
+    """``value`` as a retry count: an int >= 0, else :class:`InvalidRequestError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError(f"{field} must be an int >= 0, got {value!r}", field=field)
+    return value
+
+
+def _check_int(value: object, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequestError(
+            f"{field} must be an int >= {minimum}, got {value!r}", field=field
+        )
+    return value
+
+
+def _check_seconds(value: object, field: str, *, finite: bool) -> float:
+    """``value`` as a duration >= 0 (``finite``: and not infinite); never NaN."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or value < 0
+        or (finite and math.isinf(value))
+    ):
+        kind = "a finite number" if finite else "a number"
+        raise InvalidRequestError(f"{field} must be {kind} >= 0, got {value!r}", field=field)
+    return float(value)
+
+
+def _plain_path_text(text: str) -> bool:
+    """Whether ``text`` reads as a path alone: no query, fragment or white space."""
+    return not any(c in "?#" or c.isspace() for c in text)
+
+
+def _iccid_template(template: object) -> bool:
+    """Whether ``template`` is an absolute path whose only field is a bare ``{iccid}``."""
+    if not isinstance(template, str) or not template.startswith("/"):
+        return False
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:  # an unbalanced brace
+        return False
+    fields = [(name, spec, conversion) for _, name, spec, conversion in parts if name is not None]
+    return (
+        bool(fields)
+        and all(field == ("iccid", "", None) for field in fields)
+        and all(_plain_path_text(literal) for literal, _, _, _ in parts)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +227,28 @@ class ClientConfig:
         fix("voice_paths", MappingProxyType(dict(self.voice_paths)))
         if self.cache_ttl < 0 or self.negative_cache_ttl < 0:
             raise InvalidRequestError("cache TTLs must be >= 0", field="cache_ttl")
+        # A setting out of range is refused here, before anything is sent: a timeout of zero
+        # or NaN would be none at all, a negative connection limit would never connect.
+        fix("cache_ttl", _check_seconds(self.cache_ttl, "cache_ttl", finite=False))
+        fix(
+            "negative_cache_ttl",
+            _check_seconds(self.negative_cache_ttl, "negative_cache_ttl", finite=False),
+        )
+        fix("cache_maxsize", _check_int(self.cache_maxsize, "cache_maxsize", 1))
+        margin = self.rate_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+            raise InvalidRequestError(
+                f"rate_margin must be in [0, 1), got {margin!r}", field="rate_margin"
+            )
+        fix("timeout", check_timeout(self.timeout, field="timeout"))
+        fix("connect_timeout", check_timeout(self.connect_timeout, field="connect_timeout"))
+        fix("max_retries", check_retries(self.max_retries))
+        fix(
+            "retry_after_cap",
+            _check_seconds(self.retry_after_cap, "retry_after_cap", finite=True),
+        )
+        fix("max_body_size", _check_int(self.max_body_size, "max_body_size", 1))
+        fix("connection_limit", _check_int(self.connection_limit, "connection_limit", 0))
         lo, hi = self.iccid_length
         if not (1 <= lo <= hi <= 64):
             raise InvalidRequestError(
@@ -189,12 +286,18 @@ class ClientConfig:
                 raise InvalidRequestError(
                     "prefix must start with '/' and not end with '/'", field="prefix"
                 )
+            if not _plain_path_text(prefix) or "{" in prefix or "}" in prefix:
+                raise InvalidRequestError(
+                    "prefix must be a plain path (no braces, spaces, '?' or '#')",
+                    field="prefix",
+                )
             profile = replace(profile, prefix=prefix)
         usage_path = options.pop("usage_path", None)
         if usage_path is not None:
-            if "{iccid}" not in usage_path or not usage_path.startswith("/"):
+            if not _iccid_template(usage_path):
                 raise InvalidRequestError(
-                    "usage_path must be an absolute path template containing '{iccid}'",
+                    "usage_path must be an absolute path template containing '{iccid}' "
+                    "(and no other field, spaces, '?' or '#')",
                     field="usage_path",
                 )
             profile = profile.with_paths(usage="/" + usage_path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .clock import MonotonicClock
-from .models.usage import Usage
+from .models.usage import Usage, UsageStatus
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -45,11 +46,18 @@ __all__ = [
     "metrics_app",
     "new_registry",
     "serve_metrics",
+    "status_labels",
     "summarise",
 ]
 
 #: An eSIM is near a threshold when its data used is within this fraction of the next one.
 NEAR_MARGIN = 0.05
+#: Label values of statuses the provider does not document, kept by name at most (the rest
+#: are counted as :data:`OTHER_STATUS`), and the form such a value must have to be kept.
+MAX_NEW_STATUSES = 8
+_STATUS_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+#: The label value of every other status.
+OTHER_STATUS = "other"
 #: Receiver counters that are refusals, and the HTTP status each gets.
 REFUSALS = {"rejected": 401, "too_large": 413, "malformed": 400}
 _MISSING = 'metrics need prometheus_client: pip install "esim-async[metrics]"'
@@ -120,6 +128,19 @@ def summarise(
     return summary
 
 
+def status_labels(by_status: Mapping[str, int]) -> Counter[str]:
+    """``by_status`` with a bounded set of keys, for a metric label: the documented statuses
+    (and ``unread``, ``missing``), at most :data:`MAX_NEW_STATUSES` others shaped like a status
+    name (the most common first), and the rest summed as :data:`OTHER_STATUS`."""
+    fixed = {*UsageStatus.__members__, "unread", "missing"}
+    labels: Counter[str] = Counter()
+    new = [s for s in by_status if s not in fixed and _STATUS_NAME.fullmatch(s)]
+    kept = set(sorted(new, key=lambda s: (-by_status[s], s))[:MAX_NEW_STATUSES])
+    for status, count in by_status.items():
+        labels[status if status in fixed or status in kept else OTHER_STATUS] += count
+    return labels
+
+
 def fleet_summary(monitor: FleetMonitor, now: datetime | None = None) -> FleetSummary:
     """The :class:`FleetSummary` of what ``monitor`` knows now."""
 
@@ -180,7 +201,7 @@ class MonitorCollector:
             "esim_monitor_tracked_esims",
             "eSIMs tracked, by the status of their last reading.",
             label="status",
-            samples=sorted(summary.by_status.items()),
+            samples=sorted(status_labels(summary.by_status).items()),
         )
         yield gauge(
             "esim_monitor_near_threshold_esims",

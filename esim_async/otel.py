@@ -24,6 +24,7 @@ Metrics: ``http.client.request.duration`` (histogram, seconds, calls that sent a
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["OpenTelemetry", "instrument"]
 
 _NAME = "esim_async"
+
+logger = logging.getLogger("esim_async.otel")
 
 
 class _Instrumentable(Protocol):
@@ -85,6 +88,10 @@ class OpenTelemetry:
         #: The kind of every span, and the status of a call that failed.
         self.span_kind = trace.SpanKind.CLIENT
         self.error_status = trace.Status(trace.StatusCode.ERROR)
+        #: The span of a call whose own span could not be started (records nothing).
+        self.no_span: Span = trace.INVALID_SPAN
+        #: Failures of the tracing or metrics pipeline swallowed so far (each call goes on).
+        self.failures = 0
         version = _version()
         self.tracer = trace.get_tracer(_NAME, version, tracer_provider=tracer_provider)
         meter = metrics.get_meter(_NAME, version, meter_provider=meter_provider)
@@ -114,19 +121,43 @@ class OpenTelemetry:
             unit="{call}",
             description="Cached-endpoint calls that sent their own request.",
         )
-        self._states: list[Callable[[], Mapping[str, LimiterState] | None]] = []
-        meter.create_observable_gauge(
-            "esim.limiter.effective_rate",
-            callbacks=[self._observe_limiters],
-            unit="{request}/s",
-            description="Effective rate of each endpoint limiter (after cool-downs and AIMD).",
+        self._states: list[
+            tuple[Callable[[], Mapping[str, LimiterState] | None], dict[str, Any]]
+        ] = []
+        _limiter_gauge(meter, meter_provider).add(self)
+
+    def failed(self, what: str, exc: Exception) -> None:
+        """The tracing or metrics pipeline raised while recording ``what``: the call goes on.
+        The first failure is logged as a warning (its type only), later ones at debug level."""
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        logger.log(
+            level,
+            "OpenTelemetry failed recording %s (%s); calls go on without it",
+            what,
+            type(exc).__name__,
         )
 
-    def observe_limiters(self, state: Callable[[], Mapping[str, LimiterState]]) -> None:
+    def observe_limiters(
+        self,
+        state: Callable[[], Mapping[str, LimiterState]],
+        *,
+        base_url: str | None = None,
+        active: Callable[[], bool] | None = None,
+    ) -> None:
         """Report ``state()`` (``client.rate_limit_state``) through the gauge
         ``esim.limiter.effective_rate``. A bound method is held weakly: a client that is gone
-        stops being reported."""
+        stops being reported.
+
+        Args:
+            state: the limiters' states, by endpoint.
+            base_url: the client's base URL: its host and port label the observations
+                (``server.address``, ``server.port``), so clients of different servers
+                sharing one meter provider are told apart.
+            active: whether to report now (``False``: skipped, e.g. instrumentation off).
+        """
         owner = getattr(state, "__self__", None)
+        read: Callable[[], Mapping[str, LimiterState] | None]
         if owner is not None:
             ref = weakref.WeakMethod(state)
 
@@ -134,29 +165,104 @@ class OpenTelemetry:
                 method = ref()
                 return method() if method is not None else None
 
-            self._states.append(read)
         else:
-            self._states.append(state)
+            read = state
+        if active is not None:
+            reader = read
 
-    def _observe_limiters(self, options: CallbackOptions) -> Iterable[Observation]:
-        from opentelemetry.metrics import Observation
+            def read() -> Mapping[str, LimiterState] | None:
+                return reader() if active() else None
 
-        observations = []
-        for read in self._states:
-            states = read()
+        labels: dict[str, Any] = {}
+        if base_url is not None:
+            parts = urlsplit(base_url)
+            labels["server.address"] = parts.hostname or ""
+            if parts.port is not None:
+                labels["server.port"] = parts.port
+        self._states.append((read, labels))
+
+    def limiter_rates(self) -> list[tuple[dict[str, Any], float]]:
+        """``(attributes, requests per second)`` of every limiter observed now."""
+        rates: list[tuple[dict[str, Any], float]] = []
+        for read, labels in self._states:
+            try:
+                states = read()
+            except Exception as exc:  # one client's failure hides no other client's rates
+                self.failed("the limiter gauge", exc)
+                continue
             if not states:
                 continue
             for name, state in states.items():
                 rate = state.effective_per_second
                 if rate is not None:
-                    observations.append(Observation(rate, {"esim.endpoint": name}))
-        return observations
+                    rates.append(({"esim.endpoint": name, **labels}, rate))
+        return rates
 
     def call(
         self, endpoint: str | None, method: str, route: str, url: str, key: str | None
     ) -> CallScope:
         """The scope of one call: a span, and the metrics recorded when it ends."""
         return _Scope(self, endpoint, method, route, url, key)
+
+
+class _LimiterGauge:
+    """The gauge ``esim.limiter.effective_rate`` of one meter provider, fed by every
+    :class:`OpenTelemetry` made on it (a provider keeps the first instrument of a name, and
+    drops the callbacks of a second one)."""
+
+    def __init__(self, meter: Any) -> None:
+        self._sources: list[weakref.ref[OpenTelemetry]] = []
+        meter.create_observable_gauge(
+            "esim.limiter.effective_rate",
+            callbacks=[self._observe],
+            unit="{request}/s",
+            description="Effective rate of each endpoint limiter (after cool-downs and AIMD).",
+        )
+
+    def add(self, otel: OpenTelemetry) -> None:
+        """Report ``otel``'s limiters too (for as long as it exists)."""
+        self._sources.append(weakref.ref(otel))
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        from opentelemetry.metrics import Observation
+
+        seen: set[tuple[tuple[str, Any], ...]] = set()
+        observations = []
+        alive = []
+        for ref in self._sources:
+            otel = ref()
+            if otel is None:
+                continue
+            alive.append(ref)
+            for attrs, rate in otel.limiter_rates():
+                key = tuple(sorted(attrs.items()))
+                if key not in seen:  # one series, one value: the first client reporting it
+                    seen.add(key)
+                    observations.append(Observation(rate, attrs))
+        self._sources = alive
+        return observations
+
+
+class _GlobalProvider:
+    """Stands for the global meter provider as a key of :data:`_GAUGES`."""
+
+
+_GLOBAL_PROVIDER = _GlobalProvider()
+#: The rate gauge of each meter provider instrumented (held as long as the provider).
+_GAUGES: weakref.WeakKeyDictionary[Any, _LimiterGauge] = weakref.WeakKeyDictionary()
+
+
+def _limiter_gauge(meter: Any, provider: MeterProvider | None) -> _LimiterGauge:
+    """The rate gauge of ``provider`` (``None``: the global one), made on ``meter`` the first
+    time."""
+    key: Any = provider if provider is not None else _GLOBAL_PROVIDER
+    try:
+        gauge = _GAUGES.get(key)
+    except TypeError:  # a provider that cannot be held weakly: a gauge of its own
+        return _LimiterGauge(meter)
+    if gauge is None:
+        gauge = _GAUGES[key] = _LimiterGauge(meter)
+    return gauge
 
 
 class _Scope:
@@ -199,9 +305,14 @@ class _Scope:
         self._attrs = attrs
         #: The labels of the counters: the endpoint, when known.
         self._labels = {"esim.endpoint": endpoint} if endpoint is not None else {}
-        self._span: Span = otel.tracer.start_span(
-            f"{method} {route}", kind=otel.span_kind, attributes=attrs
-        )
+        try:
+            span: Span = otel.tracer.start_span(
+                f"{method} {route}", kind=otel.span_kind, attributes=attrs
+            )
+        except Exception as exc:
+            otel.failed("a span", exc)
+            span = otel.no_span
+        self._span = span
         self._started = _SYSTEM_CLOCK.now()
         self._cache: CacheKind | None = None
         self.attempts = 0
@@ -214,23 +325,32 @@ class _Scope:
         self.attempts += 1
         self.status = status
         self.error_type = error_type
-        if self.attempts > 1:
-            otel.retries.add(1, self._labels)
-        if status == 429:
-            otel.rate_limited.add(1, self._labels)
+        try:
+            if self.attempts > 1:
+                otel.retries.add(1, self._labels)
+            if status == 429:
+                otel.rate_limited.add(1, self._labels)
+        except Exception as exc:
+            otel.failed("an attempt", exc)
 
     def budget_wait(self, seconds: float) -> None:
         if seconds > 0:
             self.waited += seconds
-            self._otel.budget_wait.add(seconds, self._labels)
+            try:
+                self._otel.budget_wait.add(seconds, self._labels)
+            except Exception as exc:
+                self._otel.failed("a budget wait", exc)
 
     def cache(self, kind: CacheKind) -> None:
         self._cache = kind
         labels = {**self._labels, "esim.cache": kind}
-        if kind == "miss":
-            self._otel.cache_misses.add(1, labels)
-        else:
-            self._otel.cache_hits.add(1, labels)
+        try:
+            if kind == "miss":
+                self._otel.cache_misses.add(1, labels)
+            else:
+                self._otel.cache_hits.add(1, labels)
+        except Exception as exc:
+            self._otel.failed("a cache outcome", exc)
 
     def __enter__(self) -> _Scope:
         return self
@@ -256,14 +376,30 @@ class _Scope:
         error_type = self.error_type
         if exc_type is not None:
             error_type = error_type or exc_type.__qualname__
+        failed = False
         if error_type is not None and (
             exc_type is not None or self.status is None or self.status >= 400
         ):
             attrs["error.type"] = error_type
-            if exc_type is not None:
+            failed = exc_type is not None
+        try:
+            if failed:
                 span.set_status(otel.error_status)
-        span.set_attributes(attrs)
-        span.end()
+            span.set_attributes(attrs)
+        except Exception as error:
+            otel.failed("a span's attributes", error)
+        try:
+            span.end()
+        except Exception as error:
+            otel.failed("the end of a span", error)
+        try:
+            self._record(attrs)
+        except Exception as error:
+            otel.failed("a call's metrics", error)
+
+    def _record(self, attrs: Mapping[str, Any]) -> None:
+        """The metrics of a call that sent a request (``attrs``: its span's final ones)."""
+        otel = self._otel
         if self.attempts:
             labels: dict[str, Any] = {
                 key: self._attrs[key]
@@ -295,5 +431,20 @@ def instrument(
     """
     otel = OpenTelemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
     client.set_instrumentation(otel)
-    otel.observe_limiters(client.rate_limit_state)
+    owner: Callable[[], _Instrumentable | None]
+    try:
+        owner = weakref.ref(client)
+    except TypeError:  # a client that cannot be held weakly
+
+        def owner() -> _Instrumentable | None:
+            return client
+
+    def active() -> bool:
+        # Reported while this instrumentation is the client's (switched off: not reported).
+        current = owner()
+        return current is not None and getattr(current, "instrumentation", otel) is otel
+
+    otel.observe_limiters(
+        client.rate_limit_state, base_url=getattr(client, "base_url", None), active=active
+    )
     return otel

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from ._secrets import redact, redact_deep
 from .cache import CacheEntry
 from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
 from .limits import Priority
@@ -88,7 +89,7 @@ class UsageResult:
         record["error"] = type(error).__name__ if error is not None else None
         record["error_message"] = str(error) if error is not None else None
         record["error_status"] = getattr(error, "status", None)
-        return record
+        return redact_deep(record)  # a provider may echo a credential in any field
 
 
 @dataclass(slots=True)
@@ -164,7 +165,7 @@ class SweepSummary:
         usage = result.usage
         assert usage is not None
         self.ok += 1
-        self.by_status[str(usage.status)] += 1
+        self.by_status[redact(str(usage.status))] += 1
         if usage.is_low(fraction=low_fraction):
             self.low_data_count += 1
             if len(self.low_data) < MAX_LISTED_LOW:

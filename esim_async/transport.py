@@ -619,6 +619,11 @@ class Transport:
                 status, raw, resp_headers = await self._send(req, token, slots)
             except _SendError as failure:
                 outcome = failure.outcome
+            except asyncio.CancelledError:
+                if scope is not None:  # (it may have reached the server: an attempt all the same)
+                    scope.budget_wait(waited)
+                    scope.attempt(None, "cancelled")
+                raise
             else:
                 if limiter is not None and "X-RateLimit-Limit" in resp_headers:
                     limiter.record_headers(resp_headers)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from ..cache import CacheEntry
+from ..config import check_retries, check_timeout
 from ..errors import NotFoundError
 from ..limits import Priority, QueueTicket
 from ..models._base import Envelope
@@ -164,6 +165,8 @@ class SimsResource(Resource):
         """
         ctx = self._ctx
         ctx.validate_iccid(iccid)
+        if timeout is not None or max_retries is not None:
+            _check_call_options(timeout, max_retries)
         endpoint = ctx.usage_endpoint
         entry = None if refresh else endpoint.get(iccid, max_age)
         if entry is None:
@@ -194,6 +197,8 @@ class SimsResource(Resource):
         the eSIM), and whether it came without a request of this call. The arguments and
         errors are those of :meth:`usage`; ``retry_rate_limited=False`` makes a 429 the answer
         at once instead of waiting out its ``Retry-After``."""
+        if timeout is not None or max_retries is not None:
+            _check_call_options(timeout, max_retries)
         entry = self._cached_usage(iccid, refresh, max_age)
         if entry is not None:
             return entry, True
@@ -411,6 +416,15 @@ class AiraloSimsResource(SimsResource):
             nullable=("brand_settings_name",),
         )
         return envelope.data.brand_settings_name
+
+
+def _check_call_options(timeout: float | None, max_retries: int | None) -> None:
+    """Refuse a call's ``timeout`` or ``max_retries`` out of range before anything is sent
+    (:class:`~esim_async.errors.InvalidRequestError`)."""
+    if timeout is not None:
+        check_timeout(timeout)
+    if max_retries is not None:
+        check_retries(max_retries)
 
 
 def _unwrap(iccid: str, entry: CacheEntry[T]) -> T:
