@@ -109,9 +109,7 @@ def check_timeout(value: object, *, field: str = "timeout") -> float:
 
 def check_retries(value: object, *, field: str = "max_retries") -> int:
     """``value`` as a retry count: an int >= 0, else :class:`InvalidRequestError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequestError(f"{field} must be an int >= 0, got {value!r}", field=field)
-    return value
+    return _check_int(value, field, 0)
 
 
 def _check_int(value: object, field: str, minimum: int) -> int:
@@ -225,8 +223,6 @@ class ClientConfig:
                 )
         fix("limits", MappingProxyType(dict(self.limits)))
         fix("voice_paths", MappingProxyType(dict(self.voice_paths)))
-        if self.cache_ttl < 0 or self.negative_cache_ttl < 0:
-            raise InvalidRequestError("cache TTLs must be >= 0", field="cache_ttl")
         # A setting out of range is refused here, before anything is sent: a timeout of zero
         # or NaN would be none at all, a negative connection limit would never connect.
         fix("cache_ttl", _check_seconds(self.cache_ttl, "cache_ttl", finite=False))
