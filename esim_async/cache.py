@@ -5,7 +5,7 @@ the scope of calls in progress that closing the client ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
 import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
@@ -198,7 +198,9 @@ class _Call(Generic[T]):
         #: call is being cancelled (its answer may never come).
         self.base = base
         self.inline = inline
-        self.waiters: list[asyncio.Future[T]] = []
+        #: The futures of the callers waiting, each with its caller's context (a call handed
+        #: over runs in the context of the first caller still waiting).
+        self.waiters: dict[asyncio.Future[T], contextvars.Context] = {}
         #: A task of its own has taken its first step (one cancelled before never runs).
         self.started = False
         #: Closing cancelled the first caller's task to end the call.
@@ -208,7 +210,7 @@ class _Call(Generic[T]):
 
     def settle(self, result: Any, error: BaseException | None) -> None:
         """Hand every caller still waiting the result (or the error)."""
-        waiters, self.waiters = self.waiters, []
+        waiters, self.waiters = self.waiters, {}
         for waiter in waiters:
             if not waiter.done():
                 if error is None:
@@ -292,7 +294,7 @@ class SingleFlight(Generic[K, T]):
         else:
             if call.closing:
                 task.uncancel()  # (the call kept the cancellation closing sent it)
-            waiters, call.waiters = call.waiters, []  # (settle's common case, inline)
+            waiters, call.waiters = call.waiters, {}  # (settle's common case, inline)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(result)
@@ -330,12 +332,14 @@ class SingleFlight(Generic[K, T]):
             call.settle(None, exc)
 
     def _hand_over(self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]]) -> None:
-        """Run the call again, in a task of its own, for the callers still waiting."""
+        """Run the call again, in a task of its own, for the callers still waiting (in the
+        context of the first of them: its request is that caller's)."""
+        context = next(ctx for waiter, ctx in call.waiters.items() if not waiter.done())
         call.inline = False
         call.base = 0
         call.started = False
         call.task = asyncio.get_running_loop().create_task(
-            self._shared(key, call, fn), name=f"esim_async flight {key}"
+            self._shared(key, call, fn), name=f"esim_async flight {key}", context=context
         )
 
     def _start(
@@ -353,7 +357,7 @@ class SingleFlight(Generic[K, T]):
     async def _join(self, key: K, call: _Call[T]) -> T:
         """Wait for the outcome of ``call``, run by another caller or a task of its own."""
         waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        call.waiters.append(waiter)
+        call.waiters[waiter] = contextvars.copy_context()
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -362,8 +366,7 @@ class SingleFlight(Generic[K, T]):
             raise
         finally:
             if not waiter.done() or waiter.cancelled():
-                with contextlib.suppress(ValueError):
-                    call.waiters.remove(waiter)
+                call.waiters.pop(waiter, None)
                 task = call.task
                 if not call.inline and not call.waiters and not task.done():
                     # The last caller left: nobody wants the answer. Whoever comes next

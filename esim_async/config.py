@@ -31,6 +31,7 @@ __all__ = [
     "ClientOptions",
     "EndpointLimit",
     "check_base_url",
+    "check_max_age",
     "check_retries",
     "check_timeout",
 ]
@@ -110,6 +111,12 @@ def check_timeout(value: object, *, field: str = "timeout") -> float:
 def check_retries(value: object, *, field: str = "max_retries") -> int:
     """``value`` as a retry count: an int >= 0, else :class:`InvalidRequestError`."""
     return _check_int(value, field, 0)
+
+
+def check_max_age(value: object, *, field: str = "max_age") -> float:
+    """``value`` as the age in seconds a cached value may have: a number >= 0 (``inf``: any
+    age), else :class:`InvalidRequestError` (a NaN one would accept every age)."""
+    return _check_seconds(value, field, finite=False)
 
 
 def _check_int(value: object, field: str, minimum: int) -> int:

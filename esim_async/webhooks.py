@@ -291,6 +291,17 @@ def _digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def _identity(event: WebhookEvent, body: bytes) -> str:
+    """What makes a notification the same one again, as the provider's docs advise: an async
+    order's ``request_id``; a low-data event's ICCID, level and package; else its bytes."""
+    if isinstance(event, AsyncOrderEvent):
+        return f"order\0{event.request_id}"
+    if isinstance(event, LowDataEvent):
+        extra = f"\0{event.remaining_percentage}" if event.level is None else ""
+        return f"low\0{event.iccid}\0{event.level}\0{event.package_name}{extra}"
+    return _digest(body)
+
+
 class WebhookReceiver:
     """Verifies, de-duplicates and decodes notifications, in any web framework.
 
@@ -319,7 +330,9 @@ class WebhookReceiver:
         ack: the policy of :meth:`handle`: ``"immediate"`` answers 200 at once and runs
             ``on_event`` in the background; ``"after_handler"`` answers after ``on_event``
             succeeded, and 500 (the provider redelivers) if it raised.
-        dedup_ttl: seconds a delivered body is remembered, so a redelivery is not passed on.
+        dedup_ttl: seconds a delivered notification is remembered, so a redelivery is not
+            passed on (recognised by its ``request_id``, or its ICCID, level and package,
+            however it is encoded; other kinds by their bytes).
         max_body: largest body accepted, in bytes.
         clock: time source of the de-duplication window.
     """
@@ -388,7 +401,11 @@ class WebhookReceiver:
         Call it when your handler failed on the event :meth:`receive` returned and you answer
         an error so that the provider redelivers.
         """
-        self._seen.pop(_digest(body), None)
+        try:
+            key = _identity(decode_event(body), body)
+        except WebhookPayloadError:
+            key = _digest(body)
+        self._seen.pop(key, None)
 
     def _too_large(self) -> WebhookTooLargeError:
         self.stats["too_large"] += 1
@@ -434,8 +451,8 @@ class WebhookReceiver:
                 its case).
 
         Returns:
-            The typed event, or ``None`` when the same body was delivered within ``dedup_ttl``
-            (answer 200: the provider must stop redelivering).
+            The typed event, or ``None`` when the same notification was delivered within
+            ``dedup_ttl`` (answer 200: the provider must stop redelivering).
 
         Raises:
             WebhookTooLargeError: 413.
@@ -456,7 +473,7 @@ class WebhookReceiver:
             self.stats["malformed"] += 1
             raise
         self._expire()
-        digest = _digest(body)
+        digest = _identity(event, body)
         if digest in self._seen:
             self.stats["duplicates"] += 1
             return None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import msgspec
 
 from ..cache import CacheEntry
-from ..config import check_retries, check_timeout
+from ..config import check_max_age, check_retries, check_timeout
 from ..errors import NotFoundError
 from ..limits import Priority, QueueTicket
 from ..models._base import Envelope
@@ -165,8 +165,8 @@ class SimsResource(Resource):
         """
         ctx = self._ctx
         ctx.validate_iccid(iccid)
-        if timeout is not None or max_retries is not None:
-            _check_call_options(timeout, max_retries)
+        if timeout is not None or max_retries is not None or max_age is not None:
+            _check_call_options(timeout, max_retries, max_age)
         endpoint = ctx.usage_endpoint
         entry = None if refresh else endpoint.get(iccid, max_age)
         if entry is None:
@@ -197,8 +197,8 @@ class SimsResource(Resource):
         the eSIM), and whether it came without a request of this call. The arguments and
         errors are those of :meth:`usage`; ``retry_rate_limited=False`` makes a 429 the answer
         at once instead of waiting out its ``Retry-After``."""
-        if timeout is not None or max_retries is not None:
-            _check_call_options(timeout, max_retries)
+        if timeout is not None or max_retries is not None or max_age is not None:
+            _check_call_options(timeout, max_retries, max_age)
         entry = self._cached_usage(iccid, refresh, max_age)
         if entry is not None:
             return entry, True
@@ -266,7 +266,12 @@ class SimsResource(Resource):
             max_age: accept cached values only up to this age in seconds.
             progress: called with a :class:`~esim_async.sweep.SweepProgress` after every result.
             low_data_fraction: the summary lists limited eSIMs with at most this share left.
+
+        Raises:
+            InvalidRequestError: ``max_age`` out of range (before anything is sent).
         """
+        if max_age is not None:
+            check_max_age(max_age)
         return UsageSweep(
             self,
             self._ctx,
@@ -418,13 +423,17 @@ class AiraloSimsResource(SimsResource):
         return envelope.data.brand_settings_name
 
 
-def _check_call_options(timeout: float | None, max_retries: int | None) -> None:
-    """Refuse a call's ``timeout`` or ``max_retries`` out of range before anything is sent
-    (:class:`~esim_async.errors.InvalidRequestError`)."""
+def _check_call_options(
+    timeout: float | None, max_retries: int | None, max_age: float | None = None
+) -> None:
+    """Refuse a call's ``timeout``, ``max_retries`` or ``max_age`` out of range before
+    anything is sent (:class:`~esim_async.errors.InvalidRequestError`)."""
     if timeout is not None:
         check_timeout(timeout)
     if max_retries is not None:
         check_retries(max_retries)
+    if max_age is not None:
+        check_max_age(max_age)
 
 
 def _unwrap(iccid: str, entry: CacheEntry[T]) -> T:

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class PathDelay:
 
     def __post_init__(self) -> None:
         high = self.min if self.max is None else self.max
+        if not (math.isfinite(self.min) and math.isfinite(high)):
+            raise ValueError("PathDelay needs finite delays")
         if self.min < 0 or high < self.min:
             raise ValueError("PathDelay needs 0 <= min <= max")
 

@@ -41,8 +41,9 @@ from aiohttp.typedefs import Middleware
 from .. import Rate
 from .faults import FaultKind, Faults
 from .fleet import Fleet
+from .guard import count_arrival
 from .limits import ServerLimits
-from .path import PathDelay, PathMiddleware, PathStats
+from .path import Handler, PathDelay, PathMiddleware, PathStats
 from .routes import account, catalogue, esims, notifications, orders, voice
 from .state import Clock, EmulatorState, EmulatorStats, SystemClock
 from .tls import Certificates, TlsFiles, make_certificates
@@ -201,8 +202,17 @@ class Emulator:
 
     def app(self) -> web.Application:
         """The aiohttp application (mount it or run it yourself)."""
-        app = web.Application(middlewares=[self._path.middleware, *self.middlewares])
-        router, state = app.router, self.state
+        state = self.state
+
+        @web.middleware
+        async def unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # (a request no route answers, 404 or 405, is an arrival too)
+            if request.match_info.http_exception is not None:
+                count_arrival(state, "unrouted", request)
+            return await handler(request)
+
+        app = web.Application(middlewares=[self._path.middleware, unrouted, *self.middlewares])
+        router = app.router
         data = (AIRALO, PRESSONE)
         account.add_routes(router, state, data)
         esims.add_routes(router, state, data, usage_prefixes=(*data, PRESSONE_TYPO))

@@ -143,6 +143,25 @@ async def test_a_call_retry_count_out_of_range_is_refused_before_anything_is_sen
     assert silent.usage_requests == 0
 
 
+@pytest.mark.parametrize("max_age", [math.nan, -1.0, "60", True])
+async def test_a_max_age_out_of_range_is_refused_before_anything_is_sent(
+    silent: SilentServer, max_age: Any
+) -> None:
+    """A NaN ``max_age`` used to accept a cached value of any age (every comparison with NaN
+    is false), and a sweep took it for every ICCID."""
+    async with AiraloClient("id", "secret", base_url=silent.url, max_retries=0) as client:
+        for call in (client.sims.usage, client.sims.usage_entry):
+            with pytest.raises(InvalidRequestError) as caught:
+                async with asyncio.timeout(2):
+                    await call(ICCID, max_age=max_age)
+            assert caught.value.field == "max_age"
+        with pytest.raises(InvalidRequestError) as caught:
+            client.sims.usage_many([ICCID], max_age=max_age)
+        assert caught.value.field == "max_age"
+    assert silent.token_requests == 0
+    assert silent.usage_requests == 0
+
+
 async def test_a_good_call_timeout_still_ends_a_silent_call(silent: SilentServer) -> None:
     async with AiraloClient("id", "secret", base_url=silent.url, max_retries=0) as client:
         with pytest.raises(Exception) as caught:

@@ -143,6 +143,16 @@ def test_a_path_must_have_min_at_most_max() -> None:
         PathDelay(min=-0.1)
 
 
+@pytest.mark.parametrize(
+    ("low", "high"), [(float("nan"), None), (0.0, float("nan")), (0.0, float("inf"))]
+)
+def test_a_path_delay_must_be_a_finite_number(low: float, high: float | None) -> None:
+    """A NaN delay would slip past the range check and an infinite one would hold every
+    request for ever."""
+    with pytest.raises(ValueError, match="finite"):
+        PathDelay(min=low, max=high)
+
+
 async def test_the_emulator_counts_a_request_only_once_it_crossed_the_path() -> None:
     """Nothing reaches a limit, a middleware or a handler before its delay has passed."""
     clock = VirtualClock()

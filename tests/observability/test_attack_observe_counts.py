@@ -85,12 +85,6 @@ async def test_a_call_cancelled_after_sending_is_counted(emu: Any, telemetry: Te
     assert telemetry.total("esim.requests", **ON_USAGE) == emu.stats.usage_by_iccid[iccid]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cache/Flight: when the caller running a shared request leaves, the request sent "
-    "again for the callers still waiting opens a span of its own (no esim.cache) and the "
-    "waiter's own span says coalesced with no attempt",
-)
 async def test_a_waiter_that_sends_again_after_the_leader_left_is_one_span(
     emu: Any, telemetry: Telemetry
 ) -> None:
