@@ -13,6 +13,7 @@ Exit codes: 0 every ICCID answered, 1 at least one ICCID ended in error, 2 bad u
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import csv
 import io
@@ -20,9 +21,10 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import sys
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,19 +271,45 @@ def _server_limits(kind: str, company: Rate | None, iccid: Rate | None) -> Serve
     return limits
 
 
+#: Byte order marks of UTF-16 text (a file saved as "Unicode" on Windows starts with one).
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+#: A byte order mark as text.
+_BOM = "\ufeff"
+
+
+def _text_encoding(path: str) -> str:
+    """How to decode the file at ``path``: UTF-16 when it starts with a UTF-16 byte order mark,
+    else UTF-8 (a UTF-8 byte order mark is skipped with the blanks of each line). Only a
+    regular file is looked at first: a pipe (``<(command)``, a named pipe) reads once."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return "utf-8"
+    with open(path, "rb") as f:
+        start = f.read(2)
+    return "utf-16" if start in _UTF16_BOMS else "utf-8"
+
+
 def _open_iccids(stack: contextlib.ExitStack | contextlib.AsyncExitStack, source: str) -> IO[str]:
-    """``source`` opened for reading (stdin for ``-``) as UTF-8, where a byte that is not
-    UTF-8 reads as U+FFFD (its line is then no ICCID); a file that cannot be opened is a usage
-    error (exit 2)."""
+    """``source`` opened for reading (stdin for ``-``) as UTF-8 (a file with a UTF-16 byte
+    order mark as UTF-16), where a byte that does not decode reads as U+FFFD (its line is then
+    no ICCID); a file that cannot be opened is a usage error (exit 2)."""
     if source == "-":
         stdin = sys.stdin
         if isinstance(stdin, io.TextIOWrapper):
             stdin.reconfigure(errors="replace")
         return stdin
     try:
-        return stack.enter_context(open(source, encoding="utf-8", errors="replace"))
+        encoding = _text_encoding(source)
+        return stack.enter_context(open(source, encoding=encoding, errors="replace"))
     except OSError as exc:
         raise click.UsageError(f"cannot read --iccids {source}: {exc.strerror or exc}") from None
+
+
+def _line_iccid(line: str) -> str | None:
+    """The ICCID a line of an input file gives: its text without the blanks and byte order
+    marks around it (an editor may start a file with one, and joined files keep theirs);
+    ``None`` for a blank line or a ``#`` comment."""
+    text = line.strip().strip(_BOM).strip()
+    return text if text and not text.startswith("#") else None
 
 
 def _listed_iccids(stream: IO[str], source: str) -> dict[str, int]:
@@ -290,8 +318,8 @@ def _listed_iccids(stream: IO[str], source: str) -> dict[str, int]:
     listed: dict[str, int] = {}
     try:
         for number, line in enumerate(stream, start=1):
-            iccid = line.strip()
-            if iccid and not iccid.startswith("#"):
+            iccid = _line_iccid(line)
+            if iccid is not None:
                 listed.setdefault(iccid, number)
     except (OSError, UnicodeDecodeError) as exc:
         raise click.UsageError(f"cannot read --iccids {source}: {exc}") from None
@@ -364,8 +392,8 @@ def usage(iccids: tuple[str, ...], as_json: bool, refresh: bool, **kw: Any) -> N
 
 def _read_iccids(stream: IO[str], skip: set[str]) -> Iterator[str]:
     for line in stream:
-        iccid = line.strip()
-        if iccid and not iccid.startswith("#") and iccid not in skip:
+        iccid = _line_iccid(line)
+        if iccid is not None and iccid not in skip:
             yield iccid
 
 
@@ -387,14 +415,76 @@ class _CountedIccids:
         return _read_iccids(self._stream, self._skip)
 
 
-def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str]:
+def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str] | AsyncIterable[str]:
     """ICCIDs of ``stream``, one per line: counted first when the stream can be read twice
-    (a file, stdin redirected from a file), streamed as they come otherwise (a pipe)."""
+    (a file, stdin redirected from a file), streamed as they come otherwise (a pipe: read
+    without holding up the requests already under way while its writer is quiet)."""
     try:
         seekable = stream.seekable()
     except (OSError, ValueError):
         seekable = False
-    return _CountedIccids(stream, skip) if seekable else _read_iccids(stream, skip)
+    if seekable:
+        return _CountedIccids(stream, skip)
+    if _is_pipe(stream):
+        return _piped_iccids(stream, skip)
+    return _read_iccids(stream, skip)
+
+
+#: The longest line of a piped input read whole (a longer one is no ICCID: it is cut here).
+_MAX_LINE = 64 * 1024
+
+
+def _is_pipe(stream: IO[str]) -> bool:
+    """Whether ``stream`` reads from a pipe or a socket (what the event loop can watch; on
+    Windows it cannot watch an inherited one)."""
+    if sys.platform == "win32":
+        return False
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncIterator[str]:
+    """The ICCIDs of a pipe, each as soon as its line comes, read by the event loop (a
+    blocking read would stop the whole sweep until the writer sends the next line)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_MAX_LINE)
+    pipe = open(stream.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    try:
+        while True:
+            try:
+                raw = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                raw = exc.partial  # the last line, without its newline (or the end)
+                if not raw:
+                    return
+            except asyncio.LimitOverrunError as exc:
+                raw = await reader.readexactly(exc.consumed)  # one line that is no ICCID
+                await _skip_line(reader)
+            iccid = _line_iccid(raw.decode("utf-8", "replace"))
+            if iccid is not None and iccid not in skip:
+                yield iccid
+    finally:
+        transport.close()
+
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    """Read past the end of the current line."""
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.IncompleteReadError:
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+
+
+def _nothing() -> None:
+    """Nothing to do (flushing no output)."""
 
 
 def _format_eta(seconds: float | None) -> str:
@@ -407,18 +497,23 @@ def _format_eta(seconds: float | None) -> str:
 
 
 def _answered(path: Path, fmt: str) -> set[str]:
-    """ICCIDs that already have an answer (not an error) in an earlier output file."""
+    """ICCIDs that already have an answer (not an error) in an earlier output file; a file
+    that cannot be read is a usage error (exit 2)."""
     if not path.exists():
         return set()
-    with path.open(newline="") as f:
-        if fmt == "csv":
-            # A row cut short by the interruption lacks its last fields: it is no answer.
-            records: list[Any] = [r for r in csv.DictReader(f) if None not in r.values()]
-        else:
-            records = []
-            for line in f:
-                with contextlib.suppress(ValueError):  # a line cut short by the interruption
-                    records.append(json.loads(line))
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            if fmt == "csv":
+                # A row cut short by the interruption lacks its last fields: it is no answer.
+                records: list[Any] = [r for r in csv.DictReader(f) if None not in r.values()]
+            else:
+                records = []
+                for line in f:
+                    with contextlib.suppress(ValueError):  # a line cut short by the interruption
+                        records.append(json.loads(line))
+    except (OSError, csv.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise click.UsageError(f"cannot read --out {path} to resume: {reason}") from None
     return {
         str(r["iccid"])
         for r in records
@@ -426,10 +521,68 @@ def _answered(path: Path, fmt: str) -> set[str]:
     }
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one existing file."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # (one of them does not exist yet, or cannot be looked at)
+
+
+def _written_format(path: Path) -> str | None:
+    """The format of the results an earlier run wrote to ``path`` (``jsonl`` or ``csv``), told
+    by its first line; ``None`` when there is none or it is neither."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None  # (reading it to resume reports why)
+    if first.startswith("{"):
+        return "jsonl"
+    if first.rstrip("\r\n") == ",".join(RECORD_FIELDS):
+        return "csv"
+    return None
+
+
+class _OutputFailed(Exception):
+    """Writing a result to ``--out`` failed (a full disk, a closed pipe...)."""
+
+    def __init__(self, target: str, error: OSError) -> None:
+        super().__init__(f"cannot write --out {target}: {error.strerror or error}")
+
+
+def _open_results(path: Path, resume: bool) -> IO[str]:
+    """``--out`` opened for the results (appended to with ``resume``); a path that cannot be
+    written is a usage error (exit 2), raised before anything is asked of the provider."""
+    try:
+        return path.open("a" if resume else "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"cannot write --out {path}: {exc.strerror or exc}") from None
+
+
+def _close_quietly(stream: IO[str]) -> None:
+    """Close ``stream``; what it could not write was already reported."""
+    with contextlib.suppress(OSError):
+        stream.close()
+
+
 def _ends_with_newline(path: Path) -> bool:
     with path.open("rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1) == b"\n"
+
+
+#: What makes a spreadsheet read a cell as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cells(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every text that a spreadsheet would read as a formula (a status or an
+    error message the provider sent) made plain text by a leading ``'``; numbers stay."""
+    return {
+        name: "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+        for name, value in record.items()
+    }
 
 
 def _writer(stream: IO[str] | None, fmt: str, header: bool) -> Callable[[UsageResult], Any]:
@@ -440,8 +593,20 @@ def _writer(stream: IO[str] | None, fmt: str, header: bool) -> Callable[[UsageRe
         rows = csv.DictWriter(stream, fieldnames=RECORD_FIELDS)
         if header:
             rows.writeheader()
-        return lambda result: rows.writerow(result.as_record())
+        return lambda result: rows.writerow(_cells(result.as_record()))
     return lambda result: stream.write(json.dumps(result.as_record(), separators=(",", ":")) + "\n")
+
+
+def _guarded(target: str, action: Callable[..., Any]) -> Callable[..., Any]:
+    """``action`` raising :class:`_OutputFailed` where it fails to write to ``target``."""
+
+    def run(*args: Any) -> Any:
+        try:
+            return action(*args)
+        except OSError as exc:
+            raise _OutputFailed(target, exc) from exc
+
+    return run
 
 
 @main.command()
@@ -500,10 +665,45 @@ def sweep(
     console = Console(stderr=True)
     if emulator and out == "-" and sys.stdout.isatty():
         out = ""  # the progress bar and summary are the show; --out FILE keeps the results
+    if source is not None and source != "-" and out not in ("", "-") and _same_file(source, out):
+        raise click.UsageError(
+            f"--out {out} is the --iccids file: the results would overwrite the ICCIDs"
+        )
+    if resume:
+        written = _written_format(Path(out))
+        if written is not None and written != fmt:
+            raise click.UsageError(
+                f"--out {out} holds {written} results: resume it with --format {written}"
+            )
     skip = _answered(Path(out), fmt) if resume else set()
 
     async def run() -> int:
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        received: list[int] = []
+        restore = _interrupt_on_signals(main_task, received)
+        try:
+            return await sweep_once(main_task, received)
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            main_task.uncancel()
+            click.echo("interrupted", err=True)
+            return 130
+        finally:
+            restore()
+
+    async def sweep_once(main_task: asyncio.Task[Any], received: list[int]) -> int:
         async with contextlib.AsyncExitStack() as stack:
+            # The output first: a path that cannot be written costs no request.
+            out_stream: IO[str] | None = sys.stdout if out == "-" else None
+            target = out or "-"
+            header = True
+            if out and out != "-":
+                path = Path(out)
+                header = not (resume and path.exists() and path.stat().st_size > 0)
+                out_stream = _open_results(path, resume)
+                stack.callback(_close_quietly, out_stream)
             url = None
             if emulator:
                 from .testing import Emulator, Fleet
@@ -520,22 +720,18 @@ def sweep(
                         f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
                         f"and {settings.provider}'s limits"
                     )
-            iccids: Iterable[str]
+            iccids: Iterable[str] | AsyncIterable[str]
             if source is not None:
                 iccids = _iccid_source(_open_iccids(stack, source), skip)
             else:
                 iccids = [i for i in emu.fleet.iccids() if i not in skip]
-            out_stream: IO[str] | None = sys.stdout if out == "-" else None
-            header = True
-            if out and out != "-":
-                path = Path(out)
-                header = not (resume and path.exists() and path.stat().st_size > 0)
-                out_stream = stack.enter_context(
-                    path.open("a" if resume else "w", newline="", encoding="utf-8")
-                )
-                if resume and not header and not _ends_with_newline(path):
+            try:
+                if out_stream is not None and not header and not _ends_with_newline(Path(out)):
                     out_stream.write("\n")  # close a line cut short by the interruption
-            write = _writer(out_stream, fmt, header)
+                write = _guarded(target, _writer(out_stream, fmt, header))
+            except OSError as exc:
+                raise click.ClickException(str(_OutputFailed(target, exc))) from None
+            flush = _guarded(target, out_stream.flush if out_stream is not None else _nothing)
             client = await stack.enter_async_context(settings.client(emulator=url))
             progress = Progress(
                 TextColumn("[bold]sweep"),
@@ -568,12 +764,27 @@ def sweep(
             # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
             # the first frame, before any result.
             task = progress.add_task("sweep", **show(swept.progress))
-            with progress:
-                async with swept as results:
-                    async for result in results:
-                        write(result)
-                if out_stream is not None:
-                    out_stream.flush()
+            try:
+                with progress:
+                    async with swept as results:
+                        try:
+                            async for result in results:
+                                write(result)
+                        except asyncio.CancelledError:
+                            if not received:
+                                raise
+                            main_task.uncancel()
+                            # Stopped by a signal: the sweep is closed, and what it had
+                            # already received is written before the end.
+                            async for result in results:
+                                write(result)
+                    flush()
+            except _OutputFailed as exc:
+                # Leaving the sweep stopped it: nothing more is asked for that cannot be kept.
+                raise click.ClickException(str(exc)) from None
+            if received:
+                click.echo("interrupted", err=True)
+                return 130
             summary = swept.summary
             if not quiet:
                 notes = [f"{len(skip)} skipped (already answered)"] if resume else []
@@ -1005,6 +1216,21 @@ def monitor(
     sys.exit(_run(run()))
 
 
+#: The monitor's thresholds when none are given (fractions of data used).
+DEFAULT_THRESHOLDS = (0.75, 0.9)
+
+
+def _stored_thresholds(value: object) -> tuple[float, ...] | None:
+    """The thresholds a store keeps (as written, in their order), if they are usable."""
+    if not isinstance(value, list | tuple) or not value:
+        return None
+    if any(
+        isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t <= 1.0 for t in value
+    ):
+        return None
+    return tuple(float(t) for t in value)
+
+
 #: What a file that is not a usable monitor store raises (not SQLite, damaged, newer).
 _STORE_ERRORS = (sqlite3.Error, msgspec.MsgspecError)
 
@@ -1025,6 +1251,32 @@ def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
             continue  # not the main thread, or no signals here: Ctrl-C interrupts instead
         installed.append(int(sig))
     return installed
+
+
+def _interrupt_on_signals(task: asyncio.Task[Any], received: list[int]) -> Callable[[], None]:
+    """On a first SIGINT or SIGTERM, note it in ``received`` and cancel ``task`` (which then
+    ends cleanly); a second one raises :class:`KeyboardInterrupt` at once, even out of a
+    blocking read. Returns what puts the previous handlers back."""
+    loop = asyncio.get_running_loop()
+
+    def handler(number: int, _frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(number)
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:
+            continue  # not the main thread: Ctrl-C interrupts as usual
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 async def _monitor_emulator(
@@ -1080,32 +1332,41 @@ async def _monitor_emulator(
 )
 @click.option(
     "--thresholds",
-    default="0.75,0.9",
-    show_default=True,
-    callback=_parse_thresholds,
-    help="The thresholds the monitor runs with (for the near-threshold count).",
+    default=None,
+    callback=lambda ctx, param, value: (
+        _parse_thresholds(ctx, param, value) if value is not None else None
+    ),
+    help=(
+        "The thresholds the monitor runs with, for the near-threshold count [default: those "
+        f"the store was last written with, else {','.join(map(str, DEFAULT_THRESHOLDS))}]."
+    ),
 )
 @_as_json
-def monitor_status(db: str, thresholds: tuple[float, ...], as_json: bool) -> None:
+def monitor_status(db: str, thresholds: tuple[float, ...] | None, as_json: bool) -> None:
     """Print a monitored fleet's state from its store: eSIMs by status, how many are near a
     threshold, the last event of each kind, and the ages of the freshest and stalest
     readings."""
     from .metrics import summarise
     from .monitor.store import SqliteStore
 
-    async def load() -> tuple[list[Any], list[Any]]:
+    async def load() -> tuple[list[Any], dict[str, Any], list[Any]]:
         store = SqliteStore(db, read_only=True)
         try:
             await store.open()
             try:
-                rows, _ = await store.load()
-                return rows, await store.events()
+                rows, meta = await store.load()
+                return rows, meta, await store.events()
             finally:
                 await store.close()
         except _STORE_ERRORS as exc:
             raise click.UsageError(f"cannot read --db {db} as a monitor's store: {exc}") from None
 
-    rows, events = _run(load())
+    rows, meta, events = _run(load())
+    # The fired marks of each row are bits in the order of the thresholds the store was
+    # written with; without them, in the order of those given.
+    written = _stored_thresholds(meta.get("thresholds"))
+    marks = thresholds or (tuple(sorted(written)) if written else DEFAULT_THRESHOLDS)
+    bits = written or marks
 
     def at(t: float | None) -> datetime | None:
         return datetime.fromtimestamp(t, UTC) if t is not None else None
@@ -1115,12 +1376,12 @@ def monitor_status(db: str, thresholds: tuple[float, ...], as_json: bool) -> Non
             (
                 row.usage,
                 at(row.read_at),
-                [t for i, t in enumerate(thresholds) if row.fired & (1 << i)],
+                [t for i, t in enumerate(bits) if row.fired & (1 << i) and t in marks],
                 row.missing,
             )
             for _, row in rows
         ),
-        thresholds,
+        marks,
     )
     last: dict[str, float] = {}
     counts: Counter[str] = Counter()

@@ -33,7 +33,7 @@ from .resources.orders import AiraloOrdersResource, OrdersResource
 from .resources.packages import AiraloPackagesResource, PackagesResource
 from .resources.refunds import RefundsResource
 from .resources.sims import AiraloSimsResource, SimsResource, stamp_usage, usage_is_recycled
-from .resources.voice import DEFAULT_VOICE_PATHS, VoiceResource
+from .resources.voice import DEFAULT_VOICE_PATHS, VoiceResource, check_voice_paths
 from .resources.vouchers import VouchersResource
 from .stats import ClientStats
 from .transport import Request, Transport
@@ -543,7 +543,9 @@ class PressOneClient(BaseClient):
     other options are those of :class:`AiraloClient`. ``client.voice``, PressOne's voice API on
     ``voice_base_url`` with ``voice_api_key``, runs with the same options (session, connector,
     proxy, timeouts, retries, ``retry_after_cap``, ``max_body_size``, clock); its limit is
-    ``limits={"voice": ...}`` (none by default).
+    ``limits={"voice": ...}`` (none by default). ``voice_paths`` maps a voice operation to a
+    ``(method, path)`` pair; an unknown operation or a malformed pair raises
+    :class:`~esim_async.errors.InvalidRequestError` (``field="voice_paths"``) here.
     """
 
     def __init__(
@@ -561,7 +563,7 @@ class PressOneClient(BaseClient):
             PRESSONE,
             base_url=base_url,
             voice_base_url=voice_base_url,
-            voice_paths=voice_paths,
+            voice_paths=check_voice_paths(voice_paths) if voice_paths else None,
             **options,
         )
         super().__init__(client_id, client_secret, config)

@@ -21,6 +21,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BusinessError",
+    "EndpointNotFoundError",
     "EsimError",
     "InvalidIccidError",
     "InvalidRequestError",
@@ -128,7 +129,8 @@ class AuthenticationError(ApiError):
 
 
 class NotFoundError(ApiError):
-    """404: the resource (e.g. the ICCID) does not exist for this account."""
+    """404 with the provider's JSON body: the resource (e.g. the ICCID) does not exist for
+    this account."""
 
     @classmethod
     def cached(cls, iccid: str) -> NotFoundError:
@@ -184,6 +186,12 @@ def code_number(code: int | str | None) -> int | None:
         if text.isascii() and text.isdigit() and len(text) <= 9:
             return int(text)
     return None
+
+
+class EndpointNotFoundError(ApiError):
+    """404 whose body is not a JSON object (a proxy's, router's or web server's page): no API
+    endpoint at that URL, which says nothing about the resource asked for. Check ``base_url``,
+    the path prefix and ``usage_path``. Never remembered as an unknown eSIM."""
 
 
 class RateLimitedError(ApiError):
@@ -320,7 +328,13 @@ def error_from_response(
             summary = f"token request refused ({summary}); check client_id and client_secret"
         return AuthenticationError(summary, **kw)
     if status == 404:
-        return NotFoundError(summary, **kw)
+        if isinstance(body, Mapping):
+            return NotFoundError(summary, **kw)
+        return EndpointNotFoundError(
+            f"{summary} (not the provider's JSON: no API endpoint at this URL; check base_url, "
+            "the path prefix and usage_path)",
+            **kw,
+        )
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
         return RateLimitedError(summary, retry_after=retry_after, **kw)

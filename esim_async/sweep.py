@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Self
 
 from ._secrets import redact, redact_deep
 from .cache import CacheEntry
-from .errors import EsimError, InvalidIccidError, NotFoundError, RateLimitedError
+from .errors import (
+    EsimError,
+    InvalidIccidError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitedError,
+)
 from .limits import Priority
 from .models.usage import Usage
 
@@ -103,6 +109,10 @@ class SweepProgress:
     total: int | None = None
     cache_hits: int = 0
     errors: int = 0
+    #: Usage requests the sweep sent: one per fetch the cache did not answer (its retries not
+    #: counted again; a throttled ICCID asked again after its cool-down counted again; the
+    #: client's own refusals during a cool-down beyond ``retry_after_cap``, which send
+    #: nothing, not counted).
     requests: int = 0
     elapsed: float = 0.0
     #: ICCIDs read from the input so far.
@@ -181,6 +191,46 @@ class _Item:
         self.requeues = 0
 
 
+def _check_arguments(
+    iccids: object, concurrency: object, progress: object, low_data_fraction: object
+) -> None:
+    """Refuse arguments no sweep could use (:class:`InvalidRequestError` naming them), before
+    anything is read or sent."""
+    if isinstance(iccids, str | bytes | bytearray):
+        raise InvalidRequestError(
+            "iccids must be an iterable of ICCIDs, not a single "
+            f"{type(iccids).__name__} (wrap one ICCID in a list)",
+            field="iccids",
+        )
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise InvalidRequestError(
+            f"concurrency must be an int >= 1 or None, got {concurrency!r}", field="concurrency"
+        )
+    if progress is not None and not callable(progress):
+        raise InvalidRequestError(
+            f"progress must be a callable or None, got {type(progress).__name__}",
+            field="progress",
+        )
+    fraction = low_data_fraction
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0.0 <= fraction <= 1.0  # (also refuses NaN)
+    ):
+        raise InvalidRequestError(
+            f"low_data_fraction must be a number in [0, 1], got {fraction!r}",
+            field="low_data_fraction",
+        )
+
+
+def _answered_by_provider(error: RateLimitedError) -> bool:
+    """Whether a 429 came from the provider, rather than from this side's limiter refusing,
+    without a request, to wait out a cool-down (no headers, no body)."""
+    return bool(error.headers) or error.body is not None
+
+
 def default_concurrency(per_second: float | None) -> int:
     """Workers for a company rate: enough to cover ~2 s of latency, bounded to 8..256."""
     if per_second is None or not math.isfinite(per_second):
@@ -214,8 +264,7 @@ class UsageSweep:
         progress: Callable[[SweepProgress], None] | None,
         low_data_fraction: float,
     ) -> None:
-        if concurrency is not None and concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        _check_arguments(iccids, concurrency, progress, low_data_fraction)
         budget = ctx.limiter("usage").state
         self._sims = sims
         self._cache = ctx.usage_endpoint
@@ -245,6 +294,10 @@ class UsageSweep:
         # The outcome of every ICCID fetched by this sweep, answering later duplicates.
         self._answered: dict[str, CacheEntry[Usage] | EsimError] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Workers started so far (one more whenever work waits and none is free, up to the
+        # concurrency), and those waiting for work.
+        self._workers = 0
+        self._idle = 0
         self._started = False
         self._closed = False
         self._t0 = 0.0
@@ -260,7 +313,7 @@ class UsageSweep:
         return self
 
     async def __anext__(self) -> UsageResult:
-        if not self._started:
+        if not self._started and not self._closed:  # a closed sweep never starts
             self._start()
         while True:
             if self._hook_error is not None and not self._closed:
@@ -308,7 +361,8 @@ class UsageSweep:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel everything in flight. Idempotent."""
+        """Cancel everything in flight. Idempotent. Results already received are still
+        delivered by the iteration; a sweep closed before its first step never starts."""
         if self._closed:
             return
         self._closed = True
@@ -330,8 +384,16 @@ class UsageSweep:
         self._t0 = self._clock.now()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._feed(), name="esim_async sweep feeder"))
-        for n in range(self._concurrency):
-            self._tasks.append(loop.create_task(self._worker(), name=f"esim_async sweep {n}"))
+
+    def _queue(self, item: _Item) -> None:
+        """Hand ``item`` to the workers, starting one more if every worker is busy."""
+        work = self._work
+        work.put_nowait(item)
+        if work.qsize() > self._idle and self._workers < self._concurrency and not self._closed:
+            loop = asyncio.get_running_loop()
+            name = f"esim_async sweep {self._workers}"
+            self._workers += 1
+            self._tasks.append(loop.create_task(self._worker(), name=name))
 
     def _emit(
         self,
@@ -428,10 +490,19 @@ class UsageSweep:
                 self._pending[iccid] = item
                 self.progress.requested += 1
                 self.progress.queued = len(self._pending)
-                self._work.put_nowait(item)
+                self._queue(item)
         except Exception as exc:  # the caller's iterable failed: surface it to the consumer
-            self._failure = exc
-            self._ready.set()
+            self._fail(exc)
+            return
+        except asyncio.CancelledError as exc:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise  # the sweep itself is being stopped
+            # The input raised it: as it is, it would end the feeder silently and leave the
+            # consumer waiting; the consumer gets a RuntimeError that names it.
+            error = RuntimeError("the ICCID input raised CancelledError")
+            error.__cause__ = exc
+            self._fail(error)
             return
         self._input_done = True
         self.progress.total = self._given
@@ -439,10 +510,17 @@ class UsageSweep:
 
     async def _worker(self) -> None:
         sims = self._sims
+        progress = self.progress
         while True:
-            item = await self._work.get()
+            self._idle += 1
             try:
-                entry, from_cache = await sims.usage_entry(
+                item = await self._work.get()
+            finally:
+                self._idle -= 1
+            outcome: CacheEntry[Usage] | EsimError
+            from_cache = False
+            try:
+                outcome, from_cache = await sims.usage_entry(
                     item.iccid,
                     refresh=self._refresh,
                     max_age=self._max_age,
@@ -450,28 +528,47 @@ class UsageSweep:
                     retry_rate_limited=False,
                 )
             except RateLimitedError as exc:
+                if _answered_by_provider(exc):
+                    progress.requests += 1
                 if item.requeues < MAX_REQUEUES:
                     # The limiter holds every caller until Retry-After has passed; going to
                     # the back of the queue costs this ICCID no retry.
                     item.requeues += 1
-                    self._work.put_nowait(item)
+                    self._work.put_nowait(item)  # (this worker takes the next item itself)
                     continue
-                self._finish(item, exc)
+                outcome = exc
             except NotFoundError:
-                self._finish(item, CacheEntry(None, self._clock.wall(), 0.0, True))
+                progress.requests += 1
+                outcome = CacheEntry(None, self._clock.wall(), 0.0, True)
             except EsimError as exc:
-                self._finish(item, exc)
+                progress.requests += 1
+                outcome = exc
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None and me.cancelling():
                     raise  # the sweep itself is being stopped
-                self._finish(item, EsimError("the request was cancelled"))
+                progress.requests += 1
+                outcome = EsimError("the request was cancelled")
             except Exception as exc:  # never lose an ICCID, even to a bug
-                error = EsimError(f"unexpected {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-                self._finish(item, error)
+                progress.requests += 1
+                outcome = EsimError(f"unexpected {type(exc).__name__}: {exc}")
+                outcome.__cause__ = exc
             else:
-                self._finish(item, entry, from_cache)
+                if not from_cache:
+                    progress.requests += 1
+            try:
+                self._finish(item, outcome, from_cache)
+            except Exception as exc:
+                # An answer that cannot be delivered ends the sweep at the consumer: a worker
+                # that died here would leave it waiting forever.
+                self._fail(exc)
+                return
+
+    def _fail(self, error: BaseException) -> None:
+        """End the sweep with ``error``: the consumer's next step raises it."""
+        if self._failure is None:
+            self._failure = error
+        self._ready.set()
 
     def _finish(
         self, item: _Item, outcome: CacheEntry[Usage] | EsimError, from_cache: bool = False

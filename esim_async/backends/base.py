@@ -7,7 +7,7 @@ client's ``backend=`` argument without touching the pipeline.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..cache import CacheEntry, FlightOptions
 from ..clock import Clock
@@ -15,7 +15,10 @@ from ..limits import LimiterState, LimitState, Priority, Rate, Reply, Slot, Wind
 
 __all__ = ["Backend", "Cache", "Flight", "RateLimiter", "SharedCache", "WindowStore"]
 
-T = TypeVar("T")
+#: Window stores keep sends this many spans back (the Redis store passes it to its script): a
+#: window the path widens later (by at most half a period, see ``limits.PATH_MAX_MARGIN``) still
+#: counts those a narrower one had let go.
+KEEP_SPANS = 2
 
 
 @runtime_checkable

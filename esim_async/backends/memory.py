@@ -9,13 +9,9 @@ from typing import Any
 from ..cache import SingleFlight, TTLStore
 from ..clock import Clock
 from ..limits import EndpointLimiter, LimitState, Rate, Reply, Window
+from .base import KEEP_SPANS
 
 __all__ = ["MemoryBackend", "MemoryStore"]
-
-
-#: Sends are kept this many spans back: a window the path widens later (by at most half a
-#: period, see ``limits.PATH_MAX_MARGIN``) still counts those a narrower one had let go.
-_KEEP = 2.0
 
 
 def _edge(times: list[float], start: int, pending: int, w: Window, now: float) -> float:
@@ -69,7 +65,7 @@ class MemoryStore:
         key_bound = False
         if shared is not None:
             sent = self._sent
-            lo = bisect_right(sent, now - _KEEP * shared.span)
+            lo = bisect_right(sent, now - KEEP_SPANS * shared.span)
             if lo:
                 del sent[:lo]
             e = _edge(sent, 0, self._pending, shared, now)
@@ -82,7 +78,7 @@ class MemoryStore:
             self._key_span = per_key.span
             entry = self._keys.get(key)
             if entry is not None:
-                lo = bisect_right(entry, now - _KEEP * per_key.span, 1)
+                lo = bisect_right(entry, now - KEEP_SPANS * per_key.span, 1)
                 if lo > 1:
                     del entry[1:lo]
                 e = _edge(entry, 1, int(entry[0]), per_key, now)

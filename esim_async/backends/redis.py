@@ -55,7 +55,7 @@ import msgspec
 from ..cache import CacheEntry, FlightOptions, SingleFlight, TTLStore
 from ..clock import Clock, MonotonicClock
 from ..limits import BackendUnavailableError, EndpointLimiter, Rate
-from .redis_store import RedisWindowStore, register_script
+from .redis_store import RedisWindowStore, as_text, register_script
 
 try:
     import redis.asyncio as aioredis
@@ -79,10 +79,6 @@ _SCRIPTS = ("lock_take", "lock_renew", "lock_release", "cache_put", "cache_get")
 def _escape(part: str) -> str:
     """``part`` without braces (they would end a Redis Cluster hash tag), reversibly."""
     return part.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 #: Error codes of an operation Redis refuses whatever the moment (``ERR``: an argument or a
@@ -468,7 +464,7 @@ class RedisCache:
                 reply = await self._backend._run("cache_get", [name])
             except BackendUnavailableError:
                 return None
-            found = (reply[0], float(_text(reply[1]))) if reply else (None, 0.0)
+            found = (reply[0], float(as_text(reply[1]))) if reply else (None, 0.0)
         raw, age = found
         if not raw:
             return None
@@ -600,8 +596,8 @@ class RedisFlight:
                 raise
             token, taken_at, raw, age = reply
             if token:
-                prefetched = _Prefetched(entry, raw or None, float(_text(age) or 0.0))
-                hold = _Hold(name, entry, _text(token), _text(taken_at), prefetched)
+                prefetched = _Prefetched(entry, raw or None, float(as_text(age) or 0.0))
+                hold = _Hold(name, entry, as_text(token), as_text(taken_at), prefetched)
             else:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
@@ -675,7 +671,7 @@ class RedisTokenStore:
             raw, ttl_ms = await self._backend.call(self._get_with_ttl)
         if raw is None or ttl_ms is None or ttl_ms <= 0:
             return None
-        return _text(raw), ttl_ms / 1000
+        return as_text(raw), ttl_ms / 1000
 
     async def _get_with_ttl(self) -> list[Any]:
         async with self._backend.redis.pipeline(transaction=False) as pipe:

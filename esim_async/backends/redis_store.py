@@ -19,14 +19,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 from ..clock import Clock
 from ..limits import BackendUnavailableError, LimitState, Reply, Window
+from .base import KEEP_SPANS
 
 __all__ = ["PENDING_TTL", "RedisWindowStore", "register_script"]
-
-T = TypeVar("T")
 
 logger = logging.getLogger("esim_async")
 
@@ -35,9 +34,6 @@ logger = logging.getLogger("esim_async")
 PENDING_TTL = 60.0
 #: Seconds the state of an idle limiter is kept.
 STATE_TTL = 86400.0
-#: Sends are kept this many spans back (as in ``window_reserve.lua``): a window the path widens
-#: later still counts those a narrower one had let go.
-_KEEP = 2
 
 _LUA = resources.files(__package__) / "lua"
 
@@ -57,13 +53,14 @@ _INTS = frozenset({"version", "ceiling"})
 _FIELDS = tuple(f.name for f in dataclasses.fields(LimitState))
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A value from a Redis reply as text (bytes decoded)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode(flat: list[Any]) -> LimitState:
     """A state from a hash read as ``[field, value, ...]`` (missing fields: defaults)."""
-    raw = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+    raw = {as_text(k): as_text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
     fields: dict[str, Any] = {
         name: int(float(raw[name])) if name in _INTS else float(raw[name])
         for name in _FIELDS
@@ -149,10 +146,11 @@ class RedisWindowStore:
             per_key.limit if per_key is not None else 0,
             per_key.span if per_key is not None else 0,
             self._epoch,
+            KEEP_SPANS,
         ]
         reply = await self._call(lambda: self._reserve(keys=keys, args=args))
         self._contact = self._clock.now()
-        self._epoch = _text(reply[-1])
+        self._epoch = as_text(reply[-1])
         now, status = float(reply[0]), int(reply[1])
         if status >= 3:
             if status == 4 and self._on_lost is not None:
@@ -164,7 +162,7 @@ class RedisWindowStore:
         if per_key is not None:
             settle += keys[3:5]
         spans = [w.span for w in (shared, per_key) if w is not None]
-        return Reply(now, token=(member, settle, int(_KEEP * max(spans) * 1000) + 1000))
+        return Reply(now, token=(member, settle, int(KEEP_SPANS * max(spans) * 1000) + 1000))
 
     def confirm(self, token: Any, key: str | None, t: float) -> None:
         self._settle_later(token, 1)

@@ -50,8 +50,10 @@ class Usage(Model, gc=False):
     ``remaining_text``/``total_text`` in SMS. ``expired_at`` is a UTC ``datetime`` or ``None``.
 
     For unlimited packages the API sends ``remaining`` and ``total`` as 0, which mean nothing:
-    when ``is_unlimited`` is true, :attr:`remaining` and :attr:`total` read as ``None``. The raw
-    numbers stay reachable as :attr:`raw_remaining` and :attr:`raw_total`.
+    when ``is_unlimited`` is true, :attr:`remaining` and :attr:`total` read as ``None``. A
+    negative figure (``-1``, the usual "unlimited" marker) is no amount either and reads as
+    ``None`` too. The raw numbers stay reachable as :attr:`raw_remaining` and :attr:`raw_total`.
+    A package without data (0 MB of 0: a voice and text package) is never low on data.
 
     A recycled eSIM is a normal answer (``status == UsageStatus.RECYCLED``, counters 0).
 
@@ -91,19 +93,27 @@ class Usage(Model, gc=False):
             and self.total_text is None
         )
 
+    def _amount(self, raw: int | None) -> int | None:
+        if self.is_unlimited or raw is None or raw < 0:
+            return None
+        return raw
+
     @property
     def remaining(self) -> int | None:
-        """Data left in MB; ``None`` for unlimited packages (the API's 0 means nothing there)."""
-        return None if self.is_unlimited else self.raw_remaining
+        """Data left in MB; ``None`` for unlimited packages (the API's 0 means nothing there)
+        and for a negative figure (a marker, not an amount)."""
+        return self._amount(self.raw_remaining)
 
     @property
     def total(self) -> int | None:
-        """Data of the package in MB; ``None`` for unlimited packages."""
-        return None if self.is_unlimited else self.raw_total
+        """Data of the package in MB; ``None`` for unlimited packages and for a negative
+        figure."""
+        return self._amount(self.raw_total)
 
     @property
     def used(self) -> int | None:
-        """Data used in MB; ``None`` for unlimited packages or when a figure is missing."""
+        """Data used in MB; ``None`` for unlimited packages or when a figure is missing (or
+        negative)."""
         remaining, total = self.remaining, self.total
         if remaining is None or total is None:
             return None
@@ -123,10 +133,13 @@ class Usage(Model, gc=False):
         return self.status is UsageStatus.RECYCLED
 
     def is_low(self, *, fraction: float = 0.1, mb: int | None = None) -> bool:
-        """True when a limited package has at most ``fraction`` (or ``mb`` MB) of data left."""
-        if self.remaining is None:
+        """True when a limited package has at most ``fraction`` (or ``mb`` MB) of data left;
+        never for a package without data (0 MB of 0: a voice and text package) or without
+        figures."""
+        remaining = self.remaining
+        if remaining is None or (remaining == 0 and self.total == 0):
             return False
-        if mb is not None and self.remaining <= mb:
+        if mb is not None and remaining <= mb:
             return True
         left = self.fraction_left
         return left is not None and left <= fraction

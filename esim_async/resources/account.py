@@ -9,7 +9,7 @@ from datetime import date
 
 from ..errors import InvalidRequestError
 from ..models._base import Envelope
-from ..models.account import Balances, Device, ExchangeRates
+from ..models.account import Balance, Balances, Device, ExchangeRates
 from ..validation import validate_date
 from ._base import Resource
 
@@ -24,9 +24,13 @@ class AccountResource(Resource):
     __slots__ = ()
 
     async def balance(self) -> Balances:
-        """The account's balances (``.all()`` lists them; empty without an account)."""
-        envelope: Envelope[Balances] = await self._call("balance", Envelope[Balances])
-        return envelope.data
+        """The account's balances (``.all()`` lists them; empty without an account, whether
+        the answer's ``data`` holds an empty ``balances`` or is itself an empty list)."""
+        envelope: Envelope[Balances | list[Balance]] = await self._call(
+            "balance", Envelope[Balances | list[Balance]]
+        )
+        data = envelope.data
+        return data if isinstance(data, Balances) else Balances(balances=data)
 
 
 class AiraloAccountResource(AccountResource):

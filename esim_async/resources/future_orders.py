@@ -6,19 +6,21 @@ import builtins
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ..errors import InvalidRequestError, ValidationError
 from ..models._base import Envelope
 from ..models.account import FutureOrder
-from ..validation import validate_choice, validate_url
+from ..validation import validate_choice
 from ._base import Resource
 from .orders import SharingOption, order_body
 
 __all__ = ["FutureOrdersResource"]
 
 FutureStatus = Literal["pending", "failed", "retry"]
+_STATUSES: tuple[str, ...] = get_args(FutureStatus)
 _DUE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}")
+_FORMAT = "%Y-%m-%d %H:%M"
 REQUEST_ID_LENGTH = 25
 #: What a scheduling whose outcome is unknown tells its caller to do: until its due date a
 #: future order is listed by future_orders.list(), not by orders.list().
@@ -33,14 +35,7 @@ MAX_CANCEL = 10
 def due_date_text(value: datetime | str, *, now: datetime, field: str = "due_date") -> str:
     """``"YYYY-MM-DD HH:MM"`` in UTC, checked against the window the API accepts: from the day
     after tomorrow (UTC) to one year ahead."""
-    if isinstance(value, datetime):
-        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    elif isinstance(value, str) and (parsed := _parse_due(value)) is not None:
-        when = parsed
-    else:
-        raise InvalidRequestError(
-            f"{field} must be a datetime or 'YYYY-MM-DD HH:MM' (UTC)", field=field
-        )
+    when = _utc(value, field, "a datetime or 'YYYY-MM-DD HH:MM' (UTC)")
     earliest = (now.astimezone(UTC) + timedelta(days=2)).date()
     if when.date() < earliest:
         raise InvalidRequestError(
@@ -48,7 +43,7 @@ def due_date_text(value: datetime | str, *, now: datetime, field: str = "due_dat
         )
     if when > now + timedelta(days=365):
         raise InvalidRequestError(f"{field} must be at most one year ahead", field=field)
-    return when.strftime("%Y-%m-%d %H:%M")
+    return when.strftime(_FORMAT)
 
 
 class FutureOrdersResource(Resource):
@@ -81,17 +76,15 @@ class FutureOrdersResource(Resource):
         body = order_body(
             package_id,
             quantity,
-            type="sim",
+            type=None,
             description=description,
             brand_settings_name=brand_settings_name,
             to_email=to_email,
             sharing_option=sharing_option,
             copy_address=copy_address,
+            webhook_url=webhook_url,
         )
-        del body["type"]
         body["due_date"] = due_date_text(due_date, now=self._ctx.utcnow())
-        if webhook_url is not None:
-            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[FutureOrder] = await self._call(
             "future_orders",
             Envelope[FutureOrder],
@@ -113,7 +106,7 @@ class FutureOrdersResource(Resource):
     ) -> AsyncIterator[FutureOrder]:
         """Future orders not yet processed, by ``status`` (an async iterator)."""
         params: dict[str, str | None] = {
-            "status": validate_choice(status, ("pending", "failed", "retry"), field="status"),
+            "status": validate_choice(status, _STATUSES, field="status"),
             "from_due_date": _when(from_due_date, "from_due_date"),
             "to_due_date": _when(to_due_date, "to_due_date"),
         }
@@ -185,22 +178,21 @@ def _refuse_field_errors(envelope: Envelope[Any], endpoint: str) -> None:
     )
 
 
-def _parse_due(text: str) -> datetime | None:
-    """``"YYYY-MM-DD HH:MM"`` naming a real minute, as a UTC datetime (``None`` otherwise)."""
-    if not _DUE.fullmatch(text):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
-    except ValueError:  # (a month 13, a 30th of February, an hour 25...)
-        return None
+def _utc(value: object, field: str, expected: str) -> datetime:
+    """``value`` as a UTC datetime: a datetime (naive: UTC) or ``"YYYY-MM-DD HH:MM"`` naming a
+    real minute; anything else is refused as not ``expected``."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and _DUE.fullmatch(value):
+        try:
+            return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC)
+        except ValueError:  # (a month 13, a 30th of February, an hour 25...)
+            pass
+    raise InvalidRequestError(f"{field} must be {expected}", field=field)
 
 
 def _when(value: datetime | str | None, field: str) -> str | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        aware = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.strftime("%Y-%m-%d %H:%M")
-    if not isinstance(value, str) or _parse_due(value) is None:
-        raise InvalidRequestError(f"{field} must be 'YYYY-MM-DD HH:MM'", field=field)
-    return value
+    when = _utc(value, field, "'YYYY-MM-DD HH:MM'")
+    return value if isinstance(value, str) else when.strftime(_FORMAT)

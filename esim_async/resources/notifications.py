@@ -33,8 +33,11 @@ SimulatedEvent = Literal[
     "low_data_notification", "credit_limit_notification", "async_order_notification"
 ]
 LowDataType = Literal["data_75", "data_90", "expire_1", "expire_3"]
+Level = Literal[50, 70, 80, 90]
 TYPES: tuple[str, ...] = get_args(NotificationType)
-LEVELS = (50, 70, 80, 90)
+EVENTS: tuple[str, ...] = get_args(SimulatedEvent)
+LOW_DATA_TYPES: tuple[str, ...] = get_args(LowDataType)
+LEVELS: tuple[int, ...] = get_args(Level)
 
 
 class _Simulated(msgspec.Struct):
@@ -54,7 +57,7 @@ class NotificationsResource(Resource):
         webhook_url: str | None = None,
         email: str | None = None,
         language: str | None = None,
-        levels: Sequence[Literal[50, 70, 80, 90]] | None = None,
+        levels: Sequence[Level] | None = None,
     ) -> Notification:
         """Subscribe: ``webhook_*`` and ``async_orders`` need ``webhook_url`` (which must answer
         HEAD with 200), ``email_*`` need ``email``; credit-limit types accept ``levels``."""
@@ -112,7 +115,7 @@ class NotificationsResource(Resource):
         event: SimulatedEvent,
         *,
         type: LowDataType | None = None,
-        level: Literal[50, 70, 80, 90] | None = None,
+        level: Level | None = None,
         iccid: str | None = None,
         webhook_url: str | None = None,
     ) -> str:
@@ -121,16 +124,10 @@ class NotificationsResource(Resource):
         ``type`` is required for ``low_data_notification``, ``level`` for
         ``credit_limit_notification``. Limited to 1 per 15 minutes (the stricter figure).
         """
-        validate_choice(
-            event,
-            ("low_data_notification", "credit_limit_notification", "async_order_notification"),
-            field="event",
-        )
+        validate_choice(event, EVENTS, field="event")
         body: dict[str, object] = {"event": event}
         if event == "low_data_notification":
-            body["type"] = validate_choice(
-                type, ("data_75", "data_90", "expire_1", "expire_3"), field="type"
-            )
+            body["type"] = validate_choice(type, LOW_DATA_TYPES, field="type")
         if event == "credit_limit_notification":
             if level not in LEVELS:
                 raise InvalidRequestError("level must be 50, 70, 80 or 90", field="level")

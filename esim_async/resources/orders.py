@@ -34,6 +34,8 @@ OrderInclude = Literal["sims", "user", "status"]
 OrderStatusFilter = Literal["completed", "failed", "partially_refunded", "refunded"]
 
 _ORDER_INCLUDES: tuple[str, ...] = get_args(OrderInclude)
+_ORDER_STATUSES: tuple[str, ...] = get_args(OrderStatusFilter)
+_SHARING_OPTIONS: tuple[str, ...] = get_args(SharingOption)
 #: What a write whose outcome is unknown tells its caller to do.
 OUTCOME_HINT = (
     " Orders have no idempotency key: look for it with client.orders.list(description=...) "
@@ -45,16 +47,20 @@ def order_body(
     package_id: str,
     quantity: int,
     *,
-    type: str,
+    type: str | None,
     description: str | None,
     brand_settings_name: str | None,
     to_email: str | None,
     sharing_option: Sequence[str] | None,
     copy_address: Sequence[str] | None,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
+    """The checked body of an order (fields left ``None`` are not sent; future orders have no
+    ``type``)."""
     validate_slug(package_id, field="package_id")
     validate_quantity(quantity)
-    validate_choice(type, ("sim",), field="type")
+    if type is not None:
+        validate_choice(type, ("sim",), field="type")
     if description is not None:
         validate_text(description, field="description")
     if brand_settings_name is not None:
@@ -68,7 +74,7 @@ def order_body(
     elif sharing_option or copy_address:
         raise InvalidRequestError("sharing_option and copy_address need to_email", field="to_email")
     for option in sharing_option or ():
-        validate_choice(option, ("link", "pdf"), field="sharing_option")
+        validate_choice(option, _SHARING_OPTIONS, field="sharing_option")
     for address in copy_address or ():
         validate_email(address, field="copy_address")
     return {
@@ -80,6 +86,9 @@ def order_body(
         "to_email": to_email,
         "sharing_option": builtins.list(sharing_option) if sharing_option else None,
         "copy_address": builtins.list(copy_address) if copy_address else None,
+        "webhook_url": (
+            validate_url(webhook_url, field="webhook_url") if webhook_url is not None else None
+        ),
     }
 
 
@@ -159,9 +168,7 @@ class OrdersResource(Resource):
             "filter[created_at]": date_range(created_at, field="created_at"),
             "filter[code]": validate_text(code, field="code") if code is not None else None,
             "filter[order_status]": validate_choice(
-                order_status,
-                ("completed", "failed", "partially_refunded", "refunded"),
-                field="order_status",
+                order_status, _ORDER_STATUSES, field="order_status"
             )
             if order_status is not None
             else None,
@@ -298,9 +305,8 @@ class AiraloOrdersResource(OrdersResource):
             to_email=to_email,
             sharing_option=sharing_option,
             copy_address=copy_address,
+            webhook_url=webhook_url,
         )
-        if webhook_url is not None:
-            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         envelope: Envelope[AsyncOrder] = await self._call(
             "orders_async",
             Envelope[AsyncOrder],

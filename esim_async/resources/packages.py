@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Literal, get_args
 
 from ..models._base import Envelope
 from ..models.catalog import Country, ProductInformation
@@ -14,6 +14,7 @@ from ._base import Resource
 __all__ = ["AiraloPackagesResource", "PackagesResource"]
 
 PackageType = Literal["local", "global"]
+_PACKAGE_TYPES: tuple[str, ...] = get_args(PackageType)
 
 
 class PackagesResource(Resource):
@@ -25,7 +26,7 @@ class PackagesResource(Resource):
         self, type: str | None, country: str | None, include_topup: bool
     ) -> dict[str, str | None]:
         return {
-            "filter[type]": validate_choice(type, ("local", "global"), field="type")
+            "filter[type]": validate_choice(type, _PACKAGE_TYPES, field="type")
             if type is not None
             else None,
             "filter[country]": validate_country(country) if country is not None else None,

@@ -1,23 +1,27 @@
 """What every request meets before its handler: it is counted, its token checked, its limits
-applied and any fault served, in that order."""
+applied and any fault served, in that order; and the base of the route modules' handlers."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import math
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .. import Rate
 from .clock import utc_now
 from .faults import FaultKind
+from .http import read_body
 from .state import EmulatorState
+from .webhooks import WebhookSender
 
 __all__ = [
     "LimitCheck",
+    "Routes",
+    "SendingRoutes",
     "apply_fault",
     "authorized",
     "check_limit",
@@ -113,13 +117,16 @@ async def guard(
     request: web.Request,
     endpoint: str,
     limits: tuple[LimitCheck, ...] = (),
+    *,
+    token_required: bool = True,
 ) -> web.StreamResponse | None:
-    """Count the arrival, then check the token, the limits and any fault, in that order.
+    """Count the arrival, then check the token (unless not ``token_required``), the limits and
+    any fault, in that order.
 
     ``None`` lets the handler answer; anything else is the answer.
     """
     count_arrival(state, endpoint, request)
-    if not authorized(state, request):
+    if token_required and not authorized(state, request):
         state.stats.unauthorized += 1
         return web.json_response(UNAUTHENTICATED, status=401)
     for name, key, rate in limits:
@@ -129,20 +136,51 @@ async def guard(
     return await apply_fault(state, state.fault_plan.next(endpoint, state.faults), request)
 
 
-class _Routes(Protocol):
-    state: EmulatorState
+class Routes:
+    """The handlers of one domain over one emulator state; a subclass lists its routes."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        """The route definitions under ``prefix``."""
+        raise NotImplementedError
+
+    def add_to(self, router: web.UrlDispatcher, prefixes: Iterable[str]) -> None:
+        """Register :meth:`routes` under each of ``prefixes``."""
+        for prefix in prefixes:
+            router.add_routes(self.routes(prefix))
+
+    async def recorded_body(self, request: web.Request, endpoint: str) -> dict[str, Any]:
+        """The body of a write, kept in ``state.write_log`` under ``endpoint``."""
+        body = await read_body(request)
+        self.state.write_log.append((endpoint, body))
+        return body
 
 
-R = TypeVar("R", bound=_Routes)
+class SendingRoutes(Routes):
+    """Handlers that also send webhooks, through the emulator's one :class:`WebhookSender`."""
+
+    __slots__ = ("webhooks",)
+
+    def __init__(self, state: EmulatorState, webhooks: WebhookSender) -> None:
+        super().__init__(state)
+        self.webhooks = webhooks
+
+
+R = TypeVar("R", bound=Routes)
 Handler = Callable[[R, web.Request], Awaitable[web.StreamResponse]]
 
 
 def guarded(
-    endpoint: str, *, limited: bool = False, key: str | None = None
+    endpoint: str, *, limited: bool = False, key: str | None = None, token_required: bool = True
 ) -> Callable[[Handler[R]], Handler[R]]:
     """A route handler that runs once :func:`guard` lets the request through. ``limited``:
     the request also counts against the limit called ``endpoint`` (one window for the
-    company, or one per value of the path's ``key`` part)."""
+    company, or one per value of the path's ``key`` part); ``token_required=False``: no bearer
+    token is asked for."""
 
     def wrap(handler: Handler[R]) -> Handler[R]:
         @functools.wraps(handler)
@@ -150,7 +188,7 @@ def guarded(
             state = self.state
             window = request.match_info[key] if key else "all"
             checks = ((endpoint, window, state.limits.rate(endpoint)),) if limited else ()
-            answered = await guard(state, request, endpoint, checks)
+            answered = await guard(state, request, endpoint, checks, token_required=token_required)
             return answered if answered is not None else await handler(self, request)
 
         return run

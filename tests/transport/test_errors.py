@@ -13,6 +13,7 @@ from esim_async import (
     ApiError,
     AuthenticationError,
     BusinessError,
+    EndpointNotFoundError,
     NotFoundError,
     RateLimitedError,
     ServerError,
@@ -32,7 +33,9 @@ def test_404_with_and_without_envelope(payload) -> None:
     assert type(e) is NotFoundError
     assert e.status == 404 and e.message == "messages.resource_not_found"
     assert type(err(404, {"message": "Not Found"})) is NotFoundError
-    assert type(err(404, b"<html>nope</html>")) is NotFoundError
+    assert type(err(404, b"<html>nope</html>")) is EndpointNotFoundError
+    assert type(err(404, b"")) is EndpointNotFoundError
+    assert type(err(404, [])) is EndpointNotFoundError
 
 
 def test_429_reads_retry_after(payload) -> None:

@@ -5,15 +5,13 @@
 -- ARGV: version, armed (the caller saw this state lately, so a missing one was lost),
 --       not before, member, pending bound (s), state ttl (ms),
 --       count, span, spacing (shared window; count 0: none), key count, key span (0: none),
---       the state's epoch the caller last saw ('' if none)
+--       the state's epoch the caller last saw ('' if none), spans sends are kept back
 -- Returns {now, 0, epoch} reserved | {now, 1 or 2, wait, epoch} full (2: the key's window) |
 --         {now, 3 or 4, '', state, epoch} the state is not at that version (4: it was lost)
 -- The epoch is the server's time when the state was created: an armed caller that finds
 -- another one than it saw knows the state was lost and created anew by a caller that could not
 -- tell (a newcomer), and holds everyone unless a hold for that loss is already in place.
--- Sends are kept KEEP spans back: a window the path widens later (by at most half a period)
--- still counts those a narrower one had let go.
-local KEEP = 2
+local KEEP = tonumber(ARGV[13])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local stamp = string.format('%.6f', now)

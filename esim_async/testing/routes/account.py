@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from ..guard import apply_fault, check_limit, count_arrival, guarded
+from ..guard import Routes, guarded
 from ..http import invalid, now_stamp, ok, read_body, utc_now
 from ..state import EmulatorState
 
@@ -56,13 +56,10 @@ def text(value: object) -> str:
     return ""
 
 
-class AccountRoutes:
+class AccountRoutes(Routes):
     """Handlers for tokens, the balance, exchange rates and refunds."""
 
-    __slots__ = ("state",)
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
+    __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """The route definitions under ``prefix``."""
@@ -73,40 +70,22 @@ class AccountRoutes:
             web.post(prefix + "/refund", self.refund),
         ]
 
+    @guarded("token", limited=True, token_required=False)
     async def token(self, request: web.Request) -> web.StreamResponse:
         """``POST /token``: the token limit and faults apply; no bearer token is needed.
 
         The credentials come as a form (as documented) or as JSON (as the Node SDK sends them).
         """
         state = self.state
-        count_arrival(state, "token", request)
-        limited = check_limit(state, "token", "all", state.limits.token)
-        if limited is not None:
-            return limited
-        fault = await apply_fault(state, state.fault_plan.next("token", state.faults), request)
-        if fault is not None:
-            return fault
         body = await read_body(request)
         client_id, client_secret, grant_type = (
             text(body.get(name)) for name in ("client_id", "client_secret", "grant_type")
         )
         if not client_id:
-            return web.json_response(
-                {
-                    "data": {"client_id": "The client id field is required."},
-                    "meta": {"message": "the parameter is invalid"},
-                },
-                status=422,
-            )
+            return invalid({"client_id": "The client id field is required."})
         credentials = state.credentials
         if credentials is not None and client_id not in credentials:
-            return web.json_response(
-                {
-                    "data": {"client_id": "The selected client id is invalid."},
-                    "meta": {"message": "the parameter is invalid"},
-                },
-                status=422,
-            )
+            return invalid({"client_id": "The selected client id is invalid."})
         expected = credentials.get(client_id) if credentials is not None else None
         if (
             not client_secret
@@ -155,8 +134,7 @@ class AccountRoutes:
         """``POST /refund``: 1 to :data:`MAX_REFUND_ICCIDS` of the company's eSIMs and a
         documented reason; 202 when accepted."""
         state = self.state
-        body = await read_body(request)
-        state.write_log.append(("refund", body))
+        body = await self.recorded_body(request, "refund")
         iccids = body.get("iccids") or []
         if not iccids:
             return web.json_response(
@@ -189,6 +167,4 @@ class AccountRoutes:
 
 def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefixes: Iterable[str]) -> None:
     """Register the account endpoints under each of ``prefixes``."""
-    routes = AccountRoutes(state)
-    for prefix in prefixes:
-        router.add_routes(routes.routes(prefix))
+    AccountRoutes(state).add_to(router, prefixes)

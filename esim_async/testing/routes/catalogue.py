@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from ..catalogue import catalogue_entries, find_package
-from ..guard import guarded
+from ..guard import Routes, guarded
 from ..http import invalid, paginate
 from ..state import EmulatorState
 
@@ -25,13 +25,10 @@ DEVICES = [
 PRICING = {"model": "net_pricing", "discount_percentage": 0}
 
 
-class CatalogueRoutes:
+class CatalogueRoutes(Routes):
     """Handlers for the package catalogue and the device list."""
 
-    __slots__ = ("state",)
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
+    __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """The route definitions under ``prefix``."""
@@ -111,6 +108,4 @@ class CatalogueRoutes:
 
 def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefixes: Iterable[str]) -> None:
     """Register the catalogue endpoints under each of ``prefixes``."""
-    routes = CatalogueRoutes(state)
-    for prefix in prefixes:
-        router.add_routes(routes.routes(prefix))
+    CatalogueRoutes(state).add_to(router, prefixes)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..catalogue import find_package, topups_for
 from ..fleet import SimRecord
-from ..guard import guard, guarded
+from ..guard import Routes, guard, guarded
 from ..http import invalid, not_found, ok, paginate, read_body
 from ..http import language as accept_language
 from ..payloads import recycled, sim_json
@@ -49,13 +49,10 @@ def iso(when: str | None) -> str | None:
     return datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).isoformat()
 
 
-class EsimRoutes:
+class EsimRoutes(Routes):
     """Handlers for usage and the other per-eSIM endpoints."""
 
-    __slots__ = ("state",)
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
+    __slots__ = ()
 
     def usage_routes(self, prefix: str) -> list[web.RouteDef]:
         """The usage route under ``prefix``."""
@@ -141,7 +138,7 @@ class EsimRoutes:
         sim = self.sim_or_404(request)
         if isinstance(sim, web.Response):
             return sim
-        return web.json_response({"data": sim_json(sim), "meta": {"message": "succes"}})
+        return ok(sim_json(sim), "succes")
 
     @guarded("sim_topups")
     async def sim_topups(self, request: web.Request) -> web.StreamResponse:
@@ -243,5 +240,4 @@ def add_routes(
     routes = EsimRoutes(state)
     for prefix in usage_prefixes:
         router.add_routes(routes.usage_routes(prefix))
-    for prefix in prefixes:
-        router.add_routes(routes.routes(prefix))
+    routes.add_to(router, prefixes)

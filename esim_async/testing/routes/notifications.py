@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..guard import guarded
+from ..guard import SendingRoutes, guarded
 from ..http import invalid, ok, read_body
 from ..state import EmulatorState
 from ..webhooks import WebhookSender
@@ -33,14 +33,10 @@ SIMULATED_EVENTS = {
 }
 
 
-class NotificationRoutes:
+class NotificationRoutes(SendingRoutes):
     """Handlers for opt-in, opt-out and the webhook simulator."""
 
-    __slots__ = ("state", "webhooks")
-
-    def __init__(self, state: EmulatorState, webhooks: WebhookSender) -> None:
-        self.state = state
-        self.webhooks = webhooks
+    __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """The route definitions under ``prefix``."""
@@ -115,6 +111,4 @@ def add_routes(
     prefixes: Iterable[str],
 ) -> None:
     """Register the notification endpoints under each of ``prefixes``."""
-    routes = NotificationRoutes(state, webhooks)
-    for prefix in prefixes:
-        router.add_routes(routes.routes(prefix))
+    NotificationRoutes(state, webhooks).add_to(router, prefixes)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..catalogue import find_package, topups_for
 from ..fleet import INSTALL_WINDOW, Fleet, SimRecord, stamp
-from ..guard import guarded
+from ..guard import SendingRoutes, guarded
 from ..http import (
     business,
     invalid,
@@ -79,14 +79,10 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
-class OrderRoutes:
+class OrderRoutes(SendingRoutes):
     """Handlers for orders, future orders and vouchers."""
 
-    __slots__ = ("state", "webhooks")
-
-    def __init__(self, state: EmulatorState, webhooks: WebhookSender) -> None:
-        self.state = state
-        self.webhooks = webhooks
+    __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """The route definitions under ``prefix``."""
@@ -201,9 +197,7 @@ class OrderRoutes:
     @guarded("orders")
     async def create_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /orders``: the eSIMs are made at once and join the fleet."""
-        state = self.state
-        body = await read_body(request)
-        state.write_log.append(("orders", body))
+        body = await self.recorded_body(request, "orders")
         checked = self.validate_order(body)
         if isinstance(checked, web.Response):
             return checked
@@ -216,8 +210,7 @@ class OrderRoutes:
     async def create_async_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /orders-async``: 202 with a request id; the order is POSTed to the webhook."""
         state = self.state
-        body = await read_body(request)
-        state.write_log.append(("orders_async", body))
+        body = await self.recorded_body(request, "orders_async")
         checked = self.validate_order(body)
         if isinstance(checked, web.Response):
             return checked
@@ -282,8 +275,7 @@ class OrderRoutes:
         """``POST /orders/topups``: only a top-up offered for that eSIM; a lapsed eSIM
         restarts with the top-up's validity."""
         state = self.state
-        body = await read_body(request)
-        state.write_log.append(("topup_order", body))
+        body = await self.recorded_body(request, "topup_order")
         errors = {
             f: f"The {f.replace('_', ' ')} field is required."
             for f in ("package_id", "iccid")
@@ -319,8 +311,7 @@ class OrderRoutes:
     async def create_future_order(self, request: web.Request) -> web.StreamResponse:
         """``POST /future-orders``: due ``"Y-m-d H:i"`` (UTC), the day after tomorrow or later."""
         state = self.state
-        body = await read_body(request)
-        state.write_log.append(("future_orders", body))
+        body = await self.recorded_body(request, "future_orders")
         errors: dict[str, str] = {}
         found = find_package(str(body.get("package_id", "")))
         if found is None:
@@ -379,9 +370,7 @@ class OrderRoutes:
             return invalid(errors or {"request_ids": "The request ids field is required."})
         for rid in ids:
             state.future_orders[rid]["status"] = "cancelled"
-        return web.json_response(
-            {"data": [], "meta": {"message": "Future orders cancelled successfully"}}
-        )
+        return ok([], "Future orders cancelled successfully")
 
     # ------------------------------------------------------------------ vouchers
 
@@ -389,9 +378,7 @@ class OrderRoutes:
     async def esim_voucher(self, request: web.Request) -> web.StreamResponse:
         """``POST /voucher/esim``: codes for catalogue packages, 1 to
         :data:`MAX_VOUCHER_QUANTITY` per line (422 naming the line otherwise)."""
-        state = self.state
-        body = await read_body(request)
-        state.write_log.append(("voucher_esim", body))
+        body = await self.recorded_body(request, "voucher_esim")
         out = []
         lines = body.get("vouchers") or []
         if not isinstance(lines, list):
@@ -427,12 +414,10 @@ class OrderRoutes:
     @guarded("voucher_airmoney")
     async def airmoney_voucher(self, request: web.Request) -> web.StreamResponse:
         """``POST /voucher/airmoney``: echoes the voucher, with a code if none was given."""
-        state = self.state
-        body = await read_body(request)
-        state.write_log.append(("voucher_airmoney", body))
+        body = await self.recorded_body(request, "voucher_airmoney")
         return ok(
             {
-                "id": len(state.write_log),
+                "id": len(self.state.write_log),
                 "code": body.get("voucher_code") or f"AIR{secrets.token_hex(3).upper()}",
                 "usage_limit": body.get("usage_limit"),
                 "amount": body.get("amount"),
@@ -449,6 +434,4 @@ def add_routes(
     prefixes: Iterable[str],
 ) -> None:
     """Register the order endpoints under each of ``prefixes``."""
-    routes = OrderRoutes(state, webhooks)
-    for prefix in prefixes:
-        router.add_routes(routes.routes(prefix))
+    OrderRoutes(state, webhooks).add_to(router, prefixes)

