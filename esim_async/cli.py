@@ -24,7 +24,7 @@ import sqlite3
 import stat
 import sys
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -446,13 +446,26 @@ def _is_pipe(stream: IO[str]) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncIterator[str]:
+async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncGenerator[str, None]:
     """The ICCIDs of a pipe, each as soon as its line comes, read by the event loop (a
-    blocking read would stop the whole sweep until the writer sends the next line)."""
+    blocking read would stop the whole sweep until the writer sends the next line).
+
+    Close it with ``aclose`` (``contextlib.aclosing``) before closing ``stream``: that stops
+    watching the pipe and puts it back in blocking mode, as a shell's stdin shared with the
+    commands that follow expects."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_MAX_LINE)
-    pipe = open(stream.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    fd = stream.fileno()
+    was_blocking = os.get_blocking(fd)
+    pipe = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except BaseException:
+        pipe.close()
+        _set_blocking(fd, was_blocking)
+        raise
     try:
         while True:
             try:
@@ -469,6 +482,13 @@ async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncIterator[str]:
                 yield iccid
     finally:
         transport.close()
+        _set_blocking(fd, was_blocking)
+
+
+def _set_blocking(fd: int, blocking: bool) -> None:
+    """Put ``fd`` back in (non-)blocking mode, unless it is closed already."""
+    with contextlib.suppress(OSError):
+        os.set_blocking(fd, blocking)
 
 
 async def _skip_line(reader: asyncio.StreamReader) -> None:
@@ -529,6 +549,18 @@ def _same_file(a: str, b: str) -> bool:
         return False  # (one of them does not exist yet, or cannot be looked at)
 
 
+def _is_input(source: str, out: str) -> bool:
+    """Whether the results file ``out`` is the file the ICCIDs are read from: ``source`` itself,
+    or for ``-`` the regular file stdin is redirected from (``< fleet.txt``)."""
+    if source != "-":
+        return _same_file(source, out)
+    try:
+        stdin = os.fstat(sys.stdin.fileno())
+        return stat.S_ISREG(stdin.st_mode) and os.path.samestat(stdin, os.stat(out))
+    except (OSError, ValueError):
+        return False  # (no stdin file, or no --out yet)
+
+
 def _written_format(path: Path) -> str | None:
     """The format of the results an earlier run wrote to ``path`` (``jsonl`` or ``csv``), told
     by its first line; ``None`` when there is none or it is neither."""
@@ -552,18 +584,38 @@ class _OutputFailed(Exception):
 
 
 def _open_results(path: Path, resume: bool) -> IO[str]:
-    """``--out`` opened for the results (appended to with ``resume``); a path that cannot be
-    written is a usage error (exit 2), raised before anything is asked of the provider."""
+    """``--out`` opened for the results, for appending whatever ``resume`` says: nothing it
+    holds is lost before the sweep starts (:func:`_start_results` empties it then, without
+    ``resume``). A path that cannot be written is a usage error (exit 2), raised before
+    anything is asked of the provider."""
     try:
-        return path.open("a" if resume else "w", newline="", encoding="utf-8")
+        return path.open("a", newline="", encoding="utf-8")
     except OSError as exc:
         raise click.UsageError(f"cannot write --out {path}: {exc.strerror or exc}") from None
 
 
+def _start_results(stream: IO[str], path: Path, resume: bool, header: bool) -> None:
+    """Make ``stream`` (``--out``, opened by :func:`_open_results`) ready for the results, once
+    every check has passed: emptied for a new sweep (a regular file; a device or a pipe has
+    nothing to empty), or with the line an interruption cut short ended for ``resume``."""
+    if not resume:
+        if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            stream.truncate(0)
+    elif not header and not _ends_with_newline(path):
+        stream.write("\n")
+
+
 def _close_quietly(stream: IO[str]) -> None:
-    """Close ``stream``; what it could not write was already reported."""
+    """Close ``stream`` after a failure; what it could not write was already reported."""
     with contextlib.suppress(OSError):
         stream.close()
+
+
+def _remove_unused(path: Path, started: list[bool]) -> None:
+    """Remove ``path``, created for results, when the sweep never started (a usage error)."""
+    if not started:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -615,7 +667,10 @@ def _guarded(target: str, action: Callable[..., Any]) -> Callable[..., Any]:
     "source",
     default=None,
     metavar="FILE|-",
-    help="ICCIDs, one per line ('-' for stdin).",
+    help=(
+        "ICCIDs, one per line ('-' for stdin), in UTF-8; a file given by path may also be "
+        "UTF-16 with a byte order mark (a pipe or stdin is read as UTF-8)."
+    ),
 )
 @click.option(
     "--out",
@@ -665,10 +720,9 @@ def sweep(
     console = Console(stderr=True)
     if emulator and out == "-" and sys.stdout.isatty():
         out = ""  # the progress bar and summary are the show; --out FILE keeps the results
-    if source is not None and source != "-" and out not in ("", "-") and _same_file(source, out):
-        raise click.UsageError(
-            f"--out {out} is the --iccids file: the results would overwrite the ICCIDs"
-        )
+    if source is not None and out not in ("", "-") and _is_input(source, out):
+        what = "the --iccids file" if source != "-" else "the file stdin (--iccids -) reads"
+        raise click.UsageError(f"--out {out} is {what}: the results would overwrite the ICCIDs")
     if resume:
         written = _written_format(Path(out))
         if written is not None and written != fmt:
@@ -677,10 +731,11 @@ def sweep(
             )
     skip = _answered(Path(out), fmt) if resume else set()
 
+    received: list[int] = []  # the stop signals that came
+
     async def run() -> int:
         main_task = asyncio.current_task()
         assert main_task is not None
-        received: list[int] = []
         restore = _interrupt_on_signals(main_task, received)
         try:
             return await sweep_once(main_task, received)
@@ -695,15 +750,27 @@ def sweep(
 
     async def sweep_once(main_task: asyncio.Task[Any], received: list[int]) -> int:
         async with contextlib.AsyncExitStack() as stack:
-            # The output first: a path that cannot be written costs no request.
+            # The input and the output first: a path that cannot be read or written costs no
+            # request, and --out loses nothing until every check has passed.
+            iccids: Iterable[str] | AsyncIterable[str] | None = None
+            if source is not None:
+                iccids = _iccid_source(_open_iccids(stack, source), skip)
+                if isinstance(iccids, AsyncGenerator):
+                    # Closed before its stream is: it stops watching the pipe at once.
+                    await stack.enter_async_context(contextlib.aclosing(iccids))
             out_stream: IO[str] | None = sys.stdout if out == "-" else None
+            owned: IO[str] | None = None  # the --out file opened here
             target = out or "-"
             header = True
+            path = Path(out)
+            started: list[bool] = []
             if out and out != "-":
-                path = Path(out)
                 header = not (resume and path.exists() and path.stat().st_size > 0)
-                out_stream = _open_results(path, resume)
-                stack.callback(_close_quietly, out_stream)
+                created = not path.exists()
+                out_stream = owned = _open_results(path, resume)
+                if created:
+                    stack.callback(_remove_unused, path, started)
+                stack.callback(_close_quietly, owned)
             url = None
             if emulator:
                 from .testing import Emulator, Fleet
@@ -720,19 +787,19 @@ def sweep(
                         f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
                         f"and {settings.provider}'s limits"
                     )
-            iccids: Iterable[str] | AsyncIterable[str]
-            if source is not None:
-                iccids = _iccid_source(_open_iccids(stack, source), skip)
-            else:
+            if iccids is None:
                 iccids = [i for i in emu.fleet.iccids() if i not in skip]
+            client = await stack.enter_async_context(settings.client(emulator=url))
+            # Every check has passed: the sweep starts.
+            started.append(True)
             try:
-                if out_stream is not None and not header and not _ends_with_newline(Path(out)):
-                    out_stream.write("\n")  # close a line cut short by the interruption
+                if owned is not None:
+                    _start_results(owned, path, resume, header)
                 write = _guarded(target, _writer(out_stream, fmt, header))
             except OSError as exc:
                 raise click.ClickException(str(_OutputFailed(target, exc))) from None
             flush = _guarded(target, out_stream.flush if out_stream is not None else _nothing)
-            client = await stack.enter_async_context(settings.client(emulator=url))
+            close = _guarded(target, owned.close if owned is not None else _nothing)
             progress = Progress(
                 TextColumn("[bold]sweep"),
                 BarColumn(),
@@ -779,6 +846,7 @@ def sweep(
                             async for result in results:
                                 write(result)
                     flush()
+                    close()  # a file system may report a failure to write only here
             except _OutputFailed as exc:
                 # Leaving the sweep stopped it: nothing more is asked for that cannot be kept.
                 raise click.ClickException(str(exc)) from None
@@ -806,7 +874,12 @@ def sweep(
                 console.print(_table("Sweep summary", rows))
             return 1 if summary.errors else 0
 
-    sys.exit(_run(run()))
+    try:
+        code = _run(run())
+    finally:
+        if received:
+            _ignore_stop_signals()
+    sys.exit(code)
 
 
 # --------------------------------------------------------------------------- emulator
@@ -1256,14 +1329,28 @@ def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
 def _interrupt_on_signals(task: asyncio.Task[Any], received: list[int]) -> Callable[[], None]:
     """On a first SIGINT or SIGTERM, note it in ``received`` and cancel ``task`` (which then
     ends cleanly); a second one raises :class:`KeyboardInterrupt` at once, even out of a
-    blocking read. Returns what puts the previous handlers back."""
+    blocking read, and the exit code is 130.
+
+    Returns what to call when ``task`` has ended: it puts the previous handlers back when no
+    signal came (a previous handler not installed from Python cannot be put back, and is
+    not). When one came, the process is ending with exit code 130: the handlers stay, and
+    any further signal ends the process with 130 at once, while it is still finishing."""
     loop = asyncio.get_running_loop()
+    finishing = False  # once set, a signal ends the process at once
 
     def handler(number: int, _frame: object) -> None:
-        if received:
-            raise KeyboardInterrupt
-        received.append(number)
-        loop.call_soon_threadsafe(task.cancel)
+        nonlocal finishing
+        if not received:
+            received.append(number)
+            loop.call_soon_threadsafe(task.cancel)
+            return
+        if finishing:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # (the signal may come mid-write)
+                    stream.flush()
+            os._exit(130)
+        finishing = True
+        raise KeyboardInterrupt
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1273,10 +1360,24 @@ def _interrupt_on_signals(task: asyncio.Task[Any], received: list[int]) -> Calla
             continue  # not the main thread: Ctrl-C interrupts as usual
 
     def restore() -> None:
+        nonlocal finishing
+        if received:
+            finishing = True
+            return
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            if old is not None:
+                signal.signal(sig, old)
 
     return restore
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM from now on: the process is ending with exit code 130 after a
+    stop signal. (Python's exit puts the default handlers back, by which a signal coming then
+    would end the process with -15 or -2 instead.)"""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, signal.SIG_IGN)
 
 
 async def _monitor_emulator(

@@ -129,8 +129,8 @@ class AuthenticationError(ApiError):
 
 
 class NotFoundError(ApiError):
-    """404 with the provider's JSON body: the resource (e.g. the ICCID) does not exist for
-    this account."""
+    """404 with the provider's not-found body: the resource (e.g. the ICCID) does not exist
+    for this account."""
 
     @classmethod
     def cached(cls, iccid: str) -> NotFoundError:
@@ -189,9 +189,10 @@ def code_number(code: int | str | None) -> int | None:
 
 
 class EndpointNotFoundError(ApiError):
-    """404 whose body is not a JSON object (a proxy's, router's or web server's page): no API
-    endpoint at that URL, which says nothing about the resource asked for. Check ``base_url``,
-    the path prefix and ``usage_path``. Never remembered as an unknown eSIM."""
+    """404 without the provider's not-found body (a JSON object with ``data``, ``meta`` or
+    ``detail``): a proxy's or web server's page, or a framework's unknown-route answer. Most
+    likely no API endpoint at that URL, which says nothing about the resource asked for: check
+    ``base_url``, the path prefix and ``usage_path``. Never remembered as an unknown eSIM."""
 
 
 class RateLimitedError(ApiError):
@@ -279,6 +280,12 @@ def _fields(data: Any) -> dict[str, list[str]]:
     }
 
 
+#: A 404 body holding one of these keys is the provider's "not found" (Airalo's and PressOne's
+#: ``data``/``meta`` envelope, the voice API's ``detail``); any other 404 (a web server's page, a
+#: framework's unknown-route answer) is :class:`EndpointNotFoundError`.
+_NOT_FOUND_KEYS = ("data", "meta", "detail")
+
+
 def error_from_response(
     status: int,
     raw: bytes,
@@ -328,11 +335,11 @@ def error_from_response(
             summary = f"token request refused ({summary}); check client_id and client_secret"
         return AuthenticationError(summary, **kw)
     if status == 404:
-        if isinstance(body, Mapping):
+        if any(key in top for key in _NOT_FOUND_KEYS):
             return NotFoundError(summary, **kw)
         return EndpointNotFoundError(
-            f"{summary} (not the provider's JSON: no API endpoint at this URL; check base_url, "
-            "the path prefix and usage_path)",
+            f"{summary} (not the provider's not-found answer: probably no API endpoint at this "
+            "URL; check base_url, the path prefix and usage_path)",
             **kw,
         )
     if status == 429:

@@ -109,10 +109,12 @@ class SweepProgress:
     total: int | None = None
     cache_hits: int = 0
     errors: int = 0
-    #: Usage requests the sweep sent: one per fetch the cache did not answer (its retries not
-    #: counted again; a throttled ICCID asked again after its cool-down counted again; the
-    #: client's own refusals during a cool-down beyond ``retry_after_cap``, which send
-    #: nothing, not counted).
+    #: Usage requests the sweep asked the provider for: one per fetch the cache did not
+    #: answer, whatever came of it (its retries not counted again; a throttled ICCID asked
+    #: again after its cool-down counted again; the client's own refusals during a cool-down
+    #: beyond ``retry_after_cap``, which send nothing, not counted). A fetch that failed
+    #: before anything was sent (no connection, Redis down) still counts: ``client.stats``
+    #: counts what went out on the wire.
     requests: int = 0
     elapsed: float = 0.0
     #: ICCIDs read from the input so far.

@@ -200,7 +200,12 @@ def _filled(value: object, field: str) -> None:
 
 
 class VoiceResource:
-    """The voice-only API: numbers, claims, renewals and users."""
+    """The voice-only API: numbers, claims, renewals and users.
+
+    ``page_index`` is sent as given (a whole number from 0): PressOne does not publish whether
+    its pages count from 0 or 1. Its SDK's convention, and the emulator, count from 1 (0 reads
+    as the first page there), so page with 1, 2, 3...
+    """
 
     __slots__ = ("_api_key", "_limiter", "_paths", "_transport")
 

@@ -1,7 +1,7 @@
-"""A 404 that is not the provider's JSON (a proxy's or router's page: a wrong ``base_url``,
-prefix or ``usage_path``) says nothing about the eSIM. It is never remembered as "this eSIM
-does not exist": once the path is right, every eSIM is read again, and a sweep or a monitor
-never writes the fleet off for a day."""
+"""A 404 that is not the provider's not-found answer (a proxy's page, a framework's
+unknown-route answer: a wrong ``base_url``, prefix or ``usage_path``) says nothing about the
+eSIM. It is never remembered as "this eSIM does not exist": once the path is right, every eSIM
+is read again, and a sweep or a monitor never writes the fleet off for a day."""
 
 from __future__ import annotations
 
@@ -13,18 +13,24 @@ import pytest
 from aiohttp import web
 
 from esim_async import AiraloClient, EndpointNotFoundError, NotFoundError, Rate
+from tests.local_server import LocalServer
 
 ICCIDS = ["8944538532046590101", "8944538532046590102", "8944538532046590103"]
 NOT_FOUND = {"data": [], "meta": {"message": "messages.resource_not_found"}}
 
 
-class Server:
+class Server(LocalServer):
     """Tokens, and usage answered with ``page`` as a 404, counting usage requests."""
 
     def __init__(self) -> None:
         self.usage = Counter[str]()
         self.page: tuple[bytes, str] = (b"<html><body>404 Not Found</body></html>", "text/html")
-        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v2/token", self.token)
+        app.router.add_get("/v2/sims/{iccid}/usage", self.usage_route)
+        return app
 
     async def token(self, request: web.Request) -> web.Response:
         return web.json_response({"data": {"access_token": "tok", "expires_in": 3600}})
@@ -37,20 +43,8 @@ class Server:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
-    srv = Server()
-    app = web.Application()
-    app.router.add_post("/v2/token", srv.token)
-    app.router.add_get("/v2/sims/{iccid}/usage", srv.usage_route)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    srv.url = f"http://127.0.0.1:{port}"
-    try:
+    async with Server() as srv:
         yield srv
-    finally:
-        await runner.cleanup()
 
 
 def client(server: Server) -> AiraloClient:
@@ -65,6 +59,8 @@ def client(server: Server) -> AiraloClient:
         (b"<html><body>404 Not Found</body></html>", "text/html"),
         (b"404: Not Found", "text/plain"),
         (b"", "text/plain"),
+        # Laravel's answer for an unknown route, when asked for JSON.
+        (b'{"message": "The route v2/sims/1/usage could not be found."}', "application/json"),
     ],
 )
 async def test_a_404_page_is_an_endpoint_error_and_never_remembered(

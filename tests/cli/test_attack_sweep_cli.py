@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ FAST = ["--company-rate", "40/1", "--iccid-rate", "10/60"]
 ENV = {"AIRALO_CLIENT_ID": "cli-id", "AIRALO_CLIENT_SECRET": "cli-secret"}
 
 
-def run(*args: str, env: dict[str, str] | None = None, **kw: Any) -> tuple[int, str, str]:
+def run(*args: str, env: Mapping[str, str | None] | None = None, **kw: Any) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args), env=env, **kw)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception

@@ -28,6 +28,7 @@ from esim_async import (
     RateLimitedError,
     TransportError,
 )
+from tests.local_server import LocalServer
 
 PAYLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "payloads"
 ICCID = "8944465400000267221"
@@ -38,7 +39,7 @@ USERS = {"results": [{"email": "a@b.co"}], "count": 1}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Provider:
+class Provider(LocalServer):
     """A loopback provider: token, usage, product information and the voice users list.
 
     ``arrivals`` holds ``(clock time, path)`` of every request as it reached the server, read on
@@ -53,10 +54,8 @@ class Provider:
         self.voice: Handler = self._users
         #: ``expires_in`` of the tokens handed out.
         self.token_lifetime = 3600
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    async def __aenter__(self) -> Provider:
+    def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_post("/v2/token", self._token)
         app.router.add_post("/customer/v2/token", self._token)
@@ -64,16 +63,7 @@ class Provider:
         app.router.add_get("/customer/v2/sims/{iccid}/usage", self._usage)
         app.router.add_get("/v2/packages/{slug}/product-information", self._product)
         app.router.add_get(USERS_PATH, self._voice)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        return app
 
     def times(self, fragment: str) -> list[float]:
         """Clock times at which requests whose path contains ``fragment`` arrived."""

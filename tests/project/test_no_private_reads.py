@@ -30,6 +30,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     # session's middlewares (read to append the pipeline's after the caller's).
     ("transport.py", "_retry_connection"): "aiohttp: no public switch for its re-send",
     ("transport.py", "_middlewares"): "aiohttp: no public getter for a session's middlewares",
+    # The documented way to end a process at once, from a signal handler, without unwinding.
+    ("cli.py", "_exit"): "os._exit: the documented immediate exit",
 }
 
 #: Paths (a file, or a folder ending in ``/``) being rebuilt by other work in progress: their

@@ -11,12 +11,13 @@ import pytest
 from aiohttp import web
 
 from esim_async import ManualClock, PressOneClient, Usage
+from tests.local_server import LocalServer
 
 ICCID = "8944465400000267221"
 TOKEN = {"data": {"access_token": "tok", "expires_in": 3600}, "meta": {"message": "success"}}
 
 
-class PressOne:
+class PressOne(LocalServer):
     """A loopback PressOne data API: ``usage`` and ``balance`` are the bodies it answers (sent
     as ``content_type``); ``arrivals`` counts the requests per path."""
 
@@ -25,24 +26,13 @@ class PressOne:
         self.balance: Any = {}
         self.content_type = "application/json"
         self.arrivals: dict[str, int] = {}
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> PressOne:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/customer/v2/token", self._token)
         app.router.add_get("/customer/v2/sims/{iccid}/usage", self._usage)
         app.router.add_get("/customer/v2/balance", self._balance)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        return app
 
     def _count(self, request: web.Request) -> None:
         self.arrivals[request.path] = self.arrivals.get(request.path, 0) + 1

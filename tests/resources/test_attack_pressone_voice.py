@@ -21,6 +21,7 @@ from esim_async import (
 )
 from esim_async.testing import Emulator
 from esim_async.testing.faults import FaultKind
+from tests.local_server import LocalServer
 
 KEY = "pk_live_VOICE_SENTINEL_7731"
 PREFIX = "/api/third-party/partner"
@@ -28,29 +29,18 @@ PREFIX = "/api/third-party/partner"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class VoiceServer:
+class VoiceServer(LocalServer):
     """A loopback voice API: ``answers`` maps a path to its handler; ``arrivals`` holds
     ``(method, path, query)`` of every request that reached it."""
 
     def __init__(self) -> None:
         self.answers: dict[str, Handler] = {}
         self.arrivals: list[tuple[str, str, list[tuple[str, str]]]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> VoiceServer:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.arrivals.append((request.method, request.path, list(request.query.items())))

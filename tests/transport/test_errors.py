@@ -32,7 +32,10 @@ def test_404_with_and_without_envelope(payload) -> None:
     e = error_from_response(404, payload("airalo/usage_404_invalid_iccid.json"), {})
     assert type(e) is NotFoundError
     assert e.status == 404 and e.message == "messages.resource_not_found"
-    assert type(err(404, {"message": "Not Found"})) is NotFoundError
+    assert type(err(404, {"data": []})) is NotFoundError
+    assert type(err(404, {"detail": "Not found."})) is NotFoundError
+    # A framework's unknown-route answer is not the provider saying "no such eSIM".
+    assert type(err(404, {"message": "Not Found"})) is EndpointNotFoundError
     assert type(err(404, b"<html>nope</html>")) is EndpointNotFoundError
     assert type(err(404, b"")) is EndpointNotFoundError
     assert type(err(404, [])) is EndpointNotFoundError

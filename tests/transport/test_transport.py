@@ -17,6 +17,7 @@ from yarl import URL
 from esim_async import (
     AiraloClient,
     AuthenticationError,
+    EndpointNotFoundError,
     EsimError,
     InvalidIccidError,
     ManualClock,
@@ -443,7 +444,7 @@ def test_classify_names_a_body_of_the_wrong_shape_undecodable() -> None:
     [
         (401, Kind.UNAUTHORIZED, AuthenticationError),
         (403, Kind.REFUSED, AuthenticationError),
-        (404, Kind.REFUSED, NotFoundError),
+        (404, Kind.REFUSED, EndpointNotFoundError),  # (not the provider's not-found body)
         (422, Kind.REFUSED, ValidationError),
         (429, Kind.RATE_LIMITED, RateLimitedError),
         (500, Kind.SERVER_ERROR, ServerError),
