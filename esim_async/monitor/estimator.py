@@ -18,6 +18,10 @@ Per eSIM (:class:`SimState`, updated by :func:`observe`):
   while the peak, the largest of many generous guesses, runs high (in a simulation of the
   benchmark's fleet, a median 2.5 times the true speed after eight moving intervals, where
   ``top`` is within 12 % of it for nine eSIMs in ten); before that, the peak;
+- ``flow`` and ``known``: bounds on its speed from its current run of short moving
+  intervals whose speeds agree to within the whole MB of their readings, and from the last
+  such run of :data:`FLOW_RUNS` or more (kept across sessions and packages): in full flow, an
+  interval spent wholly online shows the speed to within that rounding;
 - ``rate``: an EWMA of the moving intervals' speeds (shown in :class:`TrackedSim`);
 - ``moves`` and ``still``: its evidence (moving intervals seen, time seen idle since it last
   moved or changed package or status).
@@ -45,7 +49,15 @@ the threshold until the reads the plans ask for match the budget (:meth:`Budget.
   :func:`delay_until` gives how long after ``ahead`` a read is worth its cost: just after it
   for an eSIM in full flow, a square-root-law interval for one in a pause. An eSIM never seen
   moving uses the fleet's fast speed, decayed by the time it has been seen idle, with the
-  chance :data:`UNKNOWN_WEIGHT` of reaching it.
+  chance :data:`UNKNOWN_WEIGHT` of reaching it, and is read at most once per the cap or
+  :data:`IDLE_SHARE` of the time it has been seen idle.
+- *Aimed* (draining, online at its last reading, its speed known: ``flow``, ``known``, or
+  ``top`` once it has shown :data:`MEASURED_MOVES` moving intervals): the cache makes a read
+  ``x`` before the crossing cost ``unit - x`` of delay and one ``y`` after it cost ``y``, so
+  it is read at the latest moment the crossing comes at the lower bound of its speed
+  (:func:`_latest_crossing`), when the readings place the crossing within
+  :data:`TIMED_UNITS` units; ``timed`` keeps that read out of early reads and puts it first
+  once due (:mod:`.scheduler`).
 - *Waiting* for an event that comes at random (an installation of a NOT_ACTIVE eSIM, a top-up
   of a FINISHED or EXPIRED one or of one past its last threshold): the crossing that counts
   is the new package's first threshold, ``ahead`` after the event at its own speed (or the
@@ -109,12 +121,27 @@ STATUS_WEIGHT = 0.05
 #: margin on it (:func:`own_rate`).
 MEASURED_MOVES = 6
 MEASURED_MARGIN = 1.3
+#: Moving intervals agreeing on a speed (to within the whole MB of their readings) that make
+#: it an eSIM's known burst speed (:attr:`SimState.known`).
+FLOW_RUNS = 2
+#: A single short moving interval after a moving one is taken as spent wholly online when the
+#: crossing it predicts is at most this many units away (further, the session more likely
+#: ends first, and a read planned at the predicted crossing comes late).
+FLOW_UNITS = 2.0
+#: Widest window (in units) in which a known speed places a crossing for a read to be aimed
+#: at its end; wider, reads at intervals look for it.
+TIMED_UNITS = 1.0
+#: An eSIM never seen moving is read at most once per the cap or this share of the time it
+#: has been seen idle, whichever is longer (at the providers' cache, one idle for a week is
+#: read about twice a week).
+IDLE_SHARE = 0.5
 #: Largest change of the common threshold per unit of time.
 COST_STEP = 1.4
 #: Without a company limit, the monitor budgets itself one read per eSIM per this many units.
 UNLIMITED_UNITS = HORIZON_UNITS
 
 _NEVER = math.inf
+_NO_FLOW = (0.0, 0.0, 0)
 _SETTLED = (UsageStatus.FINISHED, UsageStatus.EXPIRED)
 
 
@@ -366,7 +393,10 @@ class SimState:
         "eligible_at",
         "fails",
         "fired",
+        "flow",
+        "flowing",
         "iccid",
+        "known",
         "missing",
         "moves",
         "peak",
@@ -376,6 +406,7 @@ class SimState:
         "share",
         "since",
         "still",
+        "timed",
         "token",
         "top",
         "tracked",
@@ -407,6 +438,17 @@ class SimState:
         #: The fastest speed of any of its moving intervals, MB/s (a lower bound on its
         #: bursts, which a few intervals spent wholly online make exact).
         self.top = 0.0
+        #: Its current run of short moving intervals whose speeds agree: bounds on the
+        #: speed (MB/s) and the number of intervals (``(0, 0, 0)``: none).
+        self.flow = _NO_FLOW
+        #: Its last two intervals both moved: the last one most likely spent wholly online.
+        self.flowing = False
+        #: Bounds on its burst speed (MB/s) from the last run of :data:`FLOW_RUNS` agreeing
+        #: intervals, kept across sessions and packages (``(0, 0)``: none yet).
+        self.known = (0.0, 0.0)
+        #: Its read is planned at a predicted crossing (see :func:`plan`): not worth an early
+        #: read, and time-critical once due.
+        self.timed = False
 
     def __repr__(self) -> str:
         return f"SimState({self.iccid!r}, due={self.due!r}, peak={self.peak!r})"
@@ -435,6 +477,7 @@ def observe(state: SimState, usage: Usage, now: float, prior: FleetPrior, unit: 
         prior.topups.add(age, dt, fresh, unit)
     if fresh or usage.status != prev.status:
         state.still = 0.0  # idle in its last package or state says nothing of this one
+    flow, state.flow = state.flow, _NO_FLOW
     if not is_limited(usage):
         return
     if fresh:
@@ -461,6 +504,8 @@ def observe(state: SimState, usage: Usage, now: float, prior: FleetPrior, unit: 
         state.still += dt
         return
     speed = delta / dt
+    if not fresh and dt <= 2 * unit:
+        _follow_flow(state, flow, delta, dt)
     state.still = 0.0
     prior.add(speed / (usage.raw_total or 1))
     state.moves += 1
@@ -471,6 +516,32 @@ def observe(state: SimState, usage: Usage, now: float, prior: FleetPrior, unit: 
     duty = resume / (stop + resume)
     state.peak = max(state.peak, speed / (duty + (1.0 - duty) * math.exp(-stop * dt)))
     state.top = max(state.top, speed)
+
+
+def _follow_flow(state: SimState, flow: tuple[float, float, int], delta: int, dt: float) -> None:
+    """Count a short moving interval (``delta`` MB in ``dt`` seconds) in ``state``'s run of
+    agreeing intervals (``flow``: the run before it)."""
+    # Whole MB at both ends: the data used is within one MB of ``delta``.
+    low, high = max(0.0, (delta - 1) / dt), (delta + 1) / dt
+    state.flowing = after_move = state.moves > 0 and state.still <= 0
+    known_low, known_high = state.known
+    if flow[2] and after_move and low <= flow[1] and high >= flow[0]:
+        state.flow = (max(low, flow[0]), min(high, flow[1]), flow[2] + 1)
+    elif after_move and known_high > 0 and low <= known_high and high >= known_low:
+        # It agrees with the speed the eSIM showed before: in full flow again.
+        state.flow = (max(low, known_low), min(high, known_high), FLOW_RUNS)
+    else:
+        state.flow = (low, high, 1)
+    if state.flow[2] >= FLOW_RUNS:
+        state.known = (state.flow[0], state.flow[1])
+
+
+def _mark(target: float, total: int) -> int:
+    """The least whole MB used whose fraction of ``total`` reaches ``target``."""
+    mark = math.ceil(target * total)
+    while mark > 0 and (mark - 1) / total >= target:
+        mark -= 1
+    return mark
 
 
 def own_rate(state: SimState) -> float:
@@ -539,6 +610,33 @@ def delay_until(cost: float, sure: float, hazard: float) -> float:
     return max(0.0, y)
 
 
+def _latest_crossing(state: SimState, usage: Usage, target: float, unit: float) -> float | None:
+    """How long after its last reading an eSIM online then crosses ``target`` at the latest,
+    if its session lasts and its speed is known (``None``: not known well enough).
+
+    Known: from the current run of agreeing short moving intervals (two or more, or one after
+    a moving interval when the crossing is at most :data:`FLOW_UNITS` away), else from the
+    speed such a run showed before (:attr:`SimState.known`), else, once it has shown
+    :data:`MEASURED_MOVES` moving intervals, its fastest one. The lower bound of the speed
+    gives the latest moment."""
+    low, high, runs = state.flow
+    if runs < FLOW_RUNS:
+        if state.known[0] > 0:
+            (low, high), runs = state.known, FLOW_RUNS
+        elif state.moves >= MEASURED_MOVES and state.top > 0:
+            low, high, runs = state.top, MEASURED_MARGIN * state.top, FLOW_RUNS
+    if low <= 0:
+        return None
+    gap = _mark(target, usage.raw_total or 0) - _used(usage)
+    latest = gap / low
+    # The reading is whole MB: the crossing is between ``(gap - 1) / high`` and ``latest``.
+    if latest - (gap - 1) / high > TIMED_UNITS * unit:
+        return None  # too wide a window to aim one read at its end
+    if runs >= FLOW_RUNS or (state.flowing and latest <= FLOW_UNITS * unit):
+        return max(0.0, latest)
+    return None
+
+
 def plan(
     state: SimState,
     now: float,
@@ -558,6 +656,7 @@ def plan(
     usage = state.usage
     unit = timing.unit
     state.share = state.root = 0.0
+    state.timed = False
     if state.missing:
         return _NEVER
     if usage is None:
@@ -585,7 +684,17 @@ def plan(
         sure = math.exp(-stop * ahead) if online else 0.0
         hazard = prior.resume_rate(unit) / (1.0 + stop * ahead)
         interval = ahead + delay_until(cost, sure, hazard)
-        interval = min(max(interval, unit), timing.cap(CAP_ACTIVE, period))
+        if online:
+            latest = _latest_crossing(state, usage, target, unit)
+            if latest is not None:
+                # Its speed is known: the crossing comes by ``latest`` if the session lasts.
+                # A read before it would push the next one a whole unit on: read then.
+                interval = latest
+                state.timed = True
+        cap = timing.cap(CAP_ACTIVE, period)
+        if not state.moves:
+            cap = max(cap, IDLE_SHARE * state.still)
+        interval = min(max(interval, unit), cap)
     elif not is_limited(usage):
         # Unlimited: no threshold to cross, only status changes (and its expiry, below).
         interval = timing.cap(CAP_OTHER, period)

@@ -58,6 +58,8 @@ _MAX_IN_FLIGHT = 16
 #: Planning every eSIM again (once the budget's threshold or the fleet moved far) is done at
 #: most once per this share of the time the budget takes to read the fleet once (``N / R``).
 _REPLAN_SHARE = 0.25
+#: Share of a pacer slot a read may start late and keep its place on the pace.
+_PACE_LAG = 0.5
 
 
 @dataclass(slots=True)
@@ -640,6 +642,7 @@ class FleetMonitor:
                 row.still,
             )
             state.share, state.root, state.top = row.share, row.root, row.top
+            state.known = (row.known_low, row.known_high)
             state.since = mono(row.since) if row.since is not None else now
             state.fails, state.fired = row.fails, remap(row.fired)
             state.missing, state.urgent = row.missing, row.urgent
@@ -702,6 +705,8 @@ class FleetMonitor:
             share=state.share,
             root=state.root,
             top=state.top,
+            known_low=state.known[0],
+            known_high=state.known[1],
             since=wall(state.since),
             fails=state.fails,
             fired=state.fired,
@@ -857,9 +862,15 @@ class FleetMonitor:
     async def _dispatch(self) -> None:
         clock, schedule = self._clock, self._schedule
         loop = asyncio.get_running_loop()
-        pacer = Pacer(*self._budget())
+        # Reads start evenly, one per ``1 / R``: a read timed on a predicted crossing then
+        # starts at its moment, not at the next burst the limit would allow. A start half a
+        # slot late keeps its place (at most one start more than ``R`` in any second: the
+        # client's margin covers it). The budget is looked at again once per burst the limit
+        # allows.
+        per_second, burst = self._budget()
+        pacer = Pacer(per_second, 1, lag=_PACE_LAG)
         self._shares.per_second = pacer.per_second
-        refresh_every = pacer.burst if pacer.limited else 64
+        refresh_every = burst if pacer.limited else 64
         started = 0
         while True:
             schedule = self._schedule
@@ -884,7 +895,9 @@ class FleetMonitor:
             self._start_read(state)
             started += 1
             if started % refresh_every == 0:
-                pacer.set_rate(*self._budget())
+                per_second, burst = self._budget()
+                pacer.set_rate(per_second, 1)
+                refresh_every = burst if pacer.limited else 64
                 self._shares.per_second = pacer.per_second
             if len(schedule) > 3 * len(self._sims) + 64:
                 schedule.rebuild(self._sims.values())

@@ -2,16 +2,20 @@
 
 ``due`` holds every schedulable eSIM keyed by the time it is next worth reading; ``parked``
 holds those taken off ``due`` because they may not be read yet (their cache entry, on our side
-and the server's, is still fresh), keyed by the time they may. An eSIM has at most one live
-entry per heap, named by its ``token``; rescheduling pushes new entries with a new token and
-leaves the old ones to be skipped when they surface. Nothing scans the fleet per read.
+and the server's, is still fresh), keyed by the time they may. ``timed`` holds the eSIMs whose
+read is planned at a predicted crossing (:attr:`.estimator.SimState.timed`), keyed by that
+moment. An eSIM has at most one live entry per heap, named by its ``token``; rescheduling
+pushes new entries with a new token and leaves the old ones to be skipped when they surface.
+Nothing scans the fleet per read.
 
-:meth:`Schedule.pick` returns, at the moment a read can start, the eligible eSIM with the
-earliest due time among those already due. When none is due and the budget would otherwise
-go unused (``spare=True``), it reads early the eSIM due soonest, whatever it waits for: every
-due time comes from one common threshold on the delay a read removes
+:meth:`Schedule.pick` returns, at the moment a read can start, a timed eSIM whose moment has
+come (each instant of waiting adds to its delay: it goes first), else the eligible eSIM with
+the earliest due time among those already due. When none is due and the budget would
+otherwise go unused (``spare=True``), it reads early the eSIM due soonest, whatever it waits
+for, except a timed one (a read before its crossing would hold the next one a whole cache
+period back): every due time comes from one common threshold on the delay a read removes
 (:meth:`.estimator.Budget.threshold`), so the eSIM due soonest is the one closest to being
-worth its read, and the threshold itself is tuned so that such spare reads stay few.
+worth its read.
 """
 
 from __future__ import annotations
@@ -27,22 +31,26 @@ from .estimator import SimState
 __all__ = ["Pacer", "Schedule"]
 
 _Entry = tuple[float, int, SimState]
+#: Relative rounding of clock arithmetic: a time this close to now counts as now (the moment
+#: the dispatcher sleeps until and the clock's own sum may differ in their last bits).
+_SLACK = 1e-12
 
 
 class Schedule:
     """The due-time and eligibility heaps over the tracked eSIMs."""
 
-    __slots__ = ("_due", "_parked", "_tokens", "_urgent")
+    __slots__ = ("_due", "_parked", "_timed", "_tokens", "_urgent")
 
     def __init__(self) -> None:
         self._due: list[_Entry] = []
         self._parked: list[_Entry] = []
         self._urgent: list[_Entry] = []
+        self._timed: list[_Entry] = []
         self._tokens = itertools.count(1)
 
     def __len__(self) -> int:
         """Entries held (live and stale)."""
-        return len(self._due) + len(self._parked) + len(self._urgent)
+        return len(self._due) + len(self._parked) + len(self._urgent) + len(self._timed)
 
     def push(self, state: SimState) -> None:
         """(Re)schedule ``state`` at its ``due`` time; an earlier entry of it goes stale."""
@@ -50,6 +58,8 @@ class Schedule:
         state.token = token
         if state.urgent:
             heapq.heappush(self._urgent, (state.eligible_at, token, state))
+        elif state.timed and math.isfinite(state.due):
+            heapq.heappush(self._timed, (state.due, token, state))
         elif math.isfinite(state.due):
             heapq.heappush(self._due, (state.due, token, state))
 
@@ -61,6 +71,7 @@ class Schedule:
         """Drop every stale entry: one heap entry per scheduled eSIM (linear time)."""
         due: list[_Entry] = []
         urgent: list[_Entry] = []
+        timed: list[_Entry] = []
         for state in states:
             if not state.token:
                 continue
@@ -68,15 +79,19 @@ class Schedule:
             state.token = token
             if state.urgent:
                 urgent.append((state.eligible_at, token, state))
+            elif state.timed and math.isfinite(state.due):
+                timed.append((state.due, token, state))
             elif math.isfinite(state.due):
                 due.append((state.due, token, state))
         heapq.heapify(due)
         heapq.heapify(urgent)
-        self._due, self._urgent, self._parked = due, urgent, []
+        heapq.heapify(timed)
+        self._due, self._urgent, self._parked, self._timed = due, urgent, [], timed
 
     def pick(self, now: float, *, spare: bool) -> SimState | None:
         """Take the eSIM to read now, or ``None``. The eSIM leaves the schedule (push it back
         once its reading is in)."""
+        now += _SLACK * abs(now)
         urgent = self._urgent
         while urgent:
             when, token, state = urgent[0]
@@ -86,6 +101,17 @@ class Schedule:
             if when > now:
                 break
             heapq.heappop(urgent)
+            state.token = 0
+            return state
+        timed = self._timed
+        while timed:
+            when, token, state = timed[0]
+            if state.token != token:
+                heapq.heappop(timed)
+                continue
+            if when > now or state.eligible_at > now:
+                break
+            heapq.heappop(timed)
             state.token = 0
             return state
         due, parked = self._due, self._parked
@@ -108,7 +134,8 @@ class Schedule:
             return state
         if not spare:
             return None
-        # Nothing is due: the eSIM due soonest, whatever it waits for.
+        # Nothing is due: the eSIM due soonest, whatever it waits for (timed ones are not
+        # in this heap).
         return self._take(due, parked, now)
 
     @staticmethod
@@ -136,11 +163,14 @@ class Schedule:
         Stale entries on top are dropped on the way; the answer may be early, never late.
         """
         best = math.inf
-        for heap in (self._urgent, self._due, self._parked):
+        for heap in (self._urgent, self._due, self._parked, self._timed):
             while heap and heap[0][2].token != heap[0][1]:
                 heapq.heappop(heap)
         if self._urgent:
             best = self._urgent[0][0]
+        if self._timed:
+            when, _, state = self._timed[0]
+            best = min(best, max(when, state.eligible_at))
         if self._due:
             top = self._due[0]
             best = min(best, now if spare else top[0])
@@ -155,13 +185,17 @@ class Pacer:
     guarantee the client's limiter keeps). ``per_second`` of ``inf`` means no limit (the due
     times and the client's per-eSIM limits pace the reads).
 
-    :meth:`ready_at` says when the next read may start; :meth:`started` books it.
+    :meth:`ready_at` says when the next read may start; :meth:`started` books it. A start up to
+    ``lag`` of a window late is booked at the moment it could have come (so a loop that wakes a
+    little late does not lose budget): then at most ``burst * (1 + lag + t / window)`` starts
+    fall in any ``t`` seconds.
     """
 
-    __slots__ = ("_log", "burst", "per_second", "window")
+    __slots__ = ("_log", "burst", "lag", "per_second", "window")
 
-    def __init__(self, per_second: float, burst: int = 1) -> None:
+    def __init__(self, per_second: float, burst: int = 1, lag: float = 0.0) -> None:
         self._log: deque[float] = deque()
+        self.lag = lag
         self.per_second = per_second
         self.burst = 1
         self.window = 0.0
@@ -186,6 +220,10 @@ class Pacer:
         return max(now, log[0] + self.window)
 
     def started(self, now: float) -> None:
-        self._log.append(now)
-        if len(self._log) > self.burst:
-            self._log.popleft()
+        log = self._log
+        booked = now
+        if self.lag > 0 and self.limited and len(log) >= self.burst:
+            booked = max(now - self.lag * self.window, min(now, log[0] + self.window))
+        log.append(booked)
+        if len(log) > self.burst:
+            log.popleft()

@@ -57,6 +57,9 @@ class StoredSim(msgspec.Struct, array_like=True, gc=False):
     root: float = 0.0
     since: float | None = None
     top: float = 0.0
+    #: Bounds on the eSIM's known burst speed, MB/s (0: none; rows of older stores lack them).
+    known_low: float = 0.0
+    known_high: float = 0.0
 
 
 class StoredEvent(msgspec.Struct, array_like=True, gc=False):

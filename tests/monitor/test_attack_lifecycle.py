@@ -46,6 +46,9 @@ async def test_two_concurrent_stops_write_every_event_before_either_returns(
         consumer = asyncio.ensure_future(collect())
         while not entered.is_set():
             await r.clock.advance(0.5)
+        # Reads go on while that batch is held: the other eSIMs' events come meanwhile.
+        for _ in range(4):
+            await r.clock.advance(0.5)
         first = asyncio.ensure_future(monitor.stop())
         second = asyncio.ensure_future(monitor.stop())
         await asyncio.sleep(0.05)
