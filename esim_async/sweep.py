@@ -521,6 +521,7 @@ class UsageSweep:
                 self._idle -= 1
             outcome: CacheEntry[Usage] | EsimError
             from_cache = False
+            sent = True  # (a request went to the provider for this fetch)
             try:
                 outcome, from_cache = await sims.usage_entry(
                     item.iccid,
@@ -530,9 +531,9 @@ class UsageSweep:
                     retry_rate_limited=False,
                 )
             except RateLimitedError as exc:
-                if _answered_by_provider(exc):
-                    progress.requests += 1
+                sent = _answered_by_provider(exc)
                 if item.requeues < MAX_REQUEUES:
+                    progress.requests += sent
                     # The limiter holds every caller until Retry-After has passed; going to
                     # the back of the queue costs this ICCID no retry.
                     item.requeues += 1
@@ -540,24 +541,20 @@ class UsageSweep:
                     continue
                 outcome = exc
             except NotFoundError:
-                progress.requests += 1
                 outcome = CacheEntry(None, self._clock.wall(), 0.0, True)
             except EsimError as exc:
-                progress.requests += 1
                 outcome = exc
             except asyncio.CancelledError:
                 me = asyncio.current_task()
                 if me is not None and me.cancelling():
                     raise  # the sweep itself is being stopped
-                progress.requests += 1
                 outcome = EsimError("the request was cancelled")
             except Exception as exc:  # never lose an ICCID, even to a bug
-                progress.requests += 1
                 outcome = EsimError(f"unexpected {type(exc).__name__}: {exc}")
                 outcome.__cause__ = exc
             else:
-                if not from_cache:
-                    progress.requests += 1
+                sent = not from_cache
+            progress.requests += sent
             try:
                 self._finish(item, outcome, from_cache)
             except Exception as exc:

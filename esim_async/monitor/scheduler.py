@@ -92,27 +92,10 @@ class Schedule:
         """Take the eSIM to read now, or ``None``. The eSIM leaves the schedule (push it back
         once its reading is in)."""
         now += _SLACK * abs(now)
-        urgent = self._urgent
-        while urgent:
-            when, token, state = urgent[0]
-            if state.token != token:
-                heapq.heappop(urgent)
-                continue
-            if when > now:
-                break
-            heapq.heappop(urgent)
-            state.token = 0
-            return state
-        timed = self._timed
-        while timed:
-            when, token, state = timed[0]
-            if state.token != token:
-                heapq.heappop(timed)
-                continue
-            if when > now or state.eligible_at > now:
-                break
-            heapq.heappop(timed)
-            state.token = 0
+        state = self._pop_ready(self._urgent, now, eligible=False)
+        if state is None:
+            state = self._pop_ready(self._timed, now, eligible=True)
+        if state is not None:
             return state
         due, parked = self._due, self._parked
         while parked and parked[0][0] <= now:
@@ -137,6 +120,22 @@ class Schedule:
         # Nothing is due: the eSIM due soonest, whatever it waits for (timed ones are not
         # in this heap).
         return self._take(due, parked, now)
+
+    @staticmethod
+    def _pop_ready(heap: list[_Entry], now: float, *, eligible: bool) -> SimState | None:
+        """The top of ``heap`` if its time has come (and, with ``eligible``, it may be read),
+        taken out of the schedule; stale entries on top are dropped on the way."""
+        while heap:
+            when, token, state = heap[0]
+            if state.token != token:
+                heapq.heappop(heap)
+                continue
+            if when > now or (eligible and state.eligible_at > now):
+                return None
+            heapq.heappop(heap)
+            state.token = 0
+            return state
+        return None
 
     @staticmethod
     def _take(heap: list[_Entry], parked: list[_Entry], now: float) -> SimState | None:

@@ -23,19 +23,24 @@ def served() -> Iterator[Emulator]:
         yield emu
 
 
-def test_text_that_would_be_a_formula_is_written_as_text(tmp_path: Path, served: Emulator) -> None:
-    ids = served.fleet.iccids()
-    served.set_usage(ids[0], status=FORMULA)
-    served.set_usage(ids[1], status="@SUM(1+1)")
+def swept_rows(tmp_path: Path, served: Emulator, ids: list[str]) -> dict[str, dict[str, str]]:
+    """``esim-async sweep --format csv`` over ``ids``: the rows written, by ICCID."""
     listing = tmp_path / "fleet.txt"
-    listing.write_text("\n".join(ids[:3]) + "\n")
+    listing.write_text("\n".join(ids) + "\n")
     out = tmp_path / "usage.csv"
     code, _, err = run(
         "sweep", "--iccids", str(listing), "--base-url", served.url, *FAST, "--quiet",
         "--format", "csv", "--out", str(out), env=ENV,
     )  # fmt: skip
     assert code == 0, err
-    rows = {row["iccid"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+    return {row["iccid"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+
+
+def test_text_that_would_be_a_formula_is_written_as_text(tmp_path: Path, served: Emulator) -> None:
+    ids = served.fleet.iccids()
+    served.set_usage(ids[0], status=FORMULA)
+    served.set_usage(ids[1], status="@SUM(1+1)")
+    rows = swept_rows(tmp_path, served, ids[:3])
     assert set(rows) == set(ids[:3])
     assert rows[ids[0]]["status"] == "'" + FORMULA
     assert rows[ids[1]]["status"] == "'@SUM(1+1)"
@@ -51,15 +56,7 @@ def test_text_beginning_with_a_minus_sign_is_written_as_text(
     ids = served.fleet.iccids()
     served.set_usage(ids[0], status="-2+3")
     served.set_usage(ids[1], status="\t=1+1")
-    listing = tmp_path / "fleet.txt"
-    listing.write_text("\n".join(ids[:2]) + "\n")
-    out = tmp_path / "usage.csv"
-    code, _, err = run(
-        "sweep", "--iccids", str(listing), "--base-url", served.url, *FAST, "--quiet",
-        "--format", "csv", "--out", str(out), env=ENV,
-    )  # fmt: skip
-    assert code == 0, err
-    rows = {row["iccid"]: row for row in csv.DictReader(io.StringIO(out.read_text()))}
+    rows = swept_rows(tmp_path, served, ids[:2])
     assert rows[ids[0]]["status"] == "'-2+3"
     assert rows[ids[1]]["status"] == "'\t=1+1"
 
