@@ -7,11 +7,12 @@ client's bearer token) stay redacted for as long as it lives (:func:`register_ho
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -88,8 +89,7 @@ def _found_in(text: str) -> list[str]:
 
 def _replace(text: str, found: list[str]) -> str:
     for secret in found:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
+        text = text.replace(secret, REDACTED)
     return text
 
 
@@ -99,41 +99,34 @@ def redact(text: str) -> str:
     return _replace(text, found) if found else text
 
 
-def _strings(value: Any, out: list[str], depth: int) -> bool:
-    """Collect the strings of ``value`` into ``out``; True when some were too deep to look at."""
+def _strings(value: Any, depth: int = 0) -> Iterator[str | None]:
+    """The strings of ``value``, keys included; ``None`` for a container too deep to look at."""
     if isinstance(value, str):
-        out.append(value)
-        return False
-    if not isinstance(value, (Mapping, list, tuple)):
-        return False
-    if depth >= _MAX_DEPTH:
-        return True
-    deep = False
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            deep = _strings(key, out, depth + 1) | deep
-            deep = _strings(item, out, depth + 1) | deep
-    else:
+        yield value
+    elif isinstance(value, Mapping | list | tuple):
+        if depth >= _MAX_DEPTH:
+            yield None
+            return
+        if isinstance(value, Mapping):
+            value = itertools.chain.from_iterable(value.items())
         for item in value:
-            deep = _strings(item, out, depth + 1) | deep
-    return deep
+            yield from _strings(item, depth + 1)
 
 
 def _rebuild(value: Any, found: list[str], depth: int) -> Any:
     if isinstance(value, str):
         return _replace(value, found)
-    if isinstance(value, (Mapping, list, tuple)) and depth >= _MAX_DEPTH:
+    if not isinstance(value, Mapping | list | tuple):
+        return value
+    if depth >= _MAX_DEPTH:
         return REDACTED
     if isinstance(value, Mapping):
         return {
             _rebuild(key, found, depth + 1): _rebuild(item, found, depth + 1)
             for key, item in value.items()
         }
-    if isinstance(value, list):
-        return [_rebuild(item, found, depth + 1) for item in value]
-    if isinstance(value, tuple):
-        return tuple(_rebuild(item, found, depth + 1) for item in value)
-    return value
+    items = [_rebuild(item, found, depth + 1) for item in value]
+    return items if isinstance(value, list) else tuple(items)
 
 
 def redact_deep(value: T) -> T:
@@ -143,10 +136,9 @@ def redact_deep(value: T) -> T:
     Returns ``value`` itself when it holds no secret; otherwise a copy (mappings become
     ``dict``). Containers nested deeper than 64 levels are replaced by ``***`` in the copy.
     """
-    strings: list[str] = []
-    too_deep = _strings(value, strings, 0)
-    found = _found_in("\x00".join(strings))
-    if not found and not too_deep:
+    strings = list(_strings(value))
+    found = _found_in("\x00".join(text for text in strings if text is not None))
+    if not found and None not in strings:
         return value
     result: T = _rebuild(value, found, 0)
     return result

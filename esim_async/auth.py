@@ -58,22 +58,18 @@ class TokenManager:
         register_holder(self)  # the token in use is redacted however many secrets come later
 
     def has_token(self) -> bool:
-        return self._token is not None and self._clock.now() < self._valid_until
+        return self.valid_token() is not None
 
     def valid_token(self) -> str | None:
         """The token in use while it is trusted, else ``None`` (:meth:`get` fetches one)."""
-        token = self._token
-        if token is not None and self._clock.now() < self._valid_until:
-            return token
-        return None
+        return self._token if self._clock.now() < self._valid_until else None
 
     async def get(self) -> str:
         """A valid token, fetching one if needed."""
-        token = self._token
-        if token is not None and self._clock.now() < self._valid_until:
-            return token
-        value, _ = await self._flight.run("token", self._refresh)
-        return value
+        token = self.valid_token()
+        if token is None:
+            token, _ = await self._flight.run("token", self._refresh)
+        return token
 
     async def _refresh(self) -> str:
         store = self._store
@@ -92,11 +88,9 @@ class TokenManager:
 
     async def _shared(self, store: TokenStore) -> str | None:
         found = await store.get()
-        if found is None:
+        if found is None or found[1] <= 1.0:  # (about to run out: fetch a new one)
             return None
         token, valid_for = found
-        if valid_for <= 1.0:
-            return None
         register_secret(token)
         self._token = token
         self._valid_until = self._clock.now() + valid_for

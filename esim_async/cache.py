@@ -8,7 +8,7 @@ import asyncio
 import contextvars
 import functools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -54,12 +54,9 @@ class CacheEntry(msgspec.Struct, Generic[T], gc=False, array_like=True):
 
 
 class _Entries(LRUCache[K, CacheEntry[T]], Generic[K, T]):
-    """A cachetools ``LRUCache`` of entries that carry their own expiry (``stored + ttl``).
-
-    Storing costs no timer bookkeeping: :class:`TTLStore` checks an entry's age when it reads
-    it. When full, the first stored entry goes if it has expired, else the least recently
-    used; :meth:`expire` drops every expired entry.
-    """
+    """A cachetools ``LRUCache`` of entries that carry their own expiry (``stored + ttl``):
+    storing costs no timer bookkeeping, :class:`TTLStore` checks an entry's age when it reads
+    it."""
 
     def __init__(self, maxsize: int, ttl: float, now: Callable[[], float]) -> None:
         super().__init__(maxsize)
@@ -218,10 +215,6 @@ class _Call(Generic[T]):
                 else:
                     waiter.set_exception(error)
 
-    def wanted(self) -> bool:
-        """Some caller still waits for the answer."""
-        return any(not waiter.done() for waiter in self.waiters)
-
 
 def _closing_error() -> TransportError:
     return TransportError("the request was cancelled while in flight (the client is closing)")
@@ -278,7 +271,11 @@ class SingleFlight(Generic[K, T]):
                 return await self._join(key, call), True
         task = asyncio.current_task()
         if task is None:  # (not run by a task: the call gets one of its own)
-            return await self._join(key, self._start(key, fn, options)), False
+            call = _Call(options, 0, False)
+            self._spawn(key, call, fn)
+            self._calls[key] = call
+            self._running.add(call)
+            return await self._join(key, call), False
         call = _Call(options, task.cancelling(), True)
         call.task = task
         self._calls[key] = call
@@ -324,35 +321,29 @@ class SingleFlight(Generic[K, T]):
         elif isinstance(exc, asyncio.CancelledError) or call.task.cancelling() > call.base:
             # The first caller was cancelled (and its call with it).
             if call.waiters:
-                if call.wanted() and not self._closed:
-                    self._hand_over(key, call, fn)
+                context = next((c for w, c in call.waiters.items() if not w.done()), None)
+                if context is not None and not self._closed:
+                    self._spawn(key, call, fn, context)
                 else:
                     call.settle(None, _closing_error())
         else:
             call.settle(None, exc)
 
-    def _hand_over(self, key: K, call: _Call[T], fn: Callable[[], Awaitable[T]]) -> None:
-        """Run the call again, in a task of its own, for the callers still waiting (in the
-        context of the first of them: its request is that caller's)."""
-        context = next(ctx for waiter, ctx in call.waiters.items() if not waiter.done())
+    def _spawn(
+        self,
+        key: K,
+        call: _Call[T],
+        fn: Callable[[], Awaitable[T]],
+        context: contextvars.Context | None = None,
+    ) -> None:
+        """Run ``call`` in a task of its own; one handed over runs again in ``context``, the
+        first waiting caller's (its request is that caller's)."""
         call.inline = False
         call.base = 0
         call.started = False
         call.task = asyncio.get_running_loop().create_task(
             self._shared(key, call, fn), name=f"esim_async flight {key}", context=context
         )
-
-    def _start(
-        self, key: K, fn: Callable[[], Awaitable[T]], options: FlightOptions | None
-    ) -> _Call[T]:
-        """A call run by a task of its own."""
-        call: _Call[T] = _Call(options, 0, False)
-        call.task = asyncio.get_running_loop().create_task(
-            self._shared(key, call, fn), name=f"esim_async flight {key}"
-        )
-        self._calls[key] = call
-        self._running.add(call)
-        return call
 
     async def _join(self, key: K, call: _Call[T]) -> T:
         """Wait for the outcome of ``call``, run by another caller or a task of its own."""
@@ -468,16 +459,11 @@ class CallScope:
     async def aclose(self) -> None:
         """Cancel every call in progress; later calls are refused."""
         self._closed = True
-        await _cancel_all(self._tasks)
-
-
-async def _cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until they have ended."""
-    pending = list(tasks)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class CachedEndpoint(Generic[T]):
@@ -641,9 +627,24 @@ class CachedEndpoint(Generic[T]):
                 key, load, fresh=refresh, options=options
             )
         else:
-            (entry, requested), joined = await self._reported_run(
-                key, load, refresh, options, scope
-            )
+            # A reported call that fails is still reported as the miss that led its request,
+            # or as coalesced into another's.
+            led = False
+
+            async def lead() -> tuple[CacheEntry[T], bool]:
+                nonlocal led
+                led = True
+                return await load()
+
+            try:
+                (entry, requested), joined = await self._flight.run(
+                    key, lead, fresh=refresh, options=options
+                )
+            except BaseException:
+                if not led:
+                    self._stats.coalesced += 1
+                scope.cache("miss" if led else "coalesced")
+                raise
         if joined:
             self._stats.coalesced += 1
         elif not requested:
@@ -651,31 +652,6 @@ class CachedEndpoint(Generic[T]):
         if scope is not None:
             scope.cache("coalesced" if joined else "miss" if requested else "hit")
         return entry, joined or not requested
-
-    async def _reported_run(
-        self,
-        key: Hashable,
-        load: Callable[[], Awaitable[tuple[CacheEntry[T], bool]]],
-        refresh: bool,
-        options: FlightOptions | None,
-        scope: InstrumentScope,
-    ) -> tuple[tuple[CacheEntry[T], bool], bool]:
-        """The single flight of a reported call: a call that fails is still reported as the
-        miss that led its request, or as coalesced into another's."""
-        led = False
-
-        async def lead() -> tuple[CacheEntry[T], bool]:
-            nonlocal led
-            led = True
-            return await load()
-
-        try:
-            return await self._flight.run(key, lead, fresh=refresh, options=options)
-        except BaseException:
-            if not led:
-                self._stats.coalesced += 1
-            scope.cache("miss" if led else "coalesced")
-            raise
 
     async def _load(
         self,

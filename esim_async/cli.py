@@ -25,7 +25,7 @@ import stat
 import sys
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -72,9 +72,14 @@ EMULATOR_SCALE = 1200.0
 EMULATOR_CACHE_TTL = 1.0
 EMULATOR_COMPANY_RATE = Rate(50, 1.0)
 EMULATOR_ICCID_RATE = Rate(10, 3.0)
+#: The monitor's thresholds when none are given (fractions of data used).
+DEFAULT_THRESHOLDS = (0.75, 0.9)
 #: Events kept on screen by the live view.
 RECENT_EVENTS = 8
+#: What a file that is not a usable monitor store raises (not SQLite, damaged, newer).
+_STORE_ERRORS = (sqlite3.Error, msgspec.MsgspecError)
 _SYSTEM_CLOCK = MonotonicClock()
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,7 +105,9 @@ def _parse_rate(_ctx: Any, _param: Any, value: str | None) -> Rate | None:
         raise click.BadParameter(f"expected COUNT/SECONDS such as 5/1, got {value!r}") from exc
 
 
-def _parse_thresholds(_ctx: Any, _param: Any, value: str) -> tuple[float, ...]:
+def _parse_thresholds(_ctx: Any, _param: Any, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
     try:
         marks = tuple(sorted({float(part) for part in value.split(",") if part.strip()}))
     except ValueError as exc:
@@ -114,7 +121,6 @@ _rates = _options(
     *(
         click.option(
             f"--{name}-rate",
-            default=None,
             metavar="COUNT/SECONDS",
             callback=_parse_rate,
             help=f"Override the per-{label} usage limit, e.g. {example}.",
@@ -125,23 +131,20 @@ _rates = _options(
 _duration = click.option(
     "--duration",
     type=click.FloatRange(min=0.0),
-    default=None,
     help="Stop after this many seconds (default: run until interrupted).",
 )
-_port = click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+_port = click.option("--port", type=click.IntRange(0, 65535), default=8080)
 _as_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 _refresh = click.option("--refresh", is_flag=True, help="Skip cached values.")
 _metrics = _options(
     click.option(
         "--metrics-port",
         type=click.IntRange(0, 65535),
-        default=None,
         help="Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics.",
     ),
     click.option(
         "--metrics-host",
         default="127.0.0.1",
-        show_default=True,
         help="Address of the metrics page (loopback by default).",
     ),
 )
@@ -154,7 +157,6 @@ def _emulator_options(size: int, what: str) -> Callable[[F], F]:
             "--emulator-size",
             type=click.IntRange(min=1),
             default=size,
-            show_default=True,
             help="eSIMs in the emulator's fleet.",
         ),
     )
@@ -166,27 +168,20 @@ class Settings:
 
     provider: str
     client_id: str | None
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)
     base_url: str | None
     sandbox: bool
     company_rate: Rate | None
     iccid_rate: Rate | None
 
     def client(self, *, emulator: str | None = None, **overrides: Any) -> BaseClient:
-        """The provider's client from ``from_env``: the flags win over the environment
-        (``emulator``: the URL of a bundled emulator, with its credentials; ``overrides`` are
-        further constructor keywords). A missing variable or a bad setting is a usage error
-        (exit 2)."""
-        options: dict[str, Any] = {
-            "client_id": self.client_id or None,
-            "client_secret": self.client_secret or None,
-            "base_url": self.base_url or None,
-        }
+        """The provider's client from ``from_env``, the flags winning over the environment
+        (``emulator``: a bundled emulator's URL; ``overrides``: more constructor keywords). A
+        missing variable or a bad setting is a usage error (exit 2)."""
+        names = ("client_id", "client_secret", "base_url", "company_rate", "iccid_rate")
+        options: dict[str, Any] = {name: value for name in names if (value := getattr(self, name))}
         if emulator is not None:
             options.update(client_id=EMULATOR_ID, client_secret=EMULATOR_SECRET, base_url=emulator)
-        for name in ("company_rate", "iccid_rate"):
-            if getattr(self, name) is not None:
-                options[name] = getattr(self, name)
         options.update(overrides)
         try:
             if self.provider == "pressone":
@@ -202,26 +197,21 @@ _common = _options(
         "--provider",
         type=click.Choice(["airalo", "pressone"]),
         default="airalo",
-        show_default=True,
         envvar="ESIM_PROVIDER",
         help="Which API to call.",
     ),
     click.option(
         "--client-id",
-        default=None,
         help=(
             f"API client id (default: ${AiraloClient.ENV_VARS.client_id} or "
             f"${PressOneClient.ENV_VARS.client_id})."
         ),
     ),
     click.option(
-        "--client-secret",
-        default=None,
-        help="API client secret (default: from the environment; never echoed).",
+        "--client-secret", help="API client secret (default: from the environment; never echoed)."
     ),
     click.option(
         "--base-url",
-        default=None,
         help=f"Scheme + host (PressOne: default ${PressOneClient.ENV_VARS.base_url}).",
     ),
     click.option("--sandbox", is_flag=True, help="Airalo Sandbox mode (usage cached 60 min)."),
@@ -254,89 +244,63 @@ def _counted(prefix: str, counts: dict[str, int]) -> list[tuple[str, object]]:
     return [(f"  {prefix} {name}", count) for name, count in sorted(counts.items())]
 
 
-def _server_limits(kind: str, company: Rate | None, iccid: Rate | None) -> ServerLimits:
+def _server_limits(
+    kind: str, company: Rate | None, iccid: Rate | None, **changes: Any
+) -> ServerLimits:
     """The emulator's limits of ``kind`` (``airalo``, ``pressone``, ``none``), with the usage
-    limits given overriding its own."""
+    limits given overriding its own, and the further ``changes``."""
     from .testing import ServerLimits
 
-    limits = {
-        "airalo": ServerLimits.airalo,
-        "pressone": ServerLimits.pressone,
-        "none": ServerLimits.unlimited,
-    }[kind]()
-    if company is not None:
-        limits.usage_company = company
-    if iccid is not None:
-        limits.usage_iccid = iccid
-    return limits
+    limits: ServerLimits = getattr(ServerLimits, "unlimited" if kind == "none" else kind)()
+    return replace(
+        limits,
+        usage_company=company or limits.usage_company,
+        usage_iccid=iccid or limits.usage_iccid,
+        **changes,
+    )
 
 
-#: Byte order marks of UTF-16 text (a file saved as "Unicode" on Windows starts with one).
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-#: A byte order mark as text.
-_BOM = "\ufeff"
-
-
-def _text_encoding(path: str) -> str:
-    """How to decode the file at ``path``: UTF-16 when it starts with a UTF-16 byte order mark,
-    else UTF-8 (a UTF-8 byte order mark is skipped with the blanks of each line). Only a
-    regular file is looked at first: a pipe (``<(command)``, a named pipe) reads once."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        return "utf-8"
-    with open(path, "rb") as f:
-        start = f.read(2)
-    return "utf-16" if start in _UTF16_BOMS else "utf-8"
-
-
-def _open_iccids(stack: contextlib.ExitStack | contextlib.AsyncExitStack, source: str) -> IO[str]:
-    """``source`` opened for reading (stdin for ``-``) as UTF-8 (a file with a UTF-16 byte
-    order mark as UTF-16), where a byte that does not decode reads as U+FFFD (its line is then
-    no ICCID); a file that cannot be opened is a usage error (exit 2)."""
+def _open_iccids(stack: contextlib.AsyncExitStack, source: str) -> IO[str]:
+    """``source`` opened for reading (stdin for ``-``) as UTF-8, or as UTF-16 when it is a
+    regular file starting with a UTF-16 byte order mark (a file saved as "Unicode" on Windows;
+    a pipe reads once, so it is not looked at first). A byte that does not decode reads as
+    U+FFFD (its line is then no ICCID); a file that cannot be opened is a usage error."""
     if source == "-":
         stdin = sys.stdin
         if isinstance(stdin, io.TextIOWrapper):
             stdin.reconfigure(errors="replace")
         return stdin
     try:
-        encoding = _text_encoding(source)
+        encoding = "utf-8"
+        if stat.S_ISREG(os.stat(source).st_mode):
+            with open(source, "rb") as f:
+                if f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                    encoding = "utf-16"
         return stack.enter_context(open(source, encoding=encoding, errors="replace"))
     except OSError as exc:
         raise click.UsageError(f"cannot read --iccids {source}: {exc.strerror or exc}") from None
 
 
 def _line_iccid(line: str) -> str | None:
-    """The ICCID a line of an input file gives: its text without the blanks and byte order
-    marks around it (an editor may start a file with one, and joined files keep theirs);
-    ``None`` for a blank line or a ``#`` comment."""
-    text = line.strip().strip(_BOM).strip()
+    """The ICCID of a line: its text without the blanks and byte order marks around it (an
+    editor may start a file with one, and joined files keep theirs); ``None`` for a blank
+    line or a ``#`` comment."""
+    text = line.strip().strip("\ufeff").strip()
     return text if text and not text.startswith("#") else None
 
 
-def _listed_iccids(stream: IO[str], source: str) -> dict[str, int]:
-    """The ICCIDs of ``stream``, one per line (``#`` comments and blank lines skipped), each
-    with the number of the line it first appears on."""
-    listed: dict[str, int] = {}
-    try:
-        for number, line in enumerate(stream, start=1):
-            iccid = _line_iccid(line)
-            if iccid is not None:
-                listed.setdefault(iccid, number)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.UsageError(f"cannot read --iccids {source}: {exc}") from None
-    return listed
-
-
-def _open_output(
-    stack: contextlib.ExitStack | contextlib.AsyncExitStack, path: str, option: str
-) -> IO[str]:
-    """``path`` opened for appending; a path that cannot be written is a usage error."""
+def _open_events(stack: contextlib.AsyncExitStack, path: str) -> IO[str]:
+    """``--events`` opened for appending (stdout for ``-``); a path that cannot be written is
+    a usage error."""
+    if path == "-":
+        return sys.stdout
     try:
         return stack.enter_context(Path(path).open("a", encoding="utf-8"))
     except OSError as exc:
-        raise click.UsageError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+        raise click.UsageError(f"cannot write --events {path}: {exc.strerror or exc}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="esim-async")
 def main() -> None:
     """Usage of eSIM fleets from Airalo and PressOne, at the full allowed rate."""
@@ -372,9 +336,7 @@ def usage(iccids: tuple[str, ...], as_json: bool, refresh: bool, **kw: Any) -> N
             table.add_column(column)
         for r in results:
             if r.usage is None:
-                table.add_row(
-                    r.iccid, f"[red]{type(r.error).__name__}[/red]", str(r.error), "", "", ""
-                )
+                table.add_row(r.iccid, f"[red]{type(r.error).__name__}[/red]", str(r.error))
                 continue
             u = r.usage
             data = "unlimited" if u.is_unlimited else f"{u.remaining} / {u.total} MB"
@@ -398,8 +360,8 @@ def _read_iccids(stream: IO[str], skip: set[str]) -> Iterator[str]:
 
 
 class _CountedIccids:
-    """The ICCIDs of a seekable stream (a file), with their number taken by a quick pre-pass
-    before the sweep starts: the sweep's progress knows its total from the first result."""
+    """The ICCIDs of a seekable stream (a file), counted by a quick pre-pass before the sweep
+    starts: the sweep's progress knows its total from the first result."""
 
     def __init__(self, stream: IO[str], skip: set[str]) -> None:
         self._stream = stream
@@ -416,16 +378,17 @@ class _CountedIccids:
 
 
 def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str] | AsyncIterable[str]:
-    """ICCIDs of ``stream``, one per line: counted first when the stream can be read twice
-    (a file, stdin redirected from a file), streamed as they come otherwise (a pipe: read
-    without holding up the requests already under way while its writer is quiet)."""
-    try:
+    """ICCIDs of ``stream``: counted first when it can be read twice (a file, stdin redirected
+    from one); from a pipe or a socket, read by the event loop as they come (the requests under
+    way go on while its writer is quiet; Windows cannot watch an inherited pipe)."""
+    seekable, mode = False, 0
+    with contextlib.suppress(OSError, ValueError):
         seekable = stream.seekable()
-    except (OSError, ValueError):
-        seekable = False
     if seekable:
         return _CountedIccids(stream, skip)
-    if _is_pipe(stream):
+    with contextlib.suppress(OSError, ValueError):
+        mode = os.fstat(stream.fileno()).st_mode
+    if sys.platform != "win32" and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
         return _piped_iccids(stream, skip)
     return _read_iccids(stream, skip)
 
@@ -434,39 +397,20 @@ def _iccid_source(stream: IO[str], skip: set[str]) -> Iterable[str] | AsyncItera
 _MAX_LINE = 64 * 1024
 
 
-def _is_pipe(stream: IO[str]) -> bool:
-    """Whether ``stream`` reads from a pipe or a socket (what the event loop can watch; on
-    Windows it cannot watch an inherited one)."""
-    if sys.platform == "win32":
-        return False
-    try:
-        mode = os.fstat(stream.fileno()).st_mode
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
 async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncGenerator[str, None]:
-    """The ICCIDs of a pipe, each as soon as its line comes, read by the event loop (a
-    blocking read would stop the whole sweep until the writer sends the next line).
-
-    Close it with ``aclose`` (``contextlib.aclosing``) before closing ``stream``: that stops
-    watching the pipe and puts it back in blocking mode, as a shell's stdin shared with the
-    commands that follow expects."""
-    loop = asyncio.get_running_loop()
+    """The ICCIDs of a pipe, each as soon as its line comes (a blocking read would stop the
+    whole sweep until the writer sends the next line). Close it with ``aclose`` before closing
+    ``stream``: that stops watching the pipe and puts it back in blocking mode, as a shell's
+    stdin shared with the commands that follow expects."""
     reader = asyncio.StreamReader(limit=_MAX_LINE)
     fd = stream.fileno()
-    was_blocking = os.get_blocking(fd)
-    pipe = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
-    try:
-        transport, _ = await loop.connect_read_pipe(
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_set_blocking, fd, os.get_blocking(fd))
+        pipe = cleanup.enter_context(open(fd, "rb", buffering=0, closefd=False))
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(reader), pipe
         )
-    except BaseException:
-        pipe.close()
-        _set_blocking(fd, was_blocking)
-        raise
-    try:
+        cleanup.callback(transport.close)
         while True:
             try:
                 raw = await reader.readuntil(b"\n")
@@ -480,9 +424,6 @@ async def _piped_iccids(stream: IO[str], skip: set[str]) -> AsyncGenerator[str, 
             iccid = _line_iccid(raw.decode("utf-8", "replace"))
             if iccid is not None and iccid not in skip:
                 yield iccid
-    finally:
-        transport.close()
-        _set_blocking(fd, was_blocking)
 
 
 def _set_blocking(fd: int, blocking: bool) -> None:
@@ -503,10 +444,6 @@ async def _skip_line(reader: asyncio.StreamReader) -> None:
             await reader.readexactly(exc.consumed)
 
 
-def _nothing() -> None:
-    """Nothing to do (flushing no output)."""
-
-
 def _format_eta(seconds: float | None) -> str:
     """``H:MM:SS`` (``-:--:--`` while unknown), like rich's own time columns."""
     if seconds is None:
@@ -516,13 +453,23 @@ def _format_eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _answered(path: Path, fmt: str) -> set[str]:
+def _answered(out: str, fmt: str) -> set[str]:
     """ICCIDs that already have an answer (not an error) in an earlier output file; a file
-    that cannot be read is a usage error (exit 2)."""
+    that cannot be read, or holds results in the other format (told by its first line), is a
+    usage error (exit 2)."""
+    path = Path(out)
     if not path.exists():
         return set()
     try:
         with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            first = f.readline(4096)
+            header = first.rstrip("\r\n") == ",".join(RECORD_FIELDS)
+            written = "jsonl" if first.startswith("{") else "csv" if header else None
+            if written not in (None, fmt):
+                raise click.UsageError(
+                    f"--out {out} holds {written} results: resume it with --format {written}"
+                )
+            f.seek(0)
             if fmt == "csv":
                 # A row cut short by the interruption lacks its last fields: it is no answer.
                 records: list[Any] = [r for r in csv.DictReader(f) if None not in r.values()]
@@ -541,53 +488,21 @@ def _answered(path: Path, fmt: str) -> set[str]:
     }
 
 
-def _same_file(a: str, b: str) -> bool:
-    """Whether the paths ``a`` and ``b`` name one existing file."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False  # (one of them does not exist yet, or cannot be looked at)
-
-
 def _is_input(source: str, out: str) -> bool:
     """Whether the results file ``out`` is the file the ICCIDs are read from: ``source`` itself,
     or for ``-`` the regular file stdin is redirected from (``< fleet.txt``)."""
-    if source != "-":
-        return _same_file(source, out)
     try:
+        if source != "-":
+            return os.path.samefile(source, out)
         stdin = os.fstat(sys.stdin.fileno())
         return stat.S_ISREG(stdin.st_mode) and os.path.samestat(stdin, os.stat(out))
     except (OSError, ValueError):
-        return False  # (no stdin file, or no --out yet)
-
-
-def _written_format(path: Path) -> str | None:
-    """The format of the results an earlier run wrote to ``path`` (``jsonl`` or ``csv``), told
-    by its first line; ``None`` when there is none or it is neither."""
-    try:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            first = f.readline(4096)
-    except OSError:
-        return None  # (reading it to resume reports why)
-    if first.startswith("{"):
-        return "jsonl"
-    if first.rstrip("\r\n") == ",".join(RECORD_FIELDS):
-        return "csv"
-    return None
-
-
-class _OutputFailed(Exception):
-    """Writing a result to ``--out`` failed (a full disk, a closed pipe...)."""
-
-    def __init__(self, target: str, error: OSError) -> None:
-        super().__init__(f"cannot write --out {target}: {error.strerror or error}")
+        return False  # (one of them does not exist yet, or there is no stdin file)
 
 
 def _open_results(path: Path, resume: bool) -> IO[str]:
-    """``--out`` opened for the results, for appending whatever ``resume`` says: nothing it
-    holds is lost before the sweep starts (:func:`_start_results` empties it then, without
-    ``resume``). A path that cannot be written is a usage error (exit 2), raised before
-    anything is asked of the provider."""
+    """``--out`` opened for appending whatever ``resume`` says (:func:`_start_results` empties
+    it); a path that cannot be written is a usage error, raised before any request."""
     try:
         return path.open("a", newline="", encoding="utf-8")
     except OSError as exc:
@@ -595,33 +510,27 @@ def _open_results(path: Path, resume: bool) -> IO[str]:
 
 
 def _start_results(stream: IO[str], path: Path, resume: bool, header: bool) -> None:
-    """Make ``stream`` (``--out``, opened by :func:`_open_results`) ready for the results, once
-    every check has passed: emptied for a new sweep (a regular file; a device or a pipe has
-    nothing to empty), or with the line an interruption cut short ended for ``resume``."""
+    """Make the ``--out`` file ready once every check has passed: emptied for a new sweep (a
+    regular file; a device or a pipe has nothing to empty), or with the line an interruption
+    cut short ended for ``resume``."""
     if not resume:
         if stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
             stream.truncate(0)
-    elif not header and not _ends_with_newline(path):
-        stream.write("\n")
+    elif not header:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                stream.write("\n")
 
 
-def _close_quietly(stream: IO[str]) -> None:
-    """Close ``stream`` after a failure; what it could not write was already reported."""
+def _release(stream: IO[str], created: Path | None, started: list[bool]) -> None:
+    """Close ``--out`` at the end (a failure to write was already reported), and remove the
+    file ``created`` for a sweep that never started (a usage error)."""
     with contextlib.suppress(OSError):
         stream.close()
-
-
-def _remove_unused(path: Path, started: list[bool]) -> None:
-    """Remove ``path``, created for results, when the sweep never started (a usage error)."""
-    if not started:
+    if created is not None and not started:
         with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+            created.unlink()
 
 
 #: What makes a spreadsheet read a cell as a formula.
@@ -649,46 +558,34 @@ def _writer(stream: IO[str] | None, fmt: str, header: bool) -> Callable[[UsageRe
     return lambda result: stream.write(json.dumps(result.as_record(), separators=(",", ":")) + "\n")
 
 
-def _guarded(target: str, action: Callable[..., Any]) -> Callable[..., Any]:
-    """``action`` raising :class:`_OutputFailed` where it fails to write to ``target``."""
-
-    def run(*args: Any) -> Any:
-        try:
-            return action(*args)
-        except OSError as exc:
-            raise _OutputFailed(target, exc) from exc
-
-    return run
+@contextlib.contextmanager
+def _writing(target: str) -> Iterator[None]:
+    """Make a failure to write to ``target`` (a full disk, a closed pipe...) a ClickException:
+    raised out of the sweep, it stops the sweep. Also a decorator."""
+    try:
+        yield
+    except OSError as exc:
+        raise click.ClickException(f"cannot write --out {target}: {exc.strerror or exc}") from None
 
 
 @main.command()
 @click.option(
     "--iccids",
     "source",
-    default=None,
     metavar="FILE|-",
     help=(
         "ICCIDs, one per line ('-' for stdin), in UTF-8; a file given by path may also be "
         "UTF-16 with a byte order mark (a pipe or stdin is read as UTF-8)."
     ),
 )
-@click.option(
-    "--out",
-    default="-",
-    show_default=True,
-    metavar="FILE|-",
-    help="Where results go ('-' for stdout).",
-)
-@click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
-)
+@click.option("--out", default="-", metavar="FILE|-", help="Where results go ('-' for stdout).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
 @click.option(
     "--resume", is_flag=True, help="Skip ICCIDs already answered in --out and append to it."
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=None,
     help="Requests in flight (default: derived from the company limit).",
 )
 @_refresh
@@ -723,115 +620,87 @@ def sweep(
     if source is not None and out not in ("", "-") and _is_input(source, out):
         what = "the --iccids file" if source != "-" else "the file stdin (--iccids -) reads"
         raise click.UsageError(f"--out {out} is {what}: the results would overwrite the ICCIDs")
-    if resume:
-        written = _written_format(Path(out))
-        if written is not None and written != fmt:
-            raise click.UsageError(
-                f"--out {out} holds {written} results: resume it with --format {written}"
-            )
-    skip = _answered(Path(out), fmt) if resume else set()
-
+    skip = _answered(out, fmt) if resume else set()
     received: list[int] = []  # the stop signals that came
 
     async def run() -> int:
         main_task = asyncio.current_task()
         assert main_task is not None
-        restore = _interrupt_on_signals(main_task, received)
         try:
-            return await sweep_once(main_task, received)
-        except asyncio.CancelledError:
-            if not received:
-                raise
-            main_task.uncancel()
-            click.echo("interrupted", err=True)
-            return 130
-        finally:
-            restore()
+            async with contextlib.AsyncExitStack() as stack:
+                stack.callback(_interrupt_on_signals(main_task, received))
+                # The input and the output first: a path that cannot be read or written costs no
+                # request, and --out loses nothing until every check has passed.
+                iccids: Iterable[str] | AsyncIterable[str] | None = None
+                if source is not None:
+                    iccids = _iccid_source(_open_iccids(stack, source), skip)
+                    if isinstance(iccids, AsyncGenerator):
+                        # Closed before its stream is: it stops watching the pipe at once.
+                        await stack.enter_async_context(contextlib.aclosing(iccids))
+                out_stream: IO[str] | None = sys.stdout if out == "-" else None
+                owned: IO[str] | None = None  # the --out file opened here
+                header = True
+                path = Path(out)
+                started: list[bool] = []
+                if out and out != "-":
+                    header = not (resume and path.exists() and path.stat().st_size > 0)
+                    created = None if path.exists() else path
+                    out_stream = owned = _open_results(path, resume)
+                    stack.callback(_release, owned, created, started)
+                url = None
+                if emulator:
+                    from .testing import Emulator, Fleet
 
-    async def sweep_once(main_task: asyncio.Task[Any], received: list[int]) -> int:
-        async with contextlib.AsyncExitStack() as stack:
-            # The input and the output first: a path that cannot be read or written costs no
-            # request, and --out loses nothing until every check has passed.
-            iccids: Iterable[str] | AsyncIterable[str] | None = None
-            if source is not None:
-                iccids = _iccid_source(_open_iccids(stack, source), skip)
-                if isinstance(iccids, AsyncGenerator):
-                    # Closed before its stream is: it stops watching the pipe at once.
-                    await stack.enter_async_context(contextlib.aclosing(iccids))
-            out_stream: IO[str] | None = sys.stdout if out == "-" else None
-            owned: IO[str] | None = None  # the --out file opened here
-            target = out or "-"
-            header = True
-            path = Path(out)
-            started: list[bool] = []
-            if out and out != "-":
-                header = not (resume and path.exists() and path.stat().st_size > 0)
-                created = not path.exists()
-                out_stream = owned = _open_results(path, resume)
-                if created:
-                    stack.callback(_remove_unused, path, started)
-                stack.callback(_close_quietly, owned)
-            url = None
-            if emulator:
-                from .testing import Emulator, Fleet
-
-                limits = _server_limits(
-                    settings.provider, settings.company_rate, settings.iccid_rate
-                )
-                emu = await stack.enter_async_context(
-                    Emulator(fleet=Fleet.generate(emulator_size, seed=2026), limits=limits)
-                )
-                url = emu.url
-                if not quiet:
-                    console.print(
-                        f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
-                        f"and {settings.provider}'s limits"
+                    limits = _server_limits(
+                        settings.provider, settings.company_rate, settings.iccid_rate
                     )
-            if iccids is None:
-                iccids = [i for i in emu.fleet.iccids() if i not in skip]
-            client = await stack.enter_async_context(settings.client(emulator=url))
-            # Every check has passed: the sweep starts.
-            started.append(True)
-            try:
-                if owned is not None:
-                    _start_results(owned, path, resume, header)
-                write = _guarded(target, _writer(out_stream, fmt, header))
-            except OSError as exc:
-                raise click.ClickException(str(_OutputFailed(target, exc))) from None
-            flush = _guarded(target, out_stream.flush if out_stream is not None else _nothing)
-            close = _guarded(target, owned.close if owned is not None else _nothing)
-            progress = Progress(
-                TextColumn("[bold]sweep"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:.1f}/s"),
-                TextColumn("cache {task.fields[hits]}"),
-                TextColumn("errors {task.fields[errors]}"),
-                TimeElapsedColumn(),
-                TextColumn("eta {task.fields[eta]}"),
-                console=console,
-                disable=quiet or not console.is_terminal,
-            )
+                    emu = await stack.enter_async_context(
+                        Emulator(fleet=Fleet.generate(emulator_size, seed=2026), limits=limits)
+                    )
+                    url = emu.url
+                    if not quiet:
+                        console.print(
+                            f"[bold]Emulator[/bold] on {emu.url} with {emulator_size} eSIMs "
+                            f"and {settings.provider}'s limits"
+                        )
+                if iccids is None:
+                    iccids = [i for i in emu.fleet.iccids() if i not in skip]
+                client = await stack.enter_async_context(settings.client(emulator=url))
+                # Every check has passed: the sweep starts.
+                started.append(True)
+                with _writing(out):
+                    if owned is not None:
+                        _start_results(owned, path, resume, header)
+                    write = _writing(out)(_writer(out_stream, fmt, header))  # (a CSV header)
+                # Closing --out flushes it: a file system may report a failure to write only then.
+                finish = _writing(out)(owned.close if owned is not None else sys.stdout.flush)
+                progress = Progress(
+                    TextColumn("[bold]sweep"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[sweep].rate:.1f}/s"),
+                    TextColumn("cache {task.fields[sweep].cache_hits}"),
+                    TextColumn("errors {task.fields[sweep].errors}"),
+                    TimeElapsedColumn(),
+                    TextColumn("eta {task.fields[eta]}"),
+                    console=console,
+                    disable=quiet or not console.is_terminal,
+                )
 
-            def show(p: SweepProgress) -> dict[str, Any]:
-                return {
-                    "total": p.total,
-                    "rate": p.rate,
-                    "hits": p.cache_hits,
-                    "errors": p.errors,
-                    "eta": _format_eta(p.eta),
-                }
+                def show(p: SweepProgress) -> dict[str, Any]:
+                    return {"total": p.total, "sweep": p, "eta": _format_eta(p.eta)}
 
-            swept = client.sims.usage_many(
-                iccids,
-                refresh=refresh,
-                concurrency=concurrency,
-                progress=lambda p: progress.update(task, completed=p.done, **show(p)),
-            )
-            # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
-            # the first frame, before any result.
-            task = progress.add_task("sweep", **show(swept.progress))
-            try:
+                swept = client.sims.usage_many(
+                    iccids,
+                    refresh=refresh,
+                    concurrency=concurrency,
+                    progress=lambda p: progress.update(task, completed=p.done, **show(p)),
+                )
+                # A sized input (a counted file, the emulator's fleet) shows its total and ETA from
+                # the first frame, before any result.
+                task = progress.add_task("sweep", **show(swept.progress))
+                # A failure to write raises out of the sweep, which stops it: nothing more is asked
+                # for that cannot be kept.
                 with progress:
                     async with swept as results:
                         try:
@@ -841,45 +710,95 @@ def sweep(
                             if not received:
                                 raise
                             main_task.uncancel()
-                            # Stopped by a signal: the sweep is closed, and what it had
-                            # already received is written before the end.
+                            # Stopped by a signal: the sweep is closed, and what it had already
+                            # received is written before the end.
                             async for result in results:
                                 write(result)
-                    flush()
-                    close()  # a file system may report a failure to write only here
-            except _OutputFailed as exc:
-                # Leaving the sweep stopped it: nothing more is asked for that cannot be kept.
-                raise click.ClickException(str(exc)) from None
-            if received:
-                click.echo("interrupted", err=True)
-                return 130
-            summary = swept.summary
-            if not quiet:
-                notes = [f"{len(skip)} skipped (already answered)"] if resume else []
-                if emulator:
-                    notes.append(f"429s from the emulator: {client.stats.rate_limited}")
-                rate = summary.total / summary.elapsed if summary.elapsed else 0.0
-                rows: list[tuple[str, object]] = [
-                    ("eSIMs", summary.total),
-                    ("answered", summary.ok),
-                    ("errors", summary.errors),
-                    ("from cache", summary.from_cache),
-                    *_counted("status", summary.by_status),
-                    *_counted("error", summary.by_error),
-                    ("nearly out of data (<= 10 %)", summary.low_data_count),
-                    ("time", f"{summary.elapsed:.1f} s ({rate:.1f} eSIMs/s)"),
-                ]
-                if notes:
-                    rows.append(("", "; ".join(notes)))
-                console.print(_table("Sweep summary", rows))
-            return 1 if summary.errors else 0
+                    finish()
+                if received:
+                    click.echo("interrupted", err=True)
+                    return 130
+                summary = swept.summary
+                if not quiet:
+                    notes = [f"{len(skip)} skipped (already answered)"] if resume else []
+                    if emulator:
+                        notes.append(f"429s from the emulator: {client.stats.rate_limited}")
+                    rate = summary.total / summary.elapsed if summary.elapsed else 0.0
+                    rows: list[tuple[str, object]] = [
+                        ("eSIMs", summary.total),
+                        ("answered", summary.ok),
+                        ("errors", summary.errors),
+                        ("from cache", summary.from_cache),
+                        *_counted("status", summary.by_status),
+                        *_counted("error", summary.by_error),
+                        ("nearly out of data (<= 10 %)", summary.low_data_count),
+                        ("time", f"{summary.elapsed:.1f} s ({rate:.1f} eSIMs/s)"),
+                    ]
+                    if notes:
+                        rows.append(("", "; ".join(notes)))
+                    console.print(_table("Sweep summary", rows))
+                return 1 if summary.errors else 0
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            main_task.uncancel()
+            click.echo("interrupted", err=True)
+            return 130
 
     try:
         code = _run(run())
     finally:
         if received:
-            _ignore_stop_signals()
+            # Python's exit puts the default handlers back, by which a further signal would
+            # end the process with -15 or -2 instead of 130: ignore them from now on.
+            for sig in _STOP_SIGNALS:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)
+
+
+def _interrupt_on_signals(task: asyncio.Task[Any], received: list[int]) -> Callable[[], None]:
+    """On a first SIGINT or SIGTERM, note it in ``received`` and cancel ``task`` (which then
+    ends cleanly); a second one raises :class:`KeyboardInterrupt` at once, even out of a
+    blocking read (exit code 130).
+
+    Returns what to call when ``task`` has ended: it puts the previous handlers back when no
+    signal came (one not installed from Python cannot be, and is skipped); else the process
+    is ending with 130, and any further signal ends it with 130 at once."""
+    loop = asyncio.get_running_loop()
+    finishing = False  # once set, a signal ends the process at once
+
+    def handler(number: int, _frame: object) -> None:
+        nonlocal finishing
+        if not received:
+            received.append(number)
+            loop.call_soon_threadsafe(task.cancel)
+            return
+        if finishing:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # (the signal may come mid-write)
+                    stream.flush()
+            os._exit(130)
+        finishing = True
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
+    for sig in _STOP_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:
+            continue  # not the main thread: Ctrl-C interrupts as usual
+
+    def restore() -> None:
+        nonlocal finishing
+        if received:
+            finishing = True
+            return
+        for sig, old in previous.items():
+            if old is not None:
+                signal.signal(sig, old)
+
+    return restore
 
 
 # --------------------------------------------------------------------------- emulator
@@ -889,40 +808,27 @@ def sweep(
 @click.option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
     type=click.Choice(["127.0.0.1", "localhost", "::1"]),
     help="Loopback only.",
 )
 @_port
-@click.option("--fleet", "size", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--seed", type=int, default=2026, show_default=True)
+@click.option("--fleet", "size", type=click.IntRange(min=1), default=300)
+@click.option("--seed", type=int, default=2026)
+@click.option("--limits", type=click.Choice(["airalo", "pressone", "none"]), default="airalo")
+@click.option("--algorithm", type=click.Choice(["sliding", "fixed"]), default="sliding")
 @click.option(
-    "--limits",
-    type=click.Choice(["airalo", "pressone", "none"]),
-    default="airalo",
-    show_default=True,
-)
-@click.option(
-    "--algorithm", type=click.Choice(["sliding", "fixed"]), default="sliding", show_default=True
-)
-@click.option(
-    "--iccids-out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the fleet's ICCIDs to this file.",
+    "--iccids-out", type=click.Path(dir_okay=False), help="Write the fleet's ICCIDs to this file."
 )
 @_duration
 @_rates
 @click.option(
     "--tls",
     is_flag=True,
-    default=False,
     help="Serve https with a throwaway certificate for loopback (for https-only clients).",
 )
 @click.option(
     "--cert-out",
     type=click.Path(dir_okay=False),
-    default=None,
     help="With --tls: write the certificate clients should trust here (PEM), e.g. for "
     "SSL_CERT_FILE or NODE_EXTRA_CA_CERTS.",
 )
@@ -949,8 +855,7 @@ def emulator_command(
 
     if cert_out is not None and not tls:
         raise click.UsageError("--cert-out needs --tls")
-    server_limits = _server_limits(limits, company_rate, iccid_rate)
-    server_limits.algorithm = algorithm  # type: ignore[assignment]
+    server_limits = _server_limits(limits, company_rate, iccid_rate, algorithm=algorithm)
     fleet = Fleet.generate(size, seed=seed)
     if iccids_out:
         Path(iccids_out).write_text("\n".join(fleet.iccids()) + "\n")
@@ -982,23 +887,16 @@ def webhooks() -> None:
 @click.option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
     help="Address to bind (put a TLS-terminating proxy in front in production).",
 )
 @_port
-@click.option("--path", default="/", show_default=True, help="Where the receiver is mounted.")
+@click.option("--path", default="/", help="Where the receiver is mounted.")
 @click.option(
     "--secret-env",
     default=AiraloClient.ENV_VARS.client_secret,
-    show_default=True,
     help="Environment variable holding the signing secret (your client secret).",
 )
-@click.option(
-    "--ack",
-    type=click.Choice(["immediate", "after_handler"]),
-    default="immediate",
-    show_default=True,
-)
+@click.option("--ack", type=click.Choice(["immediate", "after_handler"]), default="immediate")
 @_duration
 @_metrics
 def webhooks_serve(
@@ -1012,7 +910,6 @@ def webhooks_serve(
     metrics_host: str,
 ) -> None:
     """Receive notifications and print each verified event as a JSON line."""
-    import msgspec
     from aiohttp import web
 
     from .metrics import serve_app
@@ -1041,20 +938,14 @@ def webhooks_serve(
                 from .metrics import WebhookCollector
 
                 collector = WebhookCollector(receiver[RECEIVER].stats, by_type)
-                await _serve_metrics(
-                    stack, collector, metrics_host, metrics_port, lambda m: click.echo(m, err=True)
-                )
+                await _serve_metrics(stack, collector, metrics_host, metrics_port)
             await _wait(duration)
 
     _run(serve())
 
 
 async def _serve_metrics(
-    stack: contextlib.AsyncExitStack,
-    collector: Any,
-    host: str,
-    port: int,
-    say: Callable[[str], Any],
+    stack: contextlib.AsyncExitStack, collector: Any, host: str, port: int
 ) -> None:
     """Serve ``collector`` at ``http://host:port/metrics`` until ``stack`` closes."""
     from .metrics import new_registry, serve_metrics
@@ -1064,7 +955,7 @@ async def _serve_metrics(
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     bound = await stack.enter_async_context(serve_metrics(registry, host, port))
-    say(f"metrics on http://{host}:{bound}/metrics")
+    click.echo(f"metrics on http://{host}:{bound}/metrics", err=True)
 
 
 # --------------------------------------------------------------------------- monitor
@@ -1082,46 +973,60 @@ def event_record(event: UsageEvent) -> dict[str, object]:
     }
 
 
+def _listed_iccids(stream: IO[str], source: str) -> dict[str, int]:
+    """The ICCIDs of ``stream``, each with the number of the line it first appears on."""
+    listed: dict[str, int] = {}
+    try:
+        for number, line in enumerate(stream, start=1):
+            iccid = _line_iccid(line)
+            if iccid is not None:
+                listed.setdefault(iccid, number)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"cannot read --iccids {source}: {exc}") from None
+    return listed
+
+
+@dataclass
 class _ResumedClock:
     """The emulator's clock for the demonstration: monotonic time from ``base`` on, so a
     resumed run continues the fleet's life where the previous one stopped."""
 
-    def __init__(self) -> None:
-        self.base = 0.0
-        self._start = _SYSTEM_CLOCK.now()
+    base: float = 0.0
+    start: float = field(default_factory=_SYSTEM_CLOCK.now)
 
     def now(self) -> float:
-        return self.base + (_SYSTEM_CLOCK.now() - self._start)
+        return self.base + (_SYSTEM_CLOCK.now() - self.start)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
 
+@dataclass
 class _LiveView:
     """What the terminal shows while the monitor runs."""
 
-    def __init__(self, monitor: FleetMonitor, client: BaseClient, title: str) -> None:
-        self.monitor = monitor
-        self.client = client
-        self.title = title
-        self.recent: deque[UsageEvent] = deque(maxlen=RECENT_EVENTS)
-        self._last = (_SYSTEM_CLOCK.now(), 0)
-        self._rate = 0.0
+    monitor: FleetMonitor
+    client: BaseClient
+    title: str
+    recent: deque[UsageEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
+    #: When the read rate was last worked out, and the reads then.
+    last: tuple[float, int] = field(default_factory=lambda: (_SYSTEM_CLOCK.now(), 0))
+    rate: float = 0.0
 
     def __rich__(self) -> Table:
         from .metrics import fleet_summary
 
         stats = self.monitor.stats
         now, reads = _SYSTEM_CLOCK.now(), stats.reads
-        then, before = self._last
+        then, before = self.last
         if now - then >= 1.0:
-            self._rate = (reads - before) / (now - then)
-            self._last = (now, reads)
+            self.rate = (reads - before) / (now - then)
+            self.last = (now, reads)
         summary = fleet_summary(self.monitor)
         rows: list[tuple[str, object]] = [
             ("tracked", summary.tracked),
             ("by status", ", ".join(f"{k} {v}" for k, v in sorted(summary.by_status.items()))),
-            ("reads", f"{stats.reads} ({self._rate:.1f}/s), errors {stats.errors}"),
+            ("reads", f"{stats.reads} ({self.rate:.1f}/s), errors {stats.errors}"),
             ("429s", self.client.stats.rate_limited),
             ("near a threshold", summary.near_threshold),
             ("events", ", ".join(f"{k} {v}" for k, v in sorted(stats.events.items())) or "-"),
@@ -1133,26 +1038,21 @@ class _LiveView:
 
 
 @main.group(invoke_without_command=True)
-@click.option(
-    "--iccids", "source", default=None, metavar="FILE|-", help="ICCIDs to track, one per line."
-)
+@click.option("--iccids", "source", metavar="FILE|-", help="ICCIDs to track, one per line.")
 @click.option(
     "--db",
-    default=None,
     type=click.Path(dir_okay=False),
     help="SQLite file keeping the monitor's state: a later run resumes from it.",
 )
 @click.option(
     "--events",
     "events_out",
-    default=None,
     metavar="FILE|-",
     help="Append each event as a JSON line to FILE ('-' for stdout).",
 )
 @click.option(
     "--thresholds",
     default="0.75,0.9",
-    show_default=True,
     callback=_parse_thresholds,
     help="Fractions of data used to report, comma-separated.",
 )
@@ -1160,7 +1060,6 @@ class _LiveView:
     "--share",
     type=click.FloatRange(0.0, 1.0, min_open=True),
     default=1.0,
-    show_default=True,
     help="Fraction of the usage budget the monitor may use.",
 )
 @_duration
@@ -1201,33 +1100,22 @@ def monitor(
     console = Console(stderr=True)
 
     async def run() -> int:
+        from rich.live import Live
+
         from .monitor import FleetMonitor
 
-        stop = asyncio.Event()
         received: list[int] = []
-        loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
-            for sig in _stop_on_signals(stop, received):
-                stack.callback(loop.remove_signal_handler, sig)
-            url = None
-            overrides: dict[str, Any] = {}
+            stopped = _stop_on_signals(stack, received)
+            options: dict[str, Any] = {}
             if emulator:
-                url, iccids = await _monitor_emulator(stack, settings, emulator_size, db)
-                overrides = {
-                    "cache_ttl": EMULATOR_CACHE_TTL,
-                    "company_rate": settings.company_rate or EMULATOR_COMPANY_RATE,
-                    "iccid_rate": settings.iccid_rate or EMULATOR_ICCID_RATE,
-                }
+                options, iccids = await _monitor_emulator(stack, settings, emulator_size, db)
             else:
                 assert source is not None
                 lines = _listed_iccids(_open_iccids(stack, source), source)
                 iccids = list(lines)
-            out: IO[str] | None = None
-            if events_out == "-":
-                out = sys.stdout
-            elif events_out:
-                out = _open_output(stack, events_out, "--events")
-            client = await stack.enter_async_context(settings.client(emulator=url, **overrides))
+            out = _open_events(stack, events_out) if events_out else None
+            client = await stack.enter_async_context(settings.client(**options))
             fleet_monitor = FleetMonitor(client, thresholds, store=db, share=share)
             try:
                 await fleet_monitor.track(iccids)
@@ -1242,16 +1130,9 @@ def monitor(
                 from .metrics import MonitorCollector
 
                 collector = MonitorCollector(fleet_monitor, client)
-                await _serve_metrics(
-                    stack,
-                    collector,
-                    metrics_host,
-                    metrics_port,
-                    lambda m: console.print(m, highlight=False),
-                )
-            view = _LiveView(
-                fleet_monitor, client, "fleet monitor" + (" (emulator)" if emulator else "")
-            )
+                await _serve_metrics(stack, collector, metrics_host, metrics_port)
+            title = "fleet monitor" + (" (emulator)" if emulator else "")
+            view = _LiveView(fleet_monitor, client, title)
             show = not quiet and console.is_terminal
 
             async def consume() -> None:
@@ -1261,20 +1142,14 @@ def monitor(
                         out.write(json.dumps(event_record(event), separators=(",", ":")) + "\n")
                         out.flush()
 
-            from rich.live import Live
-
             live = Live(view, console=console, refresh_per_second=2) if show else None
             with live or contextlib.nullcontext():
                 consumer = asyncio.ensure_future(consume())
                 try:
                     async with fleet_monitor:
-                        waiter = asyncio.ensure_future(stop.wait())
-                        try:
-                            await asyncio.wait(
-                                {waiter, consumer}, timeout=duration, return_when="FIRST_COMPLETED"
-                            )
-                        finally:
-                            waiter.cancel()
+                        await asyncio.wait(
+                            {stopped, consumer}, timeout=duration, return_when="FIRST_COMPLETED"
+                        )
                 finally:
                     # The monitor has stopped: the consumer takes what is left, then ends.
                     await consumer
@@ -1289,139 +1164,73 @@ def monitor(
     sys.exit(_run(run()))
 
 
-#: The monitor's thresholds when none are given (fractions of data used).
-DEFAULT_THRESHOLDS = (0.75, 0.9)
-
-
 def _stored_thresholds(value: object) -> tuple[float, ...] | None:
     """The thresholds a store keeps (as written, in their order), if they are usable."""
     if not isinstance(value, list | tuple) or not value:
         return None
-    if any(
-        isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t <= 1.0 for t in value
-    ):
+    if any(isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 1 for t in value):
         return None
     return tuple(float(t) for t in value)
 
 
-#: What a file that is not a usable monitor store raises (not SQLite, damaged, newer).
-_STORE_ERRORS = (sqlite3.Error, msgspec.MsgspecError)
-
-
-def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> list[int]:
-    """Make SIGINT and SIGTERM set ``stop``; returns the signals handled this way."""
+def _stop_on_signals(stack: contextlib.AsyncExitStack, received: list[int]) -> asyncio.Future[None]:
+    """Done at the first SIGINT or SIGTERM (each noted in ``received``), until ``stack`` closes."""
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    stopped: asyncio.Future[None] = loop.create_future()
 
-        def on_signal(number: int = int(sig)) -> None:
-            received.append(number)
-            stop.set()
+    def on_signal(number: int) -> None:
+        received.append(number)
+        if not stopped.done():
+            stopped.set_result(None)
 
+    for sig in _STOP_SIGNALS:
         try:
-            loop.add_signal_handler(sig, on_signal)
+            loop.add_signal_handler(sig, on_signal, int(sig))
         except (NotImplementedError, RuntimeError, ValueError):
             continue  # not the main thread, or no signals here: Ctrl-C interrupts instead
-        installed.append(int(sig))
-    return installed
+        stack.callback(loop.remove_signal_handler, sig)
+    return stopped
 
 
-def _interrupt_on_signals(task: asyncio.Task[Any], received: list[int]) -> Callable[[], None]:
-    """On a first SIGINT or SIGTERM, note it in ``received`` and cancel ``task`` (which then
-    ends cleanly); a second one raises :class:`KeyboardInterrupt` at once, even out of a
-    blocking read, and the exit code is 130.
+class _SavedLife(msgspec.Struct):
+    """What the demonstration's side file keeps of its fleet's life between runs."""
 
-    Returns what to call when ``task`` has ended: it puts the previous handlers back when no
-    signal came (a previous handler not installed from Python cannot be put back, and is
-    not). When one came, the process is ending with exit code 130: the handlers stay, and
-    any further signal ends the process with 130 at once, while it is still finishing."""
-    loop = asyncio.get_running_loop()
-    finishing = False  # once set, a signal ends the process at once
-
-    def handler(number: int, _frame: object) -> None:
-        nonlocal finishing
-        if not received:
-            received.append(number)
-            loop.call_soon_threadsafe(task.cancel)
-            return
-        if finishing:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):  # (the signal may come mid-write)
-                    stream.flush()
-            os._exit(130)
-        finishing = True
-        raise KeyboardInterrupt
-
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:
-            continue  # not the main thread: Ctrl-C interrupts as usual
-
-    def restore() -> None:
-        nonlocal finishing
-        if received:
-            finishing = True
-            return
-        for sig, old in previous.items():
-            if old is not None:
-                signal.signal(sig, old)
-
-    return restore
-
-
-def _ignore_stop_signals() -> None:
-    """Ignore SIGINT and SIGTERM from now on: the process is ending with exit code 130 after a
-    stop signal. (Python's exit puts the default handlers back, by which a signal coming then
-    would end the process with -15 or -2 instead.)"""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(sig, signal.SIG_IGN)
+    elapsed: float = 0.0
+    generated_at: datetime | None = None
 
 
 async def _monitor_emulator(
     stack: contextlib.AsyncExitStack, settings: Settings, size: int, db: str | None
-) -> tuple[str, list[str]]:
+) -> tuple[dict[str, Any], list[str]]:
     """Start the demonstration emulator with a living fleet (resumed from ``db``'s side file
-    when there is one, and saved to it at the end); returns its URL and ICCIDs."""
+    when there is one, and saved to it at the end); returns the client's options for it, and
+    its ICCIDs."""
     from .testing import Emulator, Fleet, ServerLimits
     from .testing.life import FleetLife
 
     life_file = Path(f"{db}.emulator.json") if db is not None else None
-    saved: dict[str, Any] = {}
-    if life_file is not None and life_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            saved = json.loads(life_file.read_text())
-    generated = saved.get("generated_at")
-    fleet = Fleet.generate(
-        size,
-        seed=2026,
-        now=datetime.fromisoformat(generated) if isinstance(generated, str) else None,
-    )
+    saved = _SavedLife()
+    if life_file is not None:
+        with contextlib.suppress(OSError, msgspec.MsgspecError):  # missing or damaged: a new life
+            saved = msgspec.json.decode(life_file.read_bytes(), type=_SavedLife)
+    fleet = Fleet.generate(size, seed=2026, now=saved.generated_at)
     clock = _ResumedClock()
-    limits = ServerLimits(
-        usage_company=settings.company_rate or EMULATOR_COMPANY_RATE,
-        usage_iccid=settings.iccid_rate or EMULATOR_ICCID_RATE,
-        token=None,
-    )
+    company = settings.company_rate or EMULATOR_COMPANY_RATE
+    iccid = settings.iccid_rate or EMULATOR_ICCID_RATE
+    limits = ServerLimits(usage_company=company, usage_iccid=iccid, token=None)
     emu = Emulator(fleet=fleet, limits=limits, cache_ttl=EMULATOR_CACHE_TTL, clock=clock)
     life = FleetLife(emu, time_scale=EMULATOR_SCALE, seed=2026)
-    clock.base = float(saved.get("elapsed", 0.0))  # the fleet's life resumes where it was
+    clock.base = saved.elapsed  # the fleet's life resumes where it was
     life.attach()
     await stack.enter_async_context(emu)
     if life_file is not None:
-        generated_at = fleet.generated_at
-
-        def save_life() -> None:
-            record = {
-                "elapsed": clock.now(),
-                "generated_at": generated_at.isoformat() if generated_at else None,
-            }
-            life_file.write_text(json.dumps(record))
-
-        stack.callback(save_life)
-    return emu.url, list(fleet.iccids())
+        stack.callback(
+            lambda: life_file.write_bytes(
+                msgspec.json.encode(_SavedLife(clock.now(), fleet.generated_at))
+            )
+        )
+    options = {"company_rate": company, "iccid_rate": iccid, "cache_ttl": EMULATOR_CACHE_TTL}
+    return {"emulator": emu.url, **options}, list(fleet.iccids())
 
 
 @monitor.command(name="status")
@@ -1433,10 +1242,7 @@ async def _monitor_emulator(
 )
 @click.option(
     "--thresholds",
-    default=None,
-    callback=lambda ctx, param, value: (
-        _parse_thresholds(ctx, param, value) if value is not None else None
-    ),
+    callback=_parse_thresholds,
     help=(
         "The thresholds the monitor runs with, for the near-threshold count [default: those "
         f"the store was last written with, else {','.join(map(str, DEFAULT_THRESHOLDS))}]."
@@ -1453,8 +1259,8 @@ def monitor_status(db: str, thresholds: tuple[float, ...] | None, as_json: bool)
     async def load() -> tuple[list[Any], dict[str, Any], list[Any]]:
         store = SqliteStore(db, read_only=True)
         try:
-            await store.open()
             try:
+                await store.open()
                 rows, meta = await store.load()
                 return rows, meta, await store.events()
             finally:
@@ -1469,14 +1275,11 @@ def monitor_status(db: str, thresholds: tuple[float, ...] | None, as_json: bool)
     marks = thresholds or (tuple(sorted(written)) if written else DEFAULT_THRESHOLDS)
     bits = written or marks
 
-    def at(t: float | None) -> datetime | None:
-        return datetime.fromtimestamp(t, UTC) if t is not None else None
-
     summary = summarise(
         (
             (
                 row.usage,
-                at(row.read_at),
+                None if row.read_at is None else datetime.fromtimestamp(row.read_at, UTC),
                 [t for i, t in enumerate(bits) if row.fired & (1 << i) and t in marks],
                 row.missing,
             )
@@ -1484,18 +1287,15 @@ def monitor_status(db: str, thresholds: tuple[float, ...] | None, as_json: bool)
         ),
         marks,
     )
-    last: dict[str, float] = {}
-    counts: Counter[str] = Counter()
-    for event in events:
-        counts[event.kind] += 1
-        last[event.kind] = max(last.get(event.kind, event.detected_at), event.detected_at)
+    counts = Counter(event.kind for event in events)
+    last = {event.kind: event.detected_at for event in sorted(events, key=lambda e: e.detected_at)}
     last_event = {k: datetime.fromtimestamp(v, UTC).isoformat() for k, v in last.items()}
     if as_json:
         record: dict[str, Any] = {
             "tracked": summary.tracked,
-            "by_status": dict(sorted(summary.by_status.items())),
+            "by_status": summary.by_status,
             "near_threshold": summary.near_threshold,
-            "events": dict(sorted(counts.items())),
+            "events": counts,
             "last_event": last_event,
             "freshest_reading_age": summary.freshest_age,
             "stalest_reading_age": summary.stalest_age,

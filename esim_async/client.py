@@ -25,7 +25,7 @@ from .limits import LimiterState, Rate
 from .models._base import Envelope
 from .models.auth import Token
 from .models.usage import Usage
-from .providers import AIRALO, PRESSONE
+from .providers import AIRALO, PRESSONE, EndpointLimit
 from .resources.account import AccountResource, AiraloAccountResource, DevicesResource
 from .resources.future_orders import FutureOrdersResource
 from .resources.notifications import NotificationsResource
@@ -139,34 +139,27 @@ def _from_environment(
     names: EnvNames,
     environ: Mapping[str, str] | None,
     overrides: Mapping[str, Any],
-    *,
-    base_url_required: bool,
 ) -> dict[str, Any]:
-    """The constructor keywords of ``from_env``: ``overrides``, and each of ``client_id``,
-    ``client_secret`` and ``base_url`` they leave out (or give as ``None``) read from
-    ``environ`` (``os.environ`` when ``None``). An empty or blank variable counts as missing.
-
-    Raises InvalidRequestError naming the variables that are missing, or the variable whose
-    base URL is malformed; never a variable's value.
-    """
+    """The constructor keywords of ``from_env``: ``overrides``, with each of ``names`` they
+    leave out (or give as ``None``) read from ``environ`` (a blank variable is missing)."""
     env: Mapping[str, str] = os.environ if environ is None else environ
-    kwargs = dict(overrides)
+    variables = {
+        "client_id": names.client_id,
+        "client_secret": names.client_secret,
+        "base_url": names.base_url,
+    }
+    kwargs = {k: v for k, v in overrides.items() if v is not None or k not in variables}
     missing: list[tuple[str, str]] = []
     base_url_var: str | None = None
-    for key, var in (
-        ("client_id", names.client_id),
-        ("client_secret", names.client_secret),
-        ("base_url", names.base_url),
-    ):
-        if kwargs.get(key) is not None:
+    for key, var in variables.items():
+        if key in kwargs or var is None:
             continue
-        kwargs.pop(key, None)
-        value = env.get(var) if var is not None else None
-        if value is not None and value.strip():
+        value = env.get(var, "")
+        if value.strip():
             kwargs[key] = value
             if key == "base_url":
                 base_url_var = var
-        elif var is not None and (key != "base_url" or base_url_required):
+        else:
             missing.append((key, var))
     if missing:
         *rest, (_, last) = missing
@@ -205,27 +198,23 @@ class BaseClient:
         # Held for the client's lifetime: never pushed out of the registry by later tokens.
         register_holder(self)
         self.__config = config
-        profile = config.profile
-        self.profile = profile
+        self.profile = profile = config.profile
         self._clock: Clock = config.clock
         self.stats = ClientStats()
         self._backend: Backend = config.backend
         # One account on one host: a sandbox and production never share limits or a token.
-        ns = f"{profile.name}:{self._client_id}@{config.base_url}"
-        self._namespace = ns
+        self._namespace = ns = f"{profile.name}:{self._client_id}@{config.base_url}"
         self._limiters: dict[str, RateLimiter] = {}
         self._token_limiter = self._endpoint_limiter("token")
-        self._usage_limiter = self._endpoint_limiter("usage")
         token_store = getattr(self._backend, "token_store", None)
         self._auth = TokenManager(
             self._fetch_token,
             clock=self._clock,
             store=token_store(ns) if token_store is not None else None,
         )
-        self._token_path = profile.path("token")
         #: Sandbox mode: one more limit over every endpoint of the account.
         self._account_limiter = (
-            self._limiter("account", shared=config.account_rate, per_key=None)
+            self._endpoint_limiter("account", EndpointLimit(shared=config.account_rate))
             if config.account_rate is not None
             else None
         )
@@ -283,23 +272,19 @@ class BaseClient:
             clock=self._clock,
         )
 
-    def _endpoint_limiter(self, endpoint: str) -> RateLimiter:
-        """The limiter of ``endpoint`` (created on first use; cool-downs apply even unlimited)."""
+    def _endpoint_limiter(self, endpoint: str, limit: EndpointLimit | None = None) -> RateLimiter:
+        """The limiter of ``endpoint`` (created on first use, with ``limit`` or the configured
+        one; cool-downs apply even unlimited)."""
         limiter = self._limiters.get(endpoint)
         if limiter is None:
-            limit = self.__config.limit(endpoint)
-            limiter = self._limiter(endpoint, shared=limit.shared, per_key=limit.per_key)
-        return limiter
-
-    def _limiter(self, endpoint: str, *, shared: Rate | None, per_key: Rate | None) -> RateLimiter:
-        limiter = self._backend.limiter(
-            f"{self._namespace}:{endpoint}",
-            shared=shared,
-            per_key=per_key,
-            margin=self.__config.rate_margin,
-            clock=self._clock,
-        )
-        self._limiters[endpoint] = limiter
+            limit = limit or self.__config.limit(endpoint)
+            limiter = self._limiters[endpoint] = self._backend.limiter(
+                f"{self._namespace}:{endpoint}",
+                shared=limit.shared,
+                per_key=limit.per_key,
+                margin=self.__config.rate_margin,
+                clock=self._clock,
+            )
         return limiter
 
     # ------------------------------------------------------------------ pipeline pieces
@@ -307,7 +292,7 @@ class BaseClient:
     async def _fetch_token(self) -> Token:
         request = Request(
             "POST",
-            self._token_path,
+            self.profile.path("token"),
             _token_decoder,
             limiter=self._token_limiter,
             account_limiter=self._account_limiter,
@@ -379,8 +364,7 @@ class BaseClient:
             ("package_history", context.history_endpoint),
         ):
             if endpoint in profile.paths:
-                route = profile.path(endpoint)
-                cached.set_instrumentation(instrumentation, endpoint, route, base)
+                cached.set_instrumentation(instrumentation, endpoint, profile.path(endpoint), base)
 
     async def __aenter__(self) -> Self:
         return self
@@ -507,7 +491,7 @@ class AiraloClient(BaseClient):
                 ``field`` is the argument it stands for; no value is ever shown), or a
                 keyword is invalid as in the constructor.
         """
-        return cls(**_from_environment(cls.ENV_VARS, environ, overrides, base_url_required=False))
+        return cls(**_from_environment(cls.ENV_VARS, environ, overrides))
 
     @property
     def sandbox(self) -> bool:
@@ -584,7 +568,7 @@ class PressOneClient(BaseClient):
         """A client whose credentials and host come from ``PRESSONE_CLIENT_ID``,
         ``PRESSONE_CLIENT_SECRET`` and ``PRESSONE_BASE_URL``, as :meth:`AiraloClient.from_env`
         (a malformed ``PRESSONE_BASE_URL`` raises InvalidRequestError naming the variable)."""
-        return cls(**_from_environment(cls.ENV_VARS, environ, overrides, base_url_required=True))
+        return cls(**_from_environment(cls.ENV_VARS, environ, overrides))
 
     @cached_property
     def voice(self) -> VoiceResource:

@@ -12,12 +12,13 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeGuard, Unpack
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from . import _constants as C
+from ._secrets import REDACTED
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .clock import Clock, MonotonicClock, as_clock
@@ -77,8 +78,10 @@ def check_base_url(base_url: object, *, field: str = "base_url") -> str:
         raise InvalidRequestError(f"{field} must be a non-empty str", field=field)
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        # (never the value: it may carry credentials, or be a secret passed in the wrong place)
         raise InvalidRequestError(
-            f"{field} must be http(s)://host[:port], got {base_url!r}", field=field
+            f"{field} must be http(s)://host[:port]: an http or https scheme and a host",
+            field=field,
         )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InvalidRequestError(
@@ -96,12 +99,7 @@ def check_base_url(base_url: object, *, field: str = "base_url") -> str:
 def check_timeout(value: object, *, field: str = "timeout") -> float:
     """``value`` as a number of seconds a wait may last: finite and above zero (aiohttp reads
     zero, a negative or a NaN timeout as none at all), else :class:`InvalidRequestError`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
         raise InvalidRequestError(
             f"{field} must be a finite number of seconds > 0, got {value!r}", field=field
         )
@@ -119,6 +117,10 @@ def check_max_age(value: object, *, field: str = "max_age") -> float:
     return _check_seconds(value, field, finite=False)
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_int(value: object, field: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidRequestError(
@@ -129,13 +131,7 @@ def _check_int(value: object, field: str, minimum: int) -> int:
 
 def _check_seconds(value: object, field: str, *, finite: bool) -> float:
     """``value`` as a duration >= 0 (``finite``: and not infinite); never NaN."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or value < 0
-        or (finite and math.isinf(value))
-    ):
+    if not (_is_number(value) and value >= 0 and not (finite and math.isinf(value))):
         kind = "a finite number" if finite else "a number"
         raise InvalidRequestError(f"{field} must be {kind} >= 0, got {value!r}", field=field)
     return float(value)
@@ -214,9 +210,17 @@ class ClientConfig:
         def fix(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        fix("base_url", check_base_url(self.base_url))
-        if self.voice_base_url is not None:
-            fix("voice_base_url", check_base_url(self.voice_base_url, field="voice_base_url"))
+        for name in ("base_url", "voice_base_url"):
+            url = getattr(self, name)
+            if url is None and name == "voice_base_url":
+                continue
+            try:
+                fix(name, check_base_url(url, field=name))
+            except InvalidRequestError:
+                # A refused URL may carry credentials: the config left half-built (in the
+                # error's traceback) never shows it.
+                fix(name, REDACTED)
+                raise
         unknown = set(self.limits) - set(self.profile.paths)
         if unknown:
             raise InvalidRequestError(
@@ -232,24 +236,18 @@ class ClientConfig:
         fix("voice_paths", MappingProxyType(dict(self.voice_paths)))
         # A setting out of range is refused here, before anything is sent: a timeout of zero
         # or NaN would be none at all, a negative connection limit would never connect.
-        fix("cache_ttl", _check_seconds(self.cache_ttl, "cache_ttl", finite=False))
-        fix(
-            "negative_cache_ttl",
-            _check_seconds(self.negative_cache_ttl, "negative_cache_ttl", finite=False),
-        )
+        for name in ("cache_ttl", "negative_cache_ttl"):
+            fix(name, check_max_age(getattr(self, name), field=name))
         fix("cache_maxsize", _check_int(self.cache_maxsize, "cache_maxsize", 1))
         margin = self.rate_margin
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+        if not (_is_number(margin) and 0 <= margin < 1):
             raise InvalidRequestError(
                 f"rate_margin must be in [0, 1), got {margin!r}", field="rate_margin"
             )
         fix("timeout", check_timeout(self.timeout, field="timeout"))
         fix("connect_timeout", check_timeout(self.connect_timeout, field="connect_timeout"))
         fix("max_retries", check_retries(self.max_retries))
-        fix(
-            "retry_after_cap",
-            _check_seconds(self.retry_after_cap, "retry_after_cap", finite=True),
-        )
+        fix("retry_after_cap", _check_seconds(self.retry_after_cap, "retry_after_cap", finite=True))
         fix("max_body_size", _check_int(self.max_body_size, "max_body_size", 1))
         fix("connection_limit", _check_int(self.connection_limit, "connection_limit", 0))
         lo, hi = self.iccid_length
@@ -338,12 +336,12 @@ def _resolve_limits(
     """The profile's limits with the ``limits=`` overrides applied."""
     resolved = dict(profile.limits)
     for endpoint, value in (limits or {}).items():
-        default = profile.limits.get(endpoint, _NO_LIMIT)
         if value is None:
             resolved[endpoint] = _NO_LIMIT
         elif isinstance(value, EndpointLimit):
             resolved[endpoint] = value
         elif isinstance(value, Rate):
+            default = profile.limits.get(endpoint, _NO_LIMIT)
             if default.shared is not None and default.per_key is not None:
                 raise InvalidRequestError(
                     f"{endpoint} is limited both per key and over all requests: give "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
@@ -36,25 +38,23 @@ class AsyncOrders:
     """Waits for async orders' webhooks: :meth:`deliver` resolves :meth:`wait` (or keeps the
     event for a wait that comes later); :meth:`close` fails every wait, now and later."""
 
-    __slots__ = ("_closed", "_early", "_waiters", "_waiting")
+    __slots__ = ("_closed", "_early", "_waiters")
 
     def __init__(self) -> None:
-        self._waiters: dict[str, asyncio.Future[AsyncOrderEvent]] = {}
-        #: Callers waiting on each future (one that gives up leaves it to the others).
-        self._waiting: dict[str, int] = {}
+        #: The future of each caller waiting, per request_id.
+        self._waiters: dict[str, set[asyncio.Future[AsyncOrderEvent]]] = {}
         self._early: OrderedDict[str, AsyncOrderEvent] = OrderedDict()
         self._closed = False
 
     def deliver(self, event: AsyncOrderEvent) -> None:
         """An async order's webhook arrived: wake whoever waits for it, or keep it."""
-        waiter = self._waiters.pop(event.request_id, None)
-        self._waiting.pop(event.request_id, None)
-        if waiter is not None and not waiter.done():
+        waiters = [w for w in self._waiters.pop(event.request_id, ()) if not w.done()]
+        for waiter in waiters:
             waiter.set_result(event)
-            return
-        self._early[event.request_id] = event
-        while len(self._early) > EARLY_EVENTS:
-            self._early.popitem(last=False)
+        if not waiters:
+            self._early[event.request_id] = event
+            while len(self._early) > EARLY_EVENTS:
+                self._early.popitem(last=False)
 
     async def wait(self, request_id: str, timeout: float) -> AsyncOrderEvent:
         """The event of ``request_id``: one kept already, or the next delivered.
@@ -68,114 +68,77 @@ class AsyncOrders:
             return early
         if self._closed:
             raise TransportError("the client is closed")
-        waiter = self._waiters.get(request_id)
-        if waiter is None or waiter.done():
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters[request_id] = waiter
-            self._waiting[request_id] = 0
-        self._waiting[request_id] += 1
+        waiter: asyncio.Future[AsyncOrderEvent] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(request_id, set())
+        waiters.add(waiter)
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(waiter)
+                return await waiter
         except TimeoutError:
             raise WaitTimeoutError(
                 f"no webhook for async order {request_id} within {timeout:g} s"
             ) from None
         finally:
-            if self._waiters.get(request_id) is waiter:
-                left = self._waiting[request_id] - 1
-                if left and not waiter.done():
-                    self._waiting[request_id] = left
-                else:  # the last caller gave up, or the future is settled
-                    self._waiting.pop(request_id, None)
-                    if not waiter.done():
-                        self._waiters.pop(request_id, None)
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(request_id) is waiters:
+                del self._waiters[request_id]
 
     def close(self) -> None:
         """Fail every wait with a ``TransportError``; later waits are refused."""
         self._closed = True
         waiters, self._waiters = self._waiters, {}
-        self._waiting.clear()
-        for waiter in waiters.values():
+        for waiter in itertools.chain.from_iterable(waiters.values()):
             if not waiter.done():
                 waiter.set_exception(TransportError("the client was closed while waiting"))
 
 
+@dataclass(slots=True, kw_only=True, eq=False)
 class ClientContext:
     """The narrow surface a client gives its resources (``client.sims``...): send a request,
     the limiter of an endpoint (by name), the clock, the counters, the settings, the cached
     endpoints, top-up listeners and async-order waits. ``label`` is how the client shows itself.
     """
 
-    __slots__ = (
-        "_calls",
-        "_key_paths",
-        "_label",
-        "_paths",
-        "_transport",
-        "account_limiter",
-        "async_orders",
-        "clock",
-        "config",
-        "history_endpoint",
-        "limiter",
-        "profile",
-        "send",
-        "stats",
-        "topup_listeners",
-        "usage_endpoint",
-        "usage_limiter",
-        "validate_iccid",
-    )
+    label: str
+    config: ClientConfig
+    stats: ClientStats
+    transport: Transport
+    #: The limiter of an endpoint, by name (created on first use).
+    limiter: Callable[[str], RateLimiter]
+    account_limiter: RateLimiter | None
+    usage_endpoint: CachedEndpoint[Usage]
+    history_endpoint: CachedEndpoint[list[PackageHistoryEntry]]
+    #: ``iccid`` if it is well formed (the client's ``iccid_length``), else
+    #: :class:`~esim_async.errors.InvalidIccidError`.
+    validate_iccid: Callable[[object], str] = field(init=False)
+    profile: ProviderProfile = field(init=False)
+    clock: Clock = field(init=False)
+    #: Run a request as it is, in a call a single flight already scopes.
+    send: Callable[[Request[T]], Awaitable[T]] = field(init=False)
+    #: The usage endpoint's limiter (the one every usage request waits in).
+    usage_limiter: RateLimiter = field(init=False)
+    #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
+    topup_listeners: list[Callable[[str], None]] = field(init=False, default_factory=list)
+    async_orders: AsyncOrders = field(init=False, default_factory=AsyncOrders)
+    #: Reads in progress outside the flights: closing the client ends their waits.
+    _calls: CallScope = field(init=False, default_factory=CallScope)
+    #: Per endpoint of one parameter: its name, and the text before and after it.
+    _key_paths: dict[str, tuple[str, str, str] | None] = field(init=False, default_factory=dict)
 
-    def __init__(
-        self,
-        *,
-        label: str,
-        config: ClientConfig,
-        stats: ClientStats,
-        transport: Transport,
-        limiter: Callable[[str], RateLimiter],
-        account_limiter: RateLimiter | None,
-        usage_endpoint: CachedEndpoint[Usage],
-        history_endpoint: CachedEndpoint[list[PackageHistoryEntry]],
-    ) -> None:
-        self._label = label
-        low, high = config.iccid_length
-        #: ``iccid`` if it is well formed (the client's ``iccid_length``), else
-        #: :class:`~esim_async.errors.InvalidIccidError`.
-        self.validate_iccid: Callable[[object], str] = functools.partial(
-            validate_iccid, min_length=low, max_length=high
-        )
-        self.config = config
-        self.profile: ProviderProfile = config.profile
-        self.clock: Clock = config.clock
-        self.stats = stats
-        self._transport = transport
-        #: Run a request as it is, in a call a single flight already scopes.
-        self.send: Callable[[Request[T]], Awaitable[T]] = transport.request
-        #: The limiter of an endpoint, by name (created on first use).
-        self.limiter = limiter
-        #: The usage endpoint's limiter (the one every usage request waits in).
-        self.usage_limiter = limiter("usage")
-        self._paths: dict[str, str] = {}
-        #: Per endpoint of one parameter: its name, and the text before and after it.
-        self._key_paths: dict[str, tuple[str, str, str] | None] = {}
-        self.account_limiter = account_limiter
-        self.usage_endpoint = usage_endpoint
-        self.history_endpoint = history_endpoint
-        #: Called with the ICCID after each successful top-up (a webhook receiver re-arms).
-        self.topup_listeners: list[Callable[[str], None]] = []
-        self.async_orders = AsyncOrders()
-        #: Reads in progress outside the flights: closing the client ends their waits.
-        self._calls = CallScope()
+    def __post_init__(self) -> None:
+        low, high = self.config.iccid_length
+        self.validate_iccid = functools.partial(validate_iccid, min_length=low, max_length=high)
+        self.profile = self.config.profile
+        self.clock = self.config.clock
+        self.send = self.transport.request
+        self.usage_limiter = self.limiter("usage")
 
     def __repr__(self) -> str:
-        return self._label
+        return self.label
 
     def path(self, endpoint: str, **params: str) -> str:
         """The path of ``endpoint`` with its parameters filled in."""
-        template = self._template(endpoint)
+        template = self.profile.path(endpoint)
         return template.format(**params) if params else template
 
     def key_path(self, endpoint: str, name: str, value: str) -> str:
@@ -183,17 +146,13 @@ class ClientContext:
         without formatting the template on every call."""
         try:
             parts = self._key_paths[endpoint]
-        except KeyError:
-            parts = self._key_paths[endpoint] = _split_template(self._template(endpoint), name)
+        except KeyError:  # split once around its only field (``None``: other braces, formatted)
+            head, sep, tail = self.profile.path(endpoint).partition("{" + name + "}")
+            plain = sep and "{" not in head + tail and "}" not in head + tail
+            parts = self._key_paths[endpoint] = (name, head, tail) if plain else None
         if parts is None or parts[0] != name:
             return self.path(endpoint, **{name: value})
         return parts[1] + value + parts[2]
-
-    def _template(self, endpoint: str) -> str:
-        template = self._paths.get(endpoint)
-        if template is None:
-            template = self._paths[endpoint] = self.profile.path(endpoint)
-        return template
 
     def utcnow(self) -> datetime:
         """The clock's current UTC time (for date rules such as a future order's due date)."""
@@ -207,8 +166,8 @@ class ClientContext:
         provider (closing the client fails its waits and its connection).
         """
         if not req.idempotent:
-            return await self._transport.request(req)
-        return await self._calls.run(self._transport.request(req), name=f"esim_async call {name}")
+            return await self.transport.request(req)
+        return await self._calls.run(self.transport.request(req), name=f"esim_async call {name}")
 
     async def aclose(self) -> None:
         """End every call in progress and every wait: their callers get a
@@ -218,12 +177,3 @@ class ClientContext:
         await self._calls.aclose()
         self.async_orders.close()
 
-
-def _split_template(template: str, name: str) -> tuple[str, str, str] | None:
-    """``name`` and the text before and after its ``{name}`` field, when that is the template's
-    only field and the template has no other braces (``None`` otherwise: the path is then
-    formatted)."""
-    head, field, tail = template.partition("{" + name + "}")
-    if not field or "{" in head + tail or "}" in head + tail:
-        return None
-    return name, head, tail

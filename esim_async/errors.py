@@ -266,18 +266,18 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             return None
         reference = MonotonicClock().wall() if now is None else now
         return max(0.0, when.timestamp() - reference)
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
-        return None
-    return seconds
+    return seconds if 0 <= seconds < math.inf else None  # (NaN is refused too)
 
 
-def _fields(data: Any) -> dict[str, list[str]]:
-    """A validation error's field map: field -> messages (one sent alone becomes a list)."""
-    if not isinstance(data, Mapping):
-        return {}
-    return {
-        str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)] for k, v in data.items()
+def validation_error(summary: str, data: Any, **kw: Any) -> ValidationError:
+    """The :class:`ValidationError` of the field map ``data`` (field -> messages, one sent
+    alone becomes a list), its fields named after ``summary``; ``kw`` as :class:`ApiError`."""
+    fields = {
+        str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)]
+        for k, v in (data.items() if isinstance(data, Mapping) else ())
     }
+    detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in fields.items())
+    return ValidationError(f"{summary} ({detail})" if detail else summary, fields=fields, **kw)
 
 
 #: A 404 body holding one of these keys is the provider's "not found" (Airalo's and PressOne's
@@ -350,9 +350,5 @@ def error_from_response(
     if code is not None:
         return BusinessError(summary, **kw)
     if status in (400, 422):
-        field_map = _fields(top.get("data"))
-        detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in field_map.items())
-        return ValidationError(
-            f"{summary} ({detail})" if detail else summary, fields=field_map, **kw
-        )
+        return validation_error(summary, top.get("data"), **kw)
     return ApiError(summary, **kw)

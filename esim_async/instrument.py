@@ -90,19 +90,16 @@ class RouteTable:
 
     def __init__(self, templates: Iterable[tuple[str, str]]) -> None:
         self._exact: dict[str, tuple[str, str]] = {}
-        patterns: list[tuple[int, re.Pattern[str], str, str]] = []
+        self._patterns: list[tuple[re.Pattern[str], str, str]] = []
         for endpoint, template in templates:
             if "{" not in template:
                 self._exact.setdefault(template, (endpoint, template))
                 continue
             parts = re.split(r"(\{[^{}]*\})", template)
             regex = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
-            patterns.append((template.count("{"), re.compile(regex), endpoint, template))
+            self._patterns.append((re.compile(regex), endpoint, template))
         # Fewer placeholders first: a literal segment wins over a placeholder.
-        patterns.sort(key=lambda item: item[0])
-        self._patterns = [
-            (pattern, endpoint, template) for _, pattern, endpoint, template in patterns
-        ]
+        self._patterns.sort(key=lambda item: item[2].count("{"))
 
     def resolve(self, path: str) -> tuple[str | None, str]:
         """``(endpoint, template)`` of ``path``; ``(None, path)`` when no template matches."""

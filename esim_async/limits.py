@@ -104,9 +104,8 @@ class Rate:
     def __post_init__(self) -> None:
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
             raise ValueError(f"Rate.count must be a positive int, got {self.count!r}")
-        if not (isinstance(self.period, int | float) and math.isfinite(self.period)) or (
-            self.period <= 0
-        ):
+        period = self.period
+        if not (isinstance(period, int | float) and math.isfinite(period) and period > 0):
             raise ValueError(f"Rate.period must be a finite number > 0, got {self.period!r}")
 
     @property
@@ -146,8 +145,7 @@ class QueueTicket:
             limiter.promote(wait, priority)
 
     def follow(self, wait: asyncio.Future[Any], limiter: EndpointLimiter) -> None:
-        """Move ``wait``, queued in ``limiter``, to a better lane whenever the ticket is raised,
-        until :meth:`forget`."""
+        """Promote ``wait``, queued in ``limiter``, whenever raised (until :meth:`forget`)."""
         self._waits[wait] = limiter
 
     def forget(self, wait: asyncio.Future[Any]) -> None:
@@ -155,8 +153,7 @@ class QueueTicket:
         self._waits.pop(wait, None)
 
     def bind(self) -> _Bound:
-        """Apply this ticket to the limiter waits of the current task while inside (a
-        context manager)."""
+        """A context manager applying this ticket to the current task's limiter waits."""
         return _Bound(self)
 
 
@@ -249,11 +246,7 @@ def factor(state: LimitState, now: float, period: float) -> float:
     f0 = state.factor0
     if f0 >= 1.0:
         return 1.0
-    since = now - state.cooldown_until
-    if since <= 0:
-        return f0
-    f = f0 + C.RATE_RECOVERY_STEP * since / period
-    return 1.0 if f >= 1.0 else f
+    return min(1.0, f0 + C.RATE_RECOVERY_STEP * max(0.0, now - state.cooldown_until) / period)
 
 
 def effective_count(state: LimitState, now: float, rate: Rate) -> int:
@@ -263,11 +256,8 @@ def effective_count(state: LimitState, now: float, rate: Rate) -> int:
     base, count = state.ceiling, rate.count
     if not base or base >= count:
         return count
-    since = now - state.ceiling_from
-    if since <= 0:
-        return base
-    grown = base + int(count * C.RATE_RECOVERY_STEP * since / rate.period)
-    return count if grown >= count else grown
+    since = max(0.0, now - state.ceiling_from)
+    return min(count, base + int(count * C.RATE_RECOVERY_STEP * since / rate.period))
 
 
 def ceiling_recovers_in(state: LimitState, now: float, rate: Rate) -> float:
@@ -345,14 +335,10 @@ PATH_WIDEN_HALF_LIFE = 30.0
 class PathSpread:
     """A decaying estimate of how much one endpoint's send -> response-headers time varies.
 
-    The samples are the last :data:`PATH_SAMPLES` times seen within :data:`PATH_HORIZON`
-    seconds; the spread is their :data:`PATH_QUANTILE` quantile (the slowest) minus their
-    minimum (scaled up while there are few of them), so a rare slow answer widens the margin
-    for as long as it is among the samples, and the estimate falls back as old samples leave.
-    :meth:`widen` adds an extra on top, :data:`PATH_WIDEN_FACTOR` times the spread in force
-    less that spread, which halves every :data:`PATH_WIDEN_HALF_LIFE` seconds. Fixed memory;
-    the spread is recomputed (one pass over at most :data:`PATH_SAMPLES` values, a sort for a
-    quantile below 1) only when the samples changed.
+    The spread is the :data:`PATH_QUANTILE` quantile minus the minimum of the recent samples
+    (see the ``PATH_*`` constants), so a rare slow answer widens the margin for as long as it is
+    among them, and the estimate falls back as old samples leave; :meth:`widen` adds a decaying
+    extra. Fixed memory; the spread is recomputed only when the samples changed.
 
     >>> from esim_async.clock import ManualClock
     >>> spread = PathSpread(ManualClock())
@@ -385,9 +371,8 @@ class PathSpread:
 
     def spread(self) -> float:
         """The spread in force, in seconds (0.0 with fewer than two samples)."""
-        samples = self._samples
-        if samples and samples[0][0] < self._clock.now() - PATH_HORIZON:
-            edge = self._clock.now() - PATH_HORIZON
+        samples, edge = self._samples, self._clock.now() - PATH_HORIZON
+        if samples and samples[0][0] < edge:
             while samples and samples[0][0] < edge:
                 samples.popleft()
             self._value = None
@@ -527,11 +512,10 @@ class EndpointLimiter:
     With ``stamp_sends`` each slot counts from the moment it is marked (the transport marks it
     when the request goes out) and must be marked or released; otherwise from its admission.
 
-    The margin follows the path: every window spans its period times ``1 + margin`` plus
-    ``spread_factor`` (default :data:`PATH_SPREAD_FACTOR`) times the spread of the send ->
-    response-headers times the transport reports through :meth:`observe` (at most
-    :data:`PATH_MAX_MARGIN` of the period more). The spread is this process's own, also over a
-    shared store: each process widens the windows it asks for by the path it sees.
+    ``spread_factor`` (default :data:`PATH_SPREAD_FACTOR`) scales the path's spread a window
+    adds (see the module docs; at most :data:`PATH_MAX_MARGIN` of the period). The spread is
+    this process's own, also over a shared store: each process widens the windows it asks for
+    by the path it sees.
 
     ``fail_open=N`` (a shared store only): when the store cannot be reached the limiter keeps
     going on a local in-memory store at ``budget / N``, tries the shared store again once per
@@ -672,19 +656,17 @@ class EndpointLimiter:
         left = self._state.refuse_until - (now + self._offset)
         if left > 0.0:
             raise cooldown_refusal(self.name, left)
-        wait = 0.0
         holds = self._key_holds
         if key is not None and holds:
             hold = holds.get(key)
             if hold is not None:
                 until, refused = hold
-                if until <= now:
-                    del holds[key]
-                elif refused:
-                    raise cooldown_refusal(self.name, until - now, key_limited=True)
-                elif until - now > wait:
-                    wait = until - now
-        return wait
+                if until > now:
+                    if refused:
+                        raise cooldown_refusal(self.name, until - now, key_limited=True)
+                    return until - now
+                del holds[key]
+        return 0.0
 
     def observe(self, sent: float, answered: float) -> None:
         """A request this limiter admitted went out at ``sent`` and its response headers came
@@ -832,11 +814,7 @@ class EndpointLimiter:
         return None
 
     def _remove(self, entry: _Entry) -> None:
-        for lane in self._lanes:
-            if lane and lane[0] is entry:
-                lane.popleft()
-                return
-        for lane in self._lanes:  # promoted while the store answered
+        for lane in self._lanes:  # (not at the head if promoted while the store answered)
             if entry in lane:
                 lane.remove(entry)
                 return

@@ -71,17 +71,13 @@ def is_near(
 ) -> bool:
     """True when ``usage`` is at most ``margin`` (fraction of data) below the next threshold
     not reported yet (``fired``: the thresholds already reported for its package)."""
-    if usage is None or usage.is_unlimited or not usage.raw_total:
-        return False
-    if usage.raw_remaining is None:
+    if usage is None or usage.is_unlimited or not usage.raw_total or usage.raw_remaining is None:
         return False
     total = usage.raw_total
     used = (total - max(0, usage.raw_remaining)) / total
     done = set(fired)
-    for threshold in sorted(thresholds):
-        if threshold not in done:
-            return used >= threshold - margin
-    return False
+    target = min((t for t in thresholds if t not in done), default=None)
+    return target is not None and used >= target - margin
 
 
 @dataclass(slots=True)
@@ -108,23 +104,17 @@ def summarise(
     marks = tuple(thresholds)
     now = now if now is not None else datetime.fromtimestamp(MonotonicClock().wall(), UTC)
     summary = FleetSummary()
+    ages = []
     for usage, read_at, fired, missing in rows:
         summary.tracked += 1
-        if missing:
-            status = "missing"
-        elif usage is None:
-            status = "unread"
-        else:
-            status = str(usage.status)
+        status = "missing" if missing else "unread" if usage is None else str(usage.status)
         summary.by_status[status] += 1
         if not missing and is_near(usage, fired, marks):
             summary.near_threshold += 1
         if read_at is not None:
-            age = max(0.0, (now - read_at).total_seconds())
-            if summary.freshest_age is None or age < summary.freshest_age:
-                summary.freshest_age = age
-            if summary.stalest_age is None or age > summary.stalest_age:
-                summary.stalest_age = age
+            ages.append(max(0.0, (now - read_at).total_seconds()))
+    if ages:
+        summary.freshest_age, summary.stalest_age = min(ages), max(ages)
     return summary
 
 
@@ -143,14 +133,9 @@ def status_labels(by_status: Mapping[str, int]) -> Counter[str]:
 
 def fleet_summary(monitor: FleetMonitor, now: datetime | None = None) -> FleetSummary:
     """The :class:`FleetSummary` of what ``monitor`` knows now."""
-
-    def rows() -> Iterator[tuple[Usage | None, datetime | None, Iterable[float], bool]]:
-        for iccid in monitor.tracked():
-            sim = monitor.snapshot(iccid)
-            if sim is not None:
-                yield sim.usage, sim.read_at, sim.fired, sim.missing
-
-    return summarise(rows(), monitor.thresholds, now)
+    sims = (monitor.snapshot(iccid) for iccid in monitor.tracked())
+    rows = ((s.usage, s.read_at, s.fired, s.missing) for s in sims if s is not None)
+    return summarise(rows, monitor.thresholds, now)
 
 
 def _families() -> Any:

@@ -24,9 +24,10 @@ Metrics: ``http.client.request.duration`` (histogram, seconds, calls that sent a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -53,12 +54,6 @@ class _Instrumentable(Protocol):
     def set_instrumentation(self, instrumentation: OpenTelemetry | None) -> None: ...
 
     def rate_limit_state(self) -> Mapping[str, LimiterState]: ...
-
-
-def _version() -> str:
-    from ._version import __version__
-
-    return __version__
 
 
 class OpenTelemetry:
@@ -92,10 +87,10 @@ class OpenTelemetry:
         self.no_span: Span = trace.INVALID_SPAN
         #: Failures of the tracing or metrics pipeline swallowed so far (each call goes on).
         self.failures = 0
-        version = _version()
+        from ._version import __version__ as version
+
         self.tracer = trace.get_tracer(_NAME, version, tracer_provider=tracer_provider)
-        meter = metrics.get_meter(_NAME, version, meter_provider=meter_provider)
-        self.meter = meter
+        self.meter = meter = metrics.get_meter(_NAME, version, meter_provider=meter_provider)
         self.duration = meter.create_histogram(
             "http.client.request.duration", unit="s", description="Duration of API calls."
         )
@@ -156,22 +151,15 @@ class OpenTelemetry:
                 sharing one meter provider are told apart.
             active: whether to report now (``False``: skipped, e.g. instrumentation off).
         """
-        owner = getattr(state, "__self__", None)
-        read: Callable[[], Mapping[str, LimiterState] | None]
-        if owner is not None:
-            ref = weakref.WeakMethod(state)
+        ref: Callable[[], Callable[[], Mapping[str, LimiterState]] | None] = (
+            weakref.WeakMethod(state)
+            if getattr(state, "__self__", None) is not None
+            else lambda: state
+        )
 
-            def read() -> Mapping[str, LimiterState] | None:
-                method = ref()
-                return method() if method is not None else None
-
-        else:
-            read = state
-        if active is not None:
-            reader = read
-
-            def read() -> Mapping[str, LimiterState] | None:
-                return reader() if active() else None
+        def read() -> Mapping[str, LimiterState] | None:
+            method = ref()
+            return method() if method is not None and (active is None or active()) else None
 
         labels: dict[str, Any] = {}
         if base_url is not None:
@@ -226,8 +214,8 @@ class _LimiterGauge:
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
 
-        seen: set[tuple[tuple[str, Any], ...]] = set()
-        observations = []
+        # One series, one value: the first client reporting it.
+        found: dict[tuple[tuple[str, Any], ...], Observation] = {}
         alive = []
         for ref in self._sources:
             otel = ref()
@@ -235,12 +223,9 @@ class _LimiterGauge:
                 continue
             alive.append(ref)
             for attrs, rate in otel.limiter_rates():
-                key = tuple(sorted(attrs.items()))
-                if key not in seen:  # one series, one value: the first client reporting it
-                    seen.add(key)
-                    observations.append(Observation(rate, attrs))
+                found.setdefault(tuple(sorted(attrs.items())), Observation(rate, attrs))
         self._sources = alive
-        return observations
+        return list(found.values())
 
 
 class _GlobalProvider:
@@ -263,6 +248,15 @@ def _limiter_gauge(meter: Any, provider: MeterProvider | None) -> _LimiterGauge:
     if gauge is None:
         gauge = _GAUGES[key] = _LimiterGauge(meter)
     return gauge
+
+
+@contextlib.contextmanager
+def _guarded(otel: OpenTelemetry, what: str) -> Iterator[None]:
+    """Swallow (:meth:`OpenTelemetry.failed`) what the pipeline raises recording ``what``."""
+    try:
+        yield
+    except Exception as exc:
+        otel.failed(what, exc)
 
 
 class _Scope:
@@ -305,14 +299,11 @@ class _Scope:
         self._attrs = attrs
         #: The labels of the counters: the endpoint, when known.
         self._labels = {"esim.endpoint": endpoint} if endpoint is not None else {}
-        try:
-            span: Span = otel.tracer.start_span(
+        self._span: Span = otel.no_span
+        with _guarded(otel, "a span"):
+            self._span = otel.tracer.start_span(
                 f"{method} {route}", kind=otel.span_kind, attributes=attrs
             )
-        except Exception as exc:
-            otel.failed("a span", exc)
-            span = otel.no_span
-        self._span = span
         self._started = _SYSTEM_CLOCK.now()
         self._cache: CacheKind | None = None
         self.attempts = 0
@@ -325,32 +316,26 @@ class _Scope:
         self.attempts += 1
         self.status = status
         self.error_type = error_type
-        try:
+        with _guarded(otel, "an attempt"):
             if self.attempts > 1:
                 otel.retries.add(1, self._labels)
             if status == 429:
                 otel.rate_limited.add(1, self._labels)
-        except Exception as exc:
-            otel.failed("an attempt", exc)
 
     def budget_wait(self, seconds: float) -> None:
         if seconds > 0:
             self.waited += seconds
-            try:
+            with _guarded(self._otel, "a budget wait"):
                 self._otel.budget_wait.add(seconds, self._labels)
-            except Exception as exc:
-                self._otel.failed("a budget wait", exc)
 
     def cache(self, kind: CacheKind) -> None:
         self._cache = kind
         labels = {**self._labels, "esim.cache": kind}
-        try:
+        with _guarded(self._otel, "a cache outcome"):
             if kind == "miss":
                 self._otel.cache_misses.add(1, labels)
             else:
                 self._otel.cache_hits.add(1, labels)
-        except Exception as exc:
-            self._otel.failed("a cache outcome", exc)
 
     def __enter__(self) -> _Scope:
         return self
@@ -382,20 +367,14 @@ class _Scope:
         ):
             attrs["error.type"] = error_type
             failed = exc_type is not None
-        try:
+        with _guarded(otel, "a span's attributes"):
             if failed:
                 span.set_status(otel.error_status)
             span.set_attributes(attrs)
-        except Exception as error:
-            otel.failed("a span's attributes", error)
-        try:
+        with _guarded(otel, "the end of a span"):
             span.end()
-        except Exception as error:
-            otel.failed("the end of a span", error)
-        try:
+        with _guarded(otel, "a call's metrics"):
             self._record(attrs)
-        except Exception as error:
-            otel.failed("a call's metrics", error)
 
     def _record(self, attrs: Mapping[str, Any]) -> None:
         """The metrics of a call that sent a request (``attrs``: its span's final ones)."""

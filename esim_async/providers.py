@@ -101,9 +101,7 @@ class ProviderProfile:
     def path(self, endpoint: str) -> str:
         """The full path template of ``endpoint`` (prefix included)."""
         template = self.paths[endpoint]
-        if template.startswith("//"):
-            return template[1:]
-        return self.prefix + template
+        return template[1:] if template.startswith("//") else self.prefix + template
 
     def with_paths(self, **paths: str) -> ProviderProfile:
         return replace(self, paths={**self.paths, **paths})

@@ -14,7 +14,6 @@ from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._secrets import redact, redact_deep
@@ -168,8 +167,7 @@ class SweepSummary:
 
     def add(self, result: UsageResult, low_fraction: float) -> None:
         self.total += 1
-        if result.from_cache:
-            self.from_cache += 1
+        self.from_cache += result.from_cache
         if result.error is not None:
             self.errors += 1
             self.by_error[type(result.error).__name__] += 1
@@ -184,13 +182,15 @@ class SweepSummary:
                 self.low_data.append(result.iccid)
 
 
-class _Item:
-    __slots__ = ("iccid", "indexes", "requeues")
+#: What answers an ICCID: the cache entry of its fetch, or the error of a failed one.
+_Outcome = CacheEntry[Usage] | EsimError
 
-    def __init__(self, iccid: str, index: int) -> None:
-        self.iccid = iccid
-        self.indexes = [index]
-        self.requeues = 0
+
+@dataclass(slots=True)
+class _Item:
+    iccid: str
+    indexes: list[int]
+    requeues: int = 0
 
 
 def _check_arguments(
@@ -215,22 +215,15 @@ def _check_arguments(
             f"progress must be a callable or None, got {type(progress).__name__}",
             field="progress",
         )
-    fraction = low_data_fraction
     if (
-        isinstance(fraction, bool)
-        or not isinstance(fraction, int | float)
-        or not 0.0 <= fraction <= 1.0  # (also refuses NaN)
+        isinstance(low_data_fraction, bool)
+        or not isinstance(low_data_fraction, int | float)
+        or not 0.0 <= low_data_fraction <= 1.0  # (also refuses NaN)
     ):
         raise InvalidRequestError(
-            f"low_data_fraction must be a number in [0, 1], got {fraction!r}",
+            f"low_data_fraction must be a number in [0, 1], got {low_data_fraction!r}",
             field="low_data_fraction",
         )
-
-
-def _answered_by_provider(error: RateLimitedError) -> bool:
-    """Whether a 429 came from the provider, rather than from this side's limiter refusing,
-    without a request, to wait out a cool-down (no headers, no body)."""
-    return bool(error.headers) or error.body is not None
 
 
 def default_concurrency(per_second: float | None) -> int:
@@ -294,13 +287,12 @@ class UsageSweep:
         # What the progress hook raised; once set, the hook is not called again.
         self._hook_error: BaseException | None = None
         # The outcome of every ICCID fetched by this sweep, answering later duplicates.
-        self._answered: dict[str, CacheEntry[Usage] | EsimError] = {}
+        self._answered: dict[str, _Outcome] = {}
         self._tasks: list[asyncio.Task[None]] = []
         # Workers started so far (one more whenever work waits and none is free, up to the
         # concurrency), and those waiting for work.
         self._workers = 0
         self._idle = 0
-        self._started = False
         self._closed = False
         self._t0 = 0.0
         self.progress = SweepProgress(budget=budget)
@@ -315,8 +307,12 @@ class UsageSweep:
         return self
 
     async def __anext__(self) -> UsageResult:
-        if not self._started and not self._closed:  # a closed sweep never starts
-            self._start()
+        if not self._tasks and not self._closed:  # (not started; a closed sweep never starts)
+            self._t0 = self._clock.now()
+            feeder = asyncio.get_running_loop().create_task(
+                self._feed(), name="esim_async sweep feeder"
+            )
+            self._tasks.append(feeder)
         while True:
             if self._hook_error is not None and not self._closed:
                 # The sweep ends here: raise the hook's own exception, not a further result.
@@ -354,12 +350,7 @@ class UsageSweep:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -371,21 +362,14 @@ class UsageSweep:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         self._ready.set()
+        # (gather, not an await of each task: a cancellation of this caller is not swallowed)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ----------------------------------------------------------------- engine
 
     def _elapsed(self) -> float:
         return self._clock.now() - self._t0
-
-    def _start(self) -> None:
-        self._started = True
-        self._t0 = self._clock.now()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._feed(), name="esim_async sweep feeder"))
 
     def _queue(self, item: _Item) -> None:
         """Hand ``item`` to the workers, starting one more if every worker is busy."""
@@ -397,27 +381,17 @@ class UsageSweep:
             self._workers += 1
             self._tasks.append(loop.create_task(self._worker(), name=name))
 
-    def _emit(
-        self,
-        iccid: str,
-        index: int,
-        usage: Usage | None,
-        error: EsimError | None,
-        from_cache: bool,
-        fetched_at: datetime | None,
-    ) -> None:
-        result = UsageResult(iccid, usage, error, from_cache, fetched_at, index)
+    def _emit(self, result: UsageResult) -> None:
         self.summary.add(result, self._low_fraction)
         p = self.progress
         p.done += 1
-        if from_cache:
-            p.cache_hits += 1
-        if error is not None:
+        p.cache_hits += result.from_cache
+        if result.error is not None:
             p.errors += 1
         p.elapsed = self._elapsed()
         self._emitted += 1
         if self._ordered:
-            self._buffer[index] = result
+            self._buffer[result.index] = result
             while self._next_index in self._buffer:
                 self._out.append(self._buffer.pop(self._next_index))
                 self._next_index += 1
@@ -431,23 +405,18 @@ class UsageSweep:
                 # A worker or the feeder must not die of it: the consumer raises it instead.
                 self._hook_error = exc
 
-    def _answer(
-        self,
-        iccid: str,
-        indexes: list[int],
-        outcome: CacheEntry[Usage] | EsimError,
-        from_cache: bool,
-    ) -> None:
-        """Emit ``outcome`` (an entry, or the error of a failed fetch) for every index."""
+    def _answer(self, iccid: str, indexes: list[int], outcome: _Outcome, from_cache: bool) -> None:
+        """Emit ``outcome`` for every index."""
         for n, index in enumerate(indexes):
             cached = from_cache or n > 0  # a duplicate is answered without its own request
             if isinstance(outcome, EsimError):
-                self._emit(iccid, index, None, outcome, False, None)
+                self._emit(UsageResult(iccid, None, outcome, False, None, index))
             elif outcome.value is None:
-                self._emit(iccid, index, None, NotFoundError.cached(iccid), cached, None)
+                error = NotFoundError.cached(iccid)
+                self._emit(UsageResult(iccid, None, error, cached, None, index))
             else:
                 fetched_at = datetime.fromtimestamp(outcome.fetched_at, UTC)
-                self._emit(iccid, index, outcome.value, None, cached, fetched_at)
+                self._emit(UsageResult(iccid, outcome.value, None, cached, fetched_at, index))
 
     async def _iterate(self) -> AsyncIterator[str]:
         source = self._input
@@ -464,16 +433,15 @@ class UsageSweep:
         cache, validate = self._cache, self._validate
         refresh, max_age = self._refresh, self._max_age
         try:
-            index = -1
             async for iccid in self._iterate():
-                index += 1
                 await self._window.acquire()
+                index = self._given
                 self._given += 1
                 self.progress.read = self._given
                 try:
                     validate(iccid)
                 except InvalidIccidError as exc:
-                    self._emit(str(iccid), index, None, exc, False, None)
+                    self._emit(UsageResult(str(iccid), None, exc, False, None, index))
                     continue
                 pending = self._pending.get(iccid)
                 if pending is not None:
@@ -488,7 +456,7 @@ class UsageSweep:
                 if answered is not None:  # a duplicate of an ICCID this sweep already fetched
                     self._answer(iccid, [index], answered, True)
                     continue
-                item = _Item(iccid, index)
+                item = _Item(iccid, [index])
                 self._pending[iccid] = item
                 self.progress.requested += 1
                 self.progress.queued = len(self._pending)
@@ -519,7 +487,7 @@ class UsageSweep:
                 item = await self._work.get()
             finally:
                 self._idle -= 1
-            outcome: CacheEntry[Usage] | EsimError
+            outcome: _Outcome
             from_cache = False
             sent = True  # (a request went to the provider for this fetch)
             try:
@@ -531,7 +499,9 @@ class UsageSweep:
                     retry_rate_limited=False,
                 )
             except RateLimitedError as exc:
-                sent = _answered_by_provider(exc)
+                # Sent unless this side's limiter refused, without a request, to wait out a
+                # cool-down (no headers, no body).
+                sent = bool(exc.headers) or exc.body is not None
                 if item.requeues < MAX_REQUEUES:
                     progress.requests += sent
                     # The limiter holds every caller until Retry-After has passed; going to
@@ -556,7 +526,10 @@ class UsageSweep:
                 sent = not from_cache
             progress.requests += sent
             try:
-                self._finish(item, outcome, from_cache)
+                del self._pending[item.iccid]  # (it no longer waits for a request)
+                progress.queued = len(self._pending)
+                self._answered[item.iccid] = outcome
+                self._answer(item.iccid, item.indexes, outcome, from_cache)
             except Exception as exc:
                 # An answer that cannot be delivered ends the sweep at the consumer: a worker
                 # that died here would leave it waiting forever.
@@ -568,12 +541,3 @@ class UsageSweep:
         if self._failure is None:
             self._failure = error
         self._ready.set()
-
-    def _finish(
-        self, item: _Item, outcome: CacheEntry[Usage] | EsimError, from_cache: bool = False
-    ) -> None:
-        """``item`` has its answer: it no longer waits for a request."""
-        del self._pending[item.iccid]
-        self.progress.queued = len(self._pending)
-        self._answered[item.iccid] = outcome
-        self._answer(item.iccid, item.indexes, outcome, from_cache)

@@ -21,7 +21,8 @@ import random
 import re
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
@@ -75,9 +76,11 @@ class Request(Generic[T]):
     authenticated: bool = True
     token_request: bool = False
     params: Mapping[str, str] | None = None
-    form: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
-    json: Any = None
-    headers: Mapping[str, str] | None = None
+    #: The body and headers stay out of the repr: they carry the client secret (the token
+    #: request) and PressOne's voice API key.
+    form: Mapping[str, str] | Sequence[tuple[str, str]] | None = field(default=None, repr=False)
+    json: Any = field(default=None, repr=False)
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
     max_retries: int | None = None
     timeout: float | None = None
     #: Retry a 429 within this call (a sweep sets False and re-queues the key instead).
@@ -130,10 +133,12 @@ class Outcome:
     """What one attempt came to: the decoded answer, or the error to raise if it is final."""
 
     kind: Kind
-    value: Any = None
+    #: The answer and the response headers stay out of the repr: they are as the provider
+    #: sent them, and may echo a secret (the error is redacted already).
+    value: Any = field(default=None, repr=False)
     error: EsimError | None = None
     status: int | None = None
-    headers: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
     #: The server closed the connection without answering (typically a pooled keep-alive
     #: connection it had already dropped): worth one immediate retry.
     dropped: bool = False
@@ -201,9 +206,7 @@ def may_retry(
     if kind is Kind.RATE_LIMITED:
         wait = outcome.retry_after
         return req.retry_rate_limited and (wait is None or wait <= retry_after_cap)
-    if kind in _UNKNOWN_FOR_WRITES:
-        return req.idempotent
-    return False
+    return kind in _UNKNOWN_FOR_WRITES and req.idempotent
 
 
 class Backoff:
@@ -281,24 +284,20 @@ def final_error(req: Request[Any], outcome: Outcome) -> EsimError:
 # ------------------------------------------------------------------ sending
 
 
+@dataclass(slots=True, repr=False, eq=False)
 class _Attempt:
     """One attempt in flight: its request, its slots (stamped with the send time), and the
     account limit a re-send also takes a permit of."""
 
-    __slots__ = ("account", "connected", "req", "sends", "sent_at", "slots")
-
-    def __init__(
-        self, req: Request[Any], account: RateLimiter | None, slots: tuple[Slot | None, ...]
-    ) -> None:
-        self.req = req
-        self.account = account
-        self.sends = 0
-        self.slots = slots
-        #: Our connector handed this attempt its connection (the request is being written).
-        self.connected = False
-        #: When the request went out (its connection ready, or its headers written), if known:
-        #: the send of the limiter's send -> response-headers sample.
-        self.sent_at: float | None = None
+    req: Request[Any]
+    account: RateLimiter | None
+    slots: tuple[Slot | None, ...]
+    sends: int = 0
+    #: Our connector handed this attempt its connection (the request is being written).
+    connected: bool = False
+    #: When the request went out (its connection ready, or its headers written), if known:
+    #: the send of the limiter's send -> response-headers sample.
+    sent_at: float | None = None
 
     def mark(self, t: float) -> None:
         for slot in self.slots:
@@ -447,11 +446,9 @@ class Transport:
         self._ssl: ssl_module.SSLContext | bool = ssl if ssl is not None else True
         #: What every request hands aiohttp beyond its URL and headers: only what differs from
         #: aiohttp's defaults (each argument is packed and unpacked on its way in).
-        self._options: dict[str, Any] = {}
-        if proxy is not None:
-            self._options["proxy"] = proxy
-        if ssl is not None:
-            self._options["ssl"] = ssl
+        self._options: dict[str, Any] = {
+            name: value for name, value in (("proxy", proxy), ("ssl", ssl)) if value is not None
+        }
         self._headers = {"User-Agent": C.USER_AGENT, "Accept": "application/json"}
         self._backoff = Backoff(C.BACKOFF_BASE, C.BACKOFF_CAP)
         #: The headers last built, and the token they carry.
@@ -594,21 +591,16 @@ class Transport:
                     # the call stays bound while its request is out (a timer set meanwhile
                     # would keep the call alive in the context it captures).
                     asked = clock.now()
-                    bound = ticket.bind() if ticket is not None else None
-                    if bound is not None:
-                        bound.__enter__()
-                    try:
-                        if limiter is not None and slot is None:
-                            slot = await limiter.acquire(req.key, req.priority)
-                        if account is not None:
-                            other = await account.acquire(None, req.priority)
-                    except BaseException:
-                        if slot is not None:
-                            slot.release()
-                        raise
-                    finally:
-                        if bound is not None:
-                            bound.__exit__(None, None, None)
+                    with ticket.bind() if ticket is not None else nullcontext():
+                        try:
+                            if limiter is not None and slot is None:
+                                slot = await limiter.acquire(req.key, req.priority)
+                            if account is not None:
+                                other = await account.acquire(None, req.priority)
+                        except BaseException:
+                            if slot is not None:
+                                slot.release()
+                            raise
                     waited = clock.now() - asked
                     stats.limit_wait += waited
                 slots = (slot, other)
@@ -768,7 +760,7 @@ class Transport:
                 extra["data"] = req.form
             if req.json is not None:
                 extra["json"] = req.json
-        # The attempt rides along (a context variable) only when something needs it: a slot to
+        # The attempt rides along (in ``_ATTEMPTS``) only when something needs it: a slot to
         # stamp with the send time, or the middleware counting a caller's session's re-sends.
         attempt: _Attempt | None = None
         task = previous = None
@@ -853,12 +845,9 @@ class Transport:
 
     async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
         """The decoded body of an answer ``_send`` cannot read in one step (no length within
-        the cap, or compressed), at most ``max_body_size`` bytes, else :class:`TransportError`.
-
-        A declared ``Content-Length`` over the cap is refused before reading; otherwise the cap
-        is enforced on the decoded bytes as they arrive, so a small compressed body that
-        inflates far beyond it is never held whole. Either way the connection is closed.
-        """
+        the cap, or compressed), at most ``max_body_size`` bytes, else :class:`TransportError`
+        (the connection closed). The cap applies to the declared length, then to the decoded
+        bytes as they arrive: a small compressed body inflating far beyond it is never held."""
         cap = self._max_body_size
         length = resp.content_length
         if length is not None and length > cap:
@@ -891,10 +880,7 @@ class Transport:
                 req = attempt.req
                 for limiter, key in ((req.limiter, req.key), (attempt.account, None)):
                     if limiter is not None:
-                        if req.ticket is not None:
-                            with req.ticket.bind():
-                                slot = await limiter.acquire(key, req.priority)
-                        else:
+                        with req.ticket.bind() if req.ticket is not None else nullcontext():
                             slot = await limiter.acquire(key, req.priority)
                         if slot is not None:
                             slot.mark(self._clock.now())  # it goes out right now
@@ -905,11 +891,9 @@ class Transport:
 def _error_type(outcome: Outcome) -> str | None:
     """What went wrong in an attempt, as instrumentation names it: the HTTP status of an
     error answer, else the error's type (``None`` for the answer)."""
-    if outcome.kind is Kind.ANSWER:
-        return None
     if outcome.status is not None and outcome.status >= 400:
         return str(outcome.status)
-    return type(outcome.error).__name__ if outcome.error is not None else outcome.kind.value
+    return type(outcome.error).__name__ if outcome.error is not None else None
 
 
 def _int_header(value: str | None) -> int | None:

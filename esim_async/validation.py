@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -54,6 +55,12 @@ def validate_iccid(value: object, *, min_length: int = 18, max_length: int = 22)
 
 # ------------------------------------------------------------------ other request fields
 
+
+def _refused(field: str, rule: str) -> InvalidRequestError:
+    """The error for a ``field`` that is not ``rule``."""
+    return InvalidRequestError(f"{field} must be {rule}", field=field)
+
+
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _EMAIL = re.compile(r"[^@\s/\\?#]+@[^@\s/\\?#]+\.[^@\s/\\?#]+")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
@@ -63,35 +70,26 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 def validate_slug(value: object, *, field: str) -> str:
     """A package id or slug: letters, digits, ``.``, ``_``, ``-``; at most 100 characters."""
     if not isinstance(value, str) or not _SLUG.fullmatch(value) or not value.isascii():
-        raise InvalidRequestError(
-            f"{field} must be 1-100 ASCII letters, digits, '.', '_' or '-', got {value!r:.60}",
-            field=field,
-        )
+        raise _refused(field, f"1-100 ASCII letters, digits, '.', '_' or '-', got {value!r:.60}")
     return value
 
 
 def validate_quantity(value: object, *, field: str = "quantity", maximum: int = 50) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not (1 <= value <= maximum):
-        raise InvalidRequestError(
-            f"{field} must be an int from 1 to {maximum}, got {value!r}", field=field
-        )
+        raise _refused(field, f"an int from 1 to {maximum}, got {value!r}")
     return value
 
 
 def validate_email(value: object, *, field: str) -> str:
     if not isinstance(value, str) or len(value) > 254 or not _EMAIL.fullmatch(value):
-        raise InvalidRequestError(
-            f"{field} must be an email address, got {value!r:.60}", field=field
-        )
+        raise _refused(field, f"an email address, got {value!r:.60}")
     return value
 
 
 def validate_choice(value: object, choices: Iterable[str], *, field: str) -> str:
     allowed = tuple(choices)
     if value not in allowed:
-        raise InvalidRequestError(
-            f"{field} must be one of {', '.join(allowed)}, got {value!r}", field=field
-        )
+        raise _refused(field, f"one of {', '.join(allowed)}, got {value!r}")
     return str(value)
 
 
@@ -109,18 +107,13 @@ def validate_includes(
 
 def validate_country(value: object, *, field: str = "country") -> str:
     if not isinstance(value, str) or not _COUNTRY.fullmatch(value):
-        raise InvalidRequestError(
-            f"{field} must be an ISO 3166-1 alpha-2 code such as 'US', got {value!r:.20}",
-            field=field,
-        )
+        raise _refused(field, f"an ISO 3166-1 alpha-2 code such as 'US', got {value!r:.20}")
     return value.upper()
 
 
 def validate_text(value: object, *, field: str, max_length: int = 255) -> str:
     if not isinstance(value, str) or len(value) > max_length:
-        raise InvalidRequestError(
-            f"{field} must be a str of at most {max_length} characters", field=field
-        )
+        raise _refused(field, f"a str of at most {max_length} characters")
     return value
 
 
@@ -133,28 +126,24 @@ def date_range(value: tuple[date | str, date | str] | str | None, *, field: str)
     else:
         parts = [d.isoformat() if isinstance(d, date) else str(d) for d in value]
     if len(parts) != 2 or not all(_is_date(p) for p in parts):
-        raise InvalidRequestError(
-            f"{field} must be (from, to) dates or 'YYYY-MM-DD - YYYY-MM-DD'", field=field
-        )
+        raise _refused(field, "(from, to) dates or 'YYYY-MM-DD - YYYY-MM-DD'")
     return f"{parts[0]} - {parts[1]}"
 
 
 def _is_date(text: str) -> bool:
     """``text`` is ``YYYY-MM-DD`` and names a day of the calendar."""
-    if not _DATE.fullmatch(text):
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+    if _DATE.fullmatch(text):
+        with contextlib.suppress(ValueError):
+            date.fromisoformat(text)
+            return True
+    return False
 
 
 def validate_date(value: object, *, field: str) -> str:
     """A day as ``YYYY-MM-DD``: a :class:`~datetime.date` or a string naming a real day."""
     text = value.isoformat() if isinstance(value, date) else value
     if not isinstance(text, str) or not _is_date(text):
-        raise InvalidRequestError(f"{field} must be a date as YYYY-MM-DD", field=field)
+        raise _refused(field, "a date as YYYY-MM-DD")
     return text
 
 
@@ -175,7 +164,7 @@ def validate_url(value: object, *, field: str) -> str:
             host = None
         if host:
             return value
-    raise InvalidRequestError(f"{field} must be an http(s) URL with a host", field=field)
+    raise _refused(field, "an http(s) URL with a host")
 
 
 _LANGUAGE = re.compile(r"[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
@@ -186,10 +175,7 @@ def validate_language(value: object, *, field: str = "language") -> str:
     letters, then up to three ``-`` parts of letters and digits; nothing a header could not
     carry."""
     if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
-        raise InvalidRequestError(
-            f"{field} must be a language code such as 'de' or 'zh-CN', got {value!r:.20}",
-            field=field,
-        )
+        raise _refused(field, f"a language code such as 'de' or 'zh-CN', got {value!r:.20}")
     return value
 
 

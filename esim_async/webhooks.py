@@ -154,11 +154,9 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> bool:
         # Never a hex digest (and compare_digest refuses non-ASCII text): what it is says
         # nothing about the secret.
         return False
-    if not hmac.compare_digest(sign(body, secret), given):
-        return any(
-            hmac.compare_digest(sign(form, secret), given) for form in _canonical_forms(body)
-        )
-    return True
+    return hmac.compare_digest(sign(body, secret), given) or any(
+        hmac.compare_digest(sign(form, secret), given) for form in _canonical_forms(body)
+    )
 
 
 # --------------------------------------------------------------------------- events
@@ -267,21 +265,15 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     """``headers[name]`` whatever its case (frameworks' header maps ignore case; a plain ``dict``
     does not). ``name`` is lower case."""
     value = headers.get(name)
-    if value is not None:
-        return value
-    for key, candidate in headers.items():
-        if key.lower() == name:
-            return candidate
-    return None
+    if value is None:
+        value = next((v for key, v in headers.items() if key.lower() == name), None)
+    return value
 
 
 def _declared_length(headers: Mapping[str, str]) -> int | None:
     """The ``Content-Length`` a request declares, when it declares a valid one."""
-    value = _header(headers, "content-length")
-    if value is None:
-        return None
     try:
-        length = int(value.strip())
+        length = int((_header(headers, "content-length") or "").strip())
     except ValueError:
         return None
     return length if length >= 0 else None

@@ -29,10 +29,8 @@ class RateLimiter(Protocol):
     async def acquire(
         self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
     ) -> Slot:
-        """Wait until one more request may be sent (for ``key``), and count it. The returned
-        slot is marked with the real send time when the request goes out, or released when
-        nothing of it went out. Raises ``RateLimitedError`` at once while a cool-down lasts
-        that callers do not wait for (see ``penalize``)."""
+        """Wait until one more request may be sent (for ``key``), and count it (see
+        :meth:`~esim_async.limits.EndpointLimiter.acquire`)."""
         ...
 
     async def penalize(
@@ -43,10 +41,8 @@ class RateLimiter(Protocol):
         key: str | None = None,
         cap: float = ...,
     ) -> None:
-        """A 429 arrived for a request for ``key``: charge the limit that tripped it (the
-        shared one: every caller cools down and the rate drops; or only ``key``'s). A
-        cool-down longer than ``cap`` (what callers wait at most) is not waited for: callers
-        are refused with ``RateLimitedError`` until it ends."""
+        """A 429 arrived for a request for ``key``: charge the limit that tripped it (see
+        :meth:`~esim_async.limits.EndpointLimiter.penalize`)."""
         ...
 
     def record_headers(self, headers: Mapping[str, str]) -> None:

@@ -16,8 +16,10 @@ __all__ = ["MemoryBackend", "MemoryStore"]
 
 def _edge(times: list[float], start: int, pending: int, w: Window, now: float) -> float:
     """The first time at or after ``now`` one more send fits ``w``, given the sorted send
-    times ``times[start:]`` and ``pending`` reservations not sent yet (each of which may go
-    out at any moment from now on, so each counts in every window from now on)."""
+    times ``times[start:]`` (those ``KEEP_SPANS`` spans old are dropped) and ``pending``
+    reservations not sent yet (each of which may go out at any moment from now on, so each
+    counts in every window from now on)."""
+    del times[start : bisect_right(times, now - KEEP_SPANS * w.span, start)]
     lo = bisect_right(times, now - w.span, start)  # sends at or before this have left
     sent = len(times) - lo
     need = sent + pending + 1 - w.limit  # sends that must leave the window first
@@ -64,11 +66,7 @@ class MemoryStore:
         t = not_before if not_before > now else now
         key_bound = False
         if shared is not None:
-            sent = self._sent
-            lo = bisect_right(sent, now - KEEP_SPANS * shared.span)
-            if lo:
-                del sent[:lo]
-            e = _edge(sent, 0, self._pending, shared, now)
+            e = _edge(self._sent, 0, self._pending, shared, now)
             if shared.spacing and self._last + shared.spacing > e:
                 e = self._last + shared.spacing
             if e > t:
@@ -78,9 +76,6 @@ class MemoryStore:
             self._key_span = per_key.span
             entry = self._keys.get(key)
             if entry is not None:
-                lo = bisect_right(entry, now - KEEP_SPANS * per_key.span, 1)
-                if lo > 1:
-                    del entry[1:lo]
                 e = _edge(entry, 1, int(entry[0]), per_key, now)
                 if e > t:
                     t, key_bound = e, True

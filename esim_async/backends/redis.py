@@ -227,9 +227,8 @@ class RedisBackend:
                         f"Redis refused the operation: {_reason(exc)}"
                     ) from exc
                 failed = True
-                if self._down:  # another operation ran out of ``wait`` meanwhile
-                    raise BackendUnavailableError(f"Redis unavailable: {_reason(exc)}") from exc
-                if now() + delay >= deadline:
+                # Out of ``wait``, or another operation ran out of it meanwhile.
+                if self._down or now() + delay >= deadline:
                     self._trip(exc)
                     raise BackendUnavailableError(f"Redis unavailable: {_reason(exc)}") from exc
                 await asyncio.sleep(delay)
@@ -244,7 +243,6 @@ class RedisBackend:
         return self._scripts[script](keys=list(keys), args=list(args))  # type: ignore[no-any-return]
 
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        """Run the shipped script ``script`` through :meth:`call`."""
         return await self.call(functools.partial(self._eval, script, keys, args))
 
     @contextlib.contextmanager
@@ -391,8 +389,7 @@ class RedisBackend:
             _, pending = await asyncio.wait(set(self._background), timeout=min(self.wait, 1.0))
             for task in pending:
                 task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._owns_client:
             with contextlib.suppress(Exception):
                 await self.redis.aclose(close_connection_pool=True)

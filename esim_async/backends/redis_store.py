@@ -140,11 +140,8 @@ class RedisWindowStore:
             member,
             self._pending_ttl,
             int(self._state_ttl * 1000),
-            shared.limit if shared is not None else 0,
-            shared.span if shared is not None else 0,
-            shared.spacing if shared is not None else 0,
-            per_key.limit if per_key is not None else 0,
-            per_key.span if per_key is not None else 0,
+            *(shared or (0, 0, 0)),
+            *(per_key[:2] if per_key is not None else (0, 0)),
             self._epoch,
             KEEP_SPANS,
         ]

@@ -5,13 +5,7 @@ from .auth import Token
 from .catalog import Country, Image, Operator, Package, Prices, ProductInformation
 from .orders import AsyncOrder, Order, OrderSim, OrderStatus, OrderUser
 from .pagination import Page
-from .sims import (
-    Esim,
-    InstallationStep,
-    Instructions,
-    PackageHistoryEntry,
-    TopupPackage,
-)
+from .sims import Esim, InstallationStep, Instructions, PackageHistoryEntry, TopupPackage
 from .usage import Usage, UsageStatus
 
 __all__ = [

@@ -28,9 +28,7 @@ def utc(value: datetime | None) -> datetime | None:
 def to_utc(obj: Any, *names: str) -> None:
     """Normalise the named ``datetime`` fields of ``obj`` to UTC in place."""
     for name in names:
-        value = getattr(obj, name)
-        if value is not None:
-            setattr(obj, name, utc(value))
+        setattr(obj, name, utc(getattr(obj, name)))
 
 
 class Meta(Model):
@@ -65,12 +63,10 @@ class Envelope(msgspec.Struct, Generic[T]):
     pricing: Pricing | None = None
 
 
-class _Unfit(Exception):
-    """A value that no reading of its field's type accepts."""
-
-
 #: How deep :func:`lenient` walks nested models before giving up on a value.
 _LENIENT_DEPTH = 16
+#: What :func:`_fit` answers for a value that no reading of its field's type accepts.
+_UNFIT: Any = object()
 
 
 def lenient(value: Any, tp: type[T]) -> T:
@@ -85,51 +81,38 @@ def lenient(value: Any, tp: type[T]) -> T:
         msgspec.ValidationError: ``value`` is not an object, or a required field is missing or
             fits nothing.
     """
-    try:
-        result: T = _fit(value, tp, 0)
-    except _Unfit:
+    result: T = _fit(value, tp, 0)
+    if result is _UNFIT:
         return msgspec.convert(value, tp, strict=False)  # raises the precise error
     return result
 
 
 def _fit(value: Any, tp: Any, depth: int) -> Any:
+    """``value`` read as ``tp`` as :func:`lenient` does, or :data:`_UNFIT`."""
     try:
         return msgspec.convert(value, tp, strict=False)
     except msgspec.ValidationError:
-        pass
-    if depth >= _LENIENT_DEPTH:
-        raise _Unfit
+        if depth >= _LENIENT_DEPTH:
+            return _UNFIT
     origin = typing.get_origin(tp)
     if origin is typing.Union or origin is types.UnionType:
-        for option in typing.get_args(tp):
-            if option is not type(None):
-                try:
-                    return _fit(value, option, depth + 1)
-                except _Unfit:
-                    continue
-        raise _Unfit
+        options = (option for option in typing.get_args(tp) if option is not type(None))
+        fits = (_fit(value, option, depth + 1) for option in options)
+        return next((fit for fit in fits if fit is not _UNFIT), _UNFIT)
     if origin is list and isinstance(value, list):
         (item_type,) = typing.get_args(tp) or (Any,)
-        items = []
-        for item in value:
-            try:
-                items.append(_fit(item, item_type, depth + 1))
-            except _Unfit:
-                continue
-        return items
+        fits = (_fit(item, item_type, depth + 1) for item in value)
+        return [fit for fit in fits if fit is not _UNFIT]
     if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(value, dict):
-        kept: dict[str, Any] = {}
-        for field in msgspec.structs.fields(tp):
-            if field.encode_name not in value:
-                continue
-            try:
-                kept[field.name] = _fit(value[field.encode_name], field.type, depth + 1)
-            except _Unfit:
-                continue
+        kept = {
+            field.name: _fit(value[field.encode_name], field.type, depth + 1)
+            for field in msgspec.structs.fields(tp)
+            if field.encode_name in value
+        }
         try:
-            return tp(**kept)
+            return tp(**{name: fit for name, fit in kept.items() if fit is not _UNFIT})
         except TypeError:  # a required field is missing or fits nothing
-            raise _Unfit from None
-    raise _Unfit
+            return _UNFIT
+    return _UNFIT

@@ -98,10 +98,7 @@ def _search(value: Any, depth: int) -> tuple[list[Any], list[dict[str, Any]]] | 
 def _locate(raw: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     if isinstance(raw, list):
         return raw, []
-    found = _search(raw, 0)
-    if found is not None:
-        return found
-    return [], [raw] if isinstance(raw, dict) else []
+    return _search(raw, 0) or ([], [raw] if isinstance(raw, dict) else [])
 
 
 def items_of(raw: Any, item_fields: Collection[str] = ()) -> list[Any]:

@@ -120,21 +120,19 @@ Measured (``benchmarks/bench_monitor.py``, figures in ``benchmarks/RESULTS.md``;
 runs in a process of its own): 1,000 eSIMs at 50 reads per second with a 1-second cache, a
 bursty fleet life with speeds 250 times apart, top-ups and installations: in the recorded run
 the 90 % mark is found 0.85 s after the data crossed it on average (median 0.29 s, p90 2.3 s),
-against 10.2 s (p90 18.2 s) for ``usage_many`` swept round robin under the same budget: 0.083
-times the mean, 0.125 times the p90, with no 429 and no event before its crossing. One run is
-one draw: the timing of the exchange changes which reads land where. Before the reads aimed
-at a crossing (item 2) and the even pace (item 4), four runs gave means of 1.17 to 1.37 s. A
-simulation of the same fleet on a simulated clock, over 24 fleet seeds, is steadier (and a
-little pessimistic): a mean of 1.20 s against 1.53 s before (paired difference 0.33 s, standard
-error 0.04 s); each change alone gained nothing there (aimed reads waited for the next burst
-of starts the limit allowed; even starts had no aimed reads to serve). The mean is set by a tail:
-one crossing in nineteen is found more than 5 s late and those make 46 % of the total delay;
-the others are found 0.68 s after the fact on average. Most of the tail is a user whose speed
-the monitor has not measured yet, or whose crossing follows a top-up or an installation that
-no read has seen: a crossing within one or two sessions of it, or a first session that
-crosses both marks between two reads. The monitor's own CPU is about 160 us per read (0.8 %
+against 10.2 s (p90 18.2 s) for ``usage_many`` swept round robin under the same budget (0.083
+times the mean, 0.125 times the p90), with no 429 and no event before its crossing. One run
+is one draw (the exchange's timing changes which reads land where); before items 2 and 4, four
+runs gave means of 1.17 to 1.37 s. On a simulated clock over 24 fleet seeds (steadier, a
+little pessimistic) the two gave 1.20 s against 1.53 s (paired difference 0.33 s, standard
+error 0.04 s), and each alone nothing: aimed reads waited for the next burst of starts the
+limit allowed; even starts had no aimed reads to serve. The mean is set by a tail: one
+crossing in nineteen is found more than 5 s late, 46 % of the total delay (the others 0.68 s
+late on average), mostly a user whose speed is not measured yet, or a crossing after a top-up
+or installation no read has seen (within one or two sessions of it, or a first session that
+crosses both marks between two reads). The monitor's own CPU is about 160 us per read (0.8 %
 of a core at 50 reads per second), it keeps about 1 KiB per tracked eSIM, and restarts from a
-100,000-eSIM store, schedule loaded, in about 2 s. The client's process (HTTP included) uses
+100,000-eSIM store, schedule loaded, in about 2 s; the client's process (HTTP included) uses
 about 6 % of a core at 50 reads per second, against 2 % when reads started in bursts: one
 wake-up of the loop per read.
 """

@@ -1,75 +1,53 @@
 """Per-eSIM burn-rate estimates, and when each eSIM is next worth reading.
 
-Every interval here is a multiple of :attr:`Timing.unit`, the shortest useful gap between two
-reads of one eSIM (the client's cache TTL, which mirrors the server's, or the per-eSIM limit's
-spacing when that is longer), or comes from the budget and the readings: nothing is a fixed
-duration, so a monitor on a client with a 1-second cache behaves like one on a production
-client with 20 minutes, 1,200 times faster.
+The policy and its reasons are in :mod:`esim_async.monitor`; this module holds its arithmetic.
+Every interval is a multiple of :attr:`Timing.unit` (the client's cache TTL, which mirrors the
+server's, or the per-eSIM limit's spacing when longer) or comes from the budget and the
+readings, never a fixed duration: a monitor on a 1-second cache behaves like one on a
+production client's 20 minutes, 1,200 times faster.
 
 Per eSIM (:class:`SimState`, updated by :func:`observe`):
 
-- ``peak``: the speed of its bursts, MB/s: its fastest moving interval, each divided by the
-  share of an interval that long the fleet spends online (all of a short one, the duty cycle
-  of a long one): an interval that spans a pause understates the burst inside it. It carries
-  over to the next package: a fast user stays fast after a top-up;
-- ``top``: the speed of its fastest moving interval, a lower bound on its bursts. Once it has
-  shown :data:`MEASURED_MOVES` moving intervals, ``top`` times :data:`MEASURED_MARGIN` is its
-  burst speed (:func:`own_rate`): some interval was then most likely spent wholly online,
-  while the peak, the largest of many generous guesses, runs high (in a simulation of the
-  benchmark's fleet, a median 2.5 times the true speed after eight moving intervals, where
-  ``top`` is within 12 % of it for nine eSIMs in ten); before that, the peak;
-- ``flow`` and ``known``: bounds on its speed from its current run of short moving
-  intervals whose speeds agree to within the whole MB of their readings, and from the last
-  such run of :data:`FLOW_RUNS` or more (kept across sessions and packages): in full flow, an
-  interval spent wholly online shows the speed to within that rounding;
-- ``rate``: an EWMA of the moving intervals' speeds (shown in :class:`TrackedSim`);
-- ``moves`` and ``still``: its evidence (moving intervals seen, time seen idle since it last
-  moved or changed package or status).
+- ``peak``: its fastest moving interval, each divided by the share of an interval that long
+  the fleet spends online (all of a short one, the duty cycle of a long one), since an
+  interval that spans a pause understates the burst inside it. Kept across packages: a fast
+  user stays fast after a top-up;
+- ``top``: its fastest moving interval, a lower bound on its bursts. After
+  :data:`MEASURED_MOVES` moving intervals, ``top`` times :data:`MEASURED_MARGIN` is its burst
+  speed (:func:`own_rate`): some interval was most likely spent wholly online, while the
+  peak, the largest of many generous guesses, runs high (simulating the benchmark's fleet: a
+  median 2.5 times the true speed after eight moving intervals, where ``top`` is within 12 %
+  of it for nine eSIMs in ten);
+- ``flow`` and ``known``: bounds on its speed from its current run of short moving intervals
+  agreeing to within the whole MB of their readings, and from the last run of
+  :data:`FLOW_RUNS` or more (kept across sessions and packages): an interval spent wholly
+  online shows the speed to within that rounding;
+- ``rate`` (an EWMA of moving intervals' speeds, shown in :class:`TrackedSim`), ``moves`` and
+  ``still`` (moving intervals seen, time seen idle since it last moved or changed package or
+  status).
 
-The first reading of a new package (a top-up) counts as a moving interval: the data it shows
-used was used since the last reading before the top-up, so at least that fast. A user never
-seen moving whose new package is already a fifth used is then read again before it could
-reach the first threshold at that pace, not at the pace of a finished eSIM.
+The first reading of a new package counts as a moving interval (what it shows used was used
+since the last reading before the top-up): a user never seen moving whose new package is
+already a fifth used is read again before it could reach the first threshold at that pace,
+not at the pace of a finished eSIM. The fleet (:class:`FleetPrior`) teaches its fast speed,
+how long sessions and pauses last, and the rates of installations and top-ups by age.
 
-The fleet (:class:`FleetPrior`) teaches its fast speed (the 90th percentile of every moving
-interval, as a share of the package per second, applied to each eSIM's own package), how
-long sessions and pauses last (from short intervals of eSIMs seen moving), and the rates of
-installations and top-ups by how long an eSIM has waited (events over exposure).
-
-One rule for every eSIM (:func:`plan`): it is read once the expected delay a read would
-remove, ``U(t)`` for a crossing whose time is uncertain (Olston and Pandey's utility, see
-:mod:`esim_async.monitor`), reaches the budget's common threshold (:meth:`Budget.threshold`),
-at the earliest one unit after its last read and at the latest after a cap; the monitor tunes
-the threshold until the reads the plans ask for match the budget (:meth:`Budget.tune`):
-
-- *Draining* (ACTIVE, a threshold ahead): the crossing needs ``ahead`` seconds online (data
-  left over the speed). Online at its last reading, it comes then unless the session ends
-  first; offline, a session must start first. So the crossing is at ``ahead`` with some
-  probability, else an exponential time later (the fleet's pause rate), and
-  :func:`delay_until` gives how long after ``ahead`` a read is worth its cost: just after it
-  for an eSIM in full flow, a square-root-law interval for one in a pause. An eSIM never seen
-  moving uses the fleet's fast speed, decayed by the time it has been seen idle, with the
-  chance :data:`UNKNOWN_WEIGHT` of reaching it, and is read at most once per the cap or
-  :data:`IDLE_SHARE` of the time it has been seen idle.
-- *Aimed* (draining, online at its last reading, its speed known: ``flow``, ``known``, or
-  ``top`` once it has shown :data:`MEASURED_MOVES` moving intervals): the cache makes a read
-  ``x`` before the crossing cost ``unit - x`` of delay and one ``y`` after it cost ``y``, so
-  it is read at the latest moment the crossing comes at the lower bound of its speed
-  (:func:`_latest_crossing`), when the readings place the crossing within
-  :data:`TIMED_UNITS` units; ``timed`` keeps that read out of early reads and puts it first
-  once due (:mod:`.scheduler`).
-- *Waiting* for an event that comes at random (an installation of a NOT_ACTIVE eSIM, a top-up
-  of a FINISHED or EXPIRED one or of one past its last threshold): the crossing that counts
-  is the new package's first threshold, ``ahead`` after the event at its own speed (or the
-  fleet's, with the chance it reaches it); the event itself counts at
-  :data:`STATUS_WEIGHT`. A fast user's finished eSIM is read often (a top-up is a
-  near-certain quick crossing), a slow one's rarely: the square-root law of its event rate.
+:func:`plan` reads an eSIM once ``U(t)``, the expected delay a read would remove, reaches the
+budget's common threshold (:meth:`Budget.threshold`, tuned by :meth:`Budget.tune` until the
+plans' reads match the budget), one unit after its last read at the earliest, a cap at the
+latest. *Draining*: :func:`delay_until` gives how long after ``ahead`` a read is worth its
+cost; an eSIM never seen moving takes the fleet's speed with the chance
+:data:`UNKNOWN_WEIGHT`, and a cap of at least :data:`IDLE_SHARE` of its idle time. *Aimed*:
+the latest crossing at the lower bound of a known speed (:func:`_latest_crossing`), when the
+readings place it within :data:`TIMED_UNITS` units; ``timed`` keeps it out of early reads and
+puts it first once due (:mod:`.scheduler`). *Waiting*: the square-root law of the event's
+rate, for the new package's first threshold and the event itself (at :data:`STATUS_WEIGHT`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from ..models.usage import Usage, UsageStatus
@@ -163,6 +141,7 @@ class Timing:
         return max(units * self.unit, periods * period)
 
 
+@dataclass(slots=True, eq=False)
 class Budget:
     """How the reads per second are shared (kept up to date by the monitor).
 
@@ -179,14 +158,11 @@ class Budget:
             :data:`COST_UNITS` units).
     """
 
-    __slots__ = ("cost", "demand", "per_second", "roots", "tracked")
-
-    def __init__(self) -> None:
-        self.per_second = math.inf
-        self.tracked = 0
-        self.demand = 0.0
-        self.roots = 0.0
-        self.cost: float | None = None
+    per_second: float = math.inf
+    tracked: int = 0
+    demand: float = 0.0
+    roots: float = 0.0
+    cost: float | None = None
 
     def notional(self, unit: float) -> float:
         """The reads per second to plan with (without a company limit: one read per eSIM per
@@ -272,9 +248,8 @@ class _Hazard:
     def add(self, age: float, dt: float, event: bool, unit: float) -> None:
         """Count ``dt`` seconds observed from ``age`` on, in which the event came or not
         (spread over the buckets the interval spans, the event in proportion)."""
-        start, end = max(0.0, age), max(0.0, age) + dt
-        if end <= start:
-            return
+        start = max(0.0, age)
+        end = start + dt
         while start < end:
             i = self._bucket(start, unit)
             edge = end if i == self.SIZE - 1 else min(end, unit * 2.0**i)
@@ -342,14 +317,12 @@ class FleetPrior:
     def stop_rate(self, unit: float) -> float:
         """Sessions ended per second online (from a prior of one per
         :data:`SESSION_UNITS` units)."""
-        ended, online = self.sessions[0], self.sessions[1]
-        return (ended + 1.0) / (online + SESSION_UNITS * unit)
+        return (self.sessions[0] + 1.0) / (self.sessions[1] + SESSION_UNITS * unit)
 
     def resume_rate(self, unit: float) -> float:
         """Sessions started per second offline (from a prior of one per
         :data:`PAUSE_UNITS` units)."""
-        started, offline = self.sessions[2], self.sessions[3]
-        return (started + 1.0) / (offline + PAUSE_UNITS * unit)
+        return (self.sessions[2] + 1.0) / (self.sessions[3] + PAUSE_UNITS * unit)
 
     @classmethod
     def from_dict(cls, data: object, unit: float = 1.0) -> FleetPrior:
@@ -379,76 +352,55 @@ class FleetPrior:
         self.speed = per_unit / self.unit if per_unit is not None else None
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class SimState:
     """What the monitor keeps about one tracked eSIM (a few hundred bytes).
 
-    Times are on the client clock's monotonic scale. ``token`` identifies the live entry of the
-    eSIM in the schedule's heaps (0: in none, e.g. while it is being read). ``share`` (reads
-    per second its plan asks for) and ``root`` (square root of its event rate, while waiting
-    for an installation or a top-up) are its parts of the :class:`Budget`.
+    Times are on the client clock's monotonic scale; ``eligible_at``, ``due`` and ``since``
+    start at ``now``. ``token`` identifies the live entry of the eSIM in the schedule's heaps
+    (0: in none, e.g. while it is being read). ``share`` (reads per second its plan asks for)
+    and ``root`` (square root of its event rate, while waiting for an installation or a
+    top-up) are its parts of the :class:`Budget`.
     """
 
-    __slots__ = (
-        "due",
-        "eligible_at",
-        "fails",
-        "fired",
-        "flow",
-        "flowing",
-        "iccid",
-        "known",
-        "missing",
-        "moves",
-        "peak",
-        "rate",
-        "read_at",
-        "root",
-        "share",
-        "since",
-        "still",
-        "timed",
-        "token",
-        "top",
-        "tracked",
-        "urgent",
-        "usage",
-    )
+    iccid: str
+    now: InitVar[float]
+    usage: Usage | None = None
+    read_at: float = -_NEVER
+    eligible_at: float = field(init=False)
+    due: float = field(init=False)
+    rate: float = 0.0
+    peak: float = 0.0
+    moves: int = 0
+    #: Time seen without any data used since it last moved (evidence that it is idle).
+    still: float = 0.0
+    fails: int = 0
+    fired: int = 0
+    missing: bool = False
+    urgent: bool = False
+    tracked: bool = True
+    token: int = 0
+    share: float = 0.0
+    root: float = 0.0
+    #: When its current status was first seen.
+    since: float = field(init=False)
+    #: The fastest speed of any of its moving intervals, MB/s (a lower bound on its
+    #: bursts, which a few intervals spent wholly online make exact).
+    top: float = 0.0
+    #: Its current run of short moving intervals whose speeds agree: bounds on the
+    #: speed (MB/s) and the number of intervals (``(0, 0, 0)``: none).
+    flow: tuple[float, float, int] = _NO_FLOW
+    #: Its last two intervals both moved: the last one most likely spent wholly online.
+    flowing: bool = False
+    #: Bounds on its burst speed (MB/s) from the last run of :data:`FLOW_RUNS` agreeing
+    #: intervals, kept across sessions and packages (``(0, 0)``: none yet).
+    known: tuple[float, float] = (0.0, 0.0)
+    #: Its read is planned at a predicted crossing (see :func:`plan`): not worth an early
+    #: read, and time-critical once due.
+    timed: bool = False
 
-    def __init__(self, iccid: str, now: float) -> None:
-        self.iccid = iccid
-        self.usage: Usage | None = None
-        self.read_at = -_NEVER
-        self.eligible_at = now
-        self.due = now
-        self.rate = 0.0
-        self.peak = 0.0
-        self.moves = 0
-        #: Time seen without any data used since it last moved (evidence that it is idle).
-        self.still = 0.0
-        self.fails = 0
-        self.fired = 0
-        self.missing = False
-        self.urgent = False
-        self.tracked = True
-        self.token = 0
-        self.share = 0.0
-        self.root = 0.0
-        #: When its current status was first seen.
-        self.since = now
-        #: The fastest speed of any of its moving intervals, MB/s (a lower bound on its
-        #: bursts, which a few intervals spent wholly online make exact).
-        self.top = 0.0
-        #: Its current run of short moving intervals whose speeds agree: bounds on the
-        #: speed (MB/s) and the number of intervals (``(0, 0, 0)``: none).
-        self.flow = _NO_FLOW
-        #: Its last two intervals both moved: the last one most likely spent wholly online.
-        self.flowing = False
-        #: Bounds on its burst speed (MB/s) from the last run of :data:`FLOW_RUNS` agreeing
-        #: intervals, kept across sessions and packages (``(0, 0)``: none yet).
-        self.known = (0.0, 0.0)
-        #: Its read is planned at a predicted crossing (see :func:`plan`): not worth an early
-        #: read, and time-critical once due.
-        self.timed = False
+    def __post_init__(self, now: float) -> None:
+        self.eligible_at = self.due = self.since = now
 
     def __repr__(self) -> str:
         return f"SimState({self.iccid!r}, due={self.due!r}, peak={self.peak!r})"
@@ -545,14 +497,9 @@ def _mark(target: float, total: int) -> int:
 
 
 def own_rate(state: SimState) -> float:
-    """``state``'s own burst speed estimate, MB/s (0: never seen moving).
-
-    Its ``peak`` while it has shown few moving intervals (each may have spanned a pause,
-    which the peak makes up for, generously); once it has shown :data:`MEASURED_MOVES`, its
-    fastest interval (``top``: some interval was then most likely spent wholly online, and
-    the peak, the largest of many generous guesses, runs high), times
-    :data:`MEASURED_MARGIN`.
-    """
+    """``state``'s own burst speed estimate, MB/s (0: never seen moving): its ``peak``, or
+    ``top`` times :data:`MEASURED_MARGIN` once it has shown :data:`MEASURED_MOVES` moving
+    intervals (see the module's notes on ``top``)."""
     if state.moves >= MEASURED_MOVES and state.top > 0:
         return MEASURED_MARGIN * state.top
     return state.peak
@@ -611,14 +558,11 @@ def delay_until(cost: float, sure: float, hazard: float) -> float:
 
 
 def _latest_crossing(state: SimState, usage: Usage, target: float, unit: float) -> float | None:
-    """How long after its last reading an eSIM online then crosses ``target`` at the latest,
-    if its session lasts and its speed is known (``None``: not known well enough).
-
-    Known: from the current run of agreeing short moving intervals (two or more, or one after
-    a moving interval when the crossing is at most :data:`FLOW_UNITS` away), else from the
-    speed such a run showed before (:attr:`SimState.known`), else, once it has shown
-    :data:`MEASURED_MOVES` moving intervals, its fastest one. The lower bound of the speed
-    gives the latest moment."""
+    """How long after its last reading an eSIM online then crosses ``target`` at the latest
+    (at the lower bound of its speed), if its session lasts and its speed is known (``None``:
+    not known well enough): from its current run of agreeing short moving intervals (two or
+    more, or one after a moving interval for a crossing at most :data:`FLOW_UNITS` away),
+    else ``known``, else ``top`` after :data:`MEASURED_MOVES` moving intervals."""
     low, high, runs = state.flow
     if runs < FLOW_RUNS:
         if state.known[0] > 0:
@@ -647,12 +591,8 @@ def plan(
     budget: Budget,
 ) -> float:
     """The time ``state`` is next worth reading (``inf``: never), at or after its
-    ``eligible_at``; updates its ``share`` and ``root`` (the caller updates the budget's sums).
-
-    One rule for every eSIM: it is read once the expected delay a read would remove reaches
-    the budget's common threshold (:meth:`Budget.threshold`), at the earliest one unit after
-    its last read and at the latest after a cap.
-    """
+    ``eligible_at`` (the rule is in the module's notes); updates its ``share`` and ``root``
+    (the caller updates the budget's sums)."""
     usage = state.usage
     unit = timing.unit
     state.share = state.root = 0.0

@@ -118,11 +118,10 @@ def new_package(prev: Usage, new: Usage) -> bool:
         return bool(prev.is_unlimited) != bool(new.is_unlimited)
     if not after:
         return False
-    if (new.raw_total or 0) > (prev.raw_total or 0) or (new.raw_remaining or 0) > (
-        prev.raw_remaining or 0
-    ):
-        return True
     return (
+        (new.raw_total or 0) > (prev.raw_total or 0)
+        or (new.raw_remaining or 0) > (prev.raw_remaining or 0)
+    ) or (
         prev.status in _IN_USE
         and new.status in _IN_USE
         and prev.expired_at is not None
@@ -137,10 +136,7 @@ def next_target(usage: Usage, fired: int, thresholds: tuple[float, ...]) -> floa
     watched as closely as a threshold, include 1.0 in the thresholds."""
     if not is_limited(usage):
         return None
-    for i, t in enumerate(thresholds):
-        if not fired & (1 << i):
-            return t
-    return None
+    return next((t for i, t in enumerate(thresholds) if not fired & (1 << i)), None)
 
 
 def detect(

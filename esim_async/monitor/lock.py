@@ -16,7 +16,9 @@ renewing (crashed, hung, lost its network).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..backends.redis_store import register_script
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from ..backends.redis import RedisBackend
 
 __all__ = ["LocalMonitorLock", "MonitorLock", "RedisMonitorLock", "default_lock"]
+
+logger = logging.getLogger("esim_async")
 
 
 @runtime_checkable
@@ -45,12 +49,10 @@ class MonitorLock(Protocol):
         ...
 
 
+@dataclass(slots=True)
 class _Lease:
-    __slots__ = ("owner", "until")
-
-    def __init__(self, owner: str, until: float) -> None:
-        self.owner = owner
-        self.until = until
+    owner: str
+    until: float
 
 
 #: Leases of :class:`LocalMonitorLock` instances, process-wide, by name.
@@ -67,16 +69,13 @@ class LocalMonitorLock:
     def __repr__(self) -> str:
         return "LocalMonitorLock()"
 
-    def _try(self, name: str, ttl: float, now: float) -> bool:
-        lease = _LOCAL.get(name)
-        if lease is None or lease.owner == self._token or lease.until <= now:
-            _LOCAL[name] = _Lease(self._token, now + ttl)
-            return True
-        return False
-
     async def acquire(self, name: str, ttl: float, clock: Clock) -> None:
         self._clock = clock
-        while not self._try(name, ttl, clock.now()):
+        while True:
+            lease, now = _LOCAL.get(name), clock.now()
+            if lease is None or lease.owner == self._token or lease.until <= now:
+                _LOCAL[name] = _Lease(self._token, now + ttl)
+                return
             await clock.sleep(ttl / 3)
 
     async def renew(self, name: str, ttl: float) -> bool:
@@ -137,7 +136,7 @@ class RedisMonitorLock:
             try:
                 taken = await self._take(keys=[key], args=[self._token, ms])
             except Exception as exc:  # RedisError, OSError: unreachable; try again later
-                _log_unreachable(exc)
+                logger.warning("monitor lock: Redis unreachable: %s", exc)
                 taken = False
             raise_if_cancelled()
             if taken:
@@ -150,7 +149,7 @@ class RedisMonitorLock:
             done = await self._renew(keys=[self._key(name)], args=[self._token, ms])
         except Exception as exc:
             # Unreachable: the lease may lapse and another take over; stop to be safe.
-            _log_unreachable(exc)
+            logger.warning("monitor lock: Redis unreachable: %s", exc)
             done = False
         raise_if_cancelled()
         return bool(done)
@@ -159,7 +158,7 @@ class RedisMonitorLock:
         try:
             await self._release(keys=[self._key(name)], args=[self._token])
         except Exception as exc:
-            _log_unreachable(exc)
+            logger.warning("monitor lock: Redis unreachable: %s", exc)
 
     async def aclose(self) -> None:
         """Close the connection opened from a URL (a client passed in is left open)."""
@@ -186,9 +185,3 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _log_unreachable(exc: BaseException) -> None:
-    import logging
-
-    logging.getLogger("esim_async").warning("monitor lock: Redis unreachable: %s", exc)

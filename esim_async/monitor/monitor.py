@@ -33,7 +33,7 @@ from .estimator import (
     plan,
     upper_rate,
 )
-from .events import THRESHOLD_BITS, UsageEvent, detect
+from .events import THRESHOLD_BITS, EventKind, UsageEvent, detect
 from .lock import MonitorLock, default_lock, raise_if_cancelled
 from .scheduler import Pacer, Schedule
 from .settings import ClientView, read_client, wall_clock
@@ -50,6 +50,10 @@ logger = logging.getLogger("esim_async")
 
 #: Changed rows that make the writer flush before its next period.
 _FLUSH_ROWS = 5000
+#: Times of an eSIM's state, stored on the wall clock.
+_TIMES = ("read_at", "eligible_at", "due", "since")
+#: The fields of an eSIM's state stored as they are.
+_KEPT = tuple(set(StoredSim.__struct_fields__) - {*_TIMES, "fired", "known_low", "known_high"})
 #: What a store that cannot take a batch raises (locked by another process, disk full...).
 _STORE_ERRORS = (sqlite3.Error, OSError)
 #: Bounds of the reads kept in flight (adapted between them; see ``_adapt_in_flight``).
@@ -117,17 +121,15 @@ class _LeaseLost(Exception):
     """Another monitor took the lease over."""
 
 
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
 class FleetMonitor:
     """Watches the usage of a fleet of eSIMs and reports threshold crossings, status changes,
-    exhaustion and coming expiries as :class:`UsageEvent` values.
-
-    Example::
-
-        monitor = FleetMonitor(client, thresholds=(0.75, 0.9), store="fleet.db")
-        await monitor.track(iccids)
-        async with monitor:
-            async for event in monitor.events():
-                print(event.iccid, event.kind, event.threshold)
+    exhaustion and coming expiries as :class:`UsageEvent` values (an example and the policy
+    are in :mod:`esim_async.monitor`).
 
     Args:
         client: an :class:`~esim_async.AiraloClient` or :class:`~esim_async.PressOneClient`.
@@ -167,11 +169,9 @@ class FleetMonitor:
             raise ValueError("thresholds are at most 16 fractions of data used, each in (0, 1]")
         if not (0.0 < share <= 1.0):
             raise ValueError("share is the fraction of the budget to use, in (0, 1]")
-        window = (
-            expiring_within.total_seconds()
-            if isinstance(expiring_within, timedelta)
-            else float(expiring_within)
-        )
+        if isinstance(expiring_within, timedelta):
+            expiring_within = expiring_within.total_seconds()
+        window = float(expiring_within)
         if window < 0:
             raise ValueError("expiring_within must be >= 0")
         if max_in_flight is not None and max_in_flight < 1:
@@ -188,7 +188,6 @@ class FleetMonitor:
         self._store = SqliteStore(store) if store is not None else None
         backend = getattr(getattr(client, "config", None), "backend", None)
         self._lock: MonitorLock = lock if lock is not None else default_lock(backend)
-        self._lease_ttl = self._timing.unit / 4
         self._fixed_in_flight = max_in_flight
         self._in_flight = max_in_flight or _MIN_IN_FLIGHT
         self._sims: dict[str, SimState] = {}
@@ -259,20 +258,14 @@ class FleetMonitor:
 
     # ------------------------------------------------------------------ tracking
 
-    def _validated(self, iccids: Iterable[str]) -> list[str]:
-        lo, hi = self._view.iccid_length
-        seen: dict[str, None] = {}
-        for iccid in iccids:
-            seen[validate_iccid(iccid, min_length=lo, max_length=hi)] = None
-        return list(seen)
-
-    @staticmethod
-    async def _collect(iccids: Iterable[str] | AsyncIterable[str]) -> list[str]:
+    async def _validated(self, iccids: Iterable[str] | AsyncIterable[str]) -> list[str]:
+        """Every ICCID checked, once each, in order (a single string is one ICCID)."""
         if isinstance(iccids, AsyncIterable):
-            return [i async for i in iccids]
-        if isinstance(iccids, str):
-            return [iccids]
-        return list(iccids)
+            items = [i async for i in iccids]
+        else:
+            items = [iccids] if isinstance(iccids, str) else list(iccids)
+        lo, hi = self._view.iccid_length
+        return list(dict.fromkeys(validate_iccid(i, min_length=lo, max_length=hi) for i in items))
 
     async def track(self, iccids: Iterable[str] | AsyncIterable[str]) -> int:
         """Start watching ``iccids`` (any iterable or async iterable; a single ICCID string is
@@ -280,7 +273,7 @@ class FleetMonitor:
         :class:`~esim_async.errors.InvalidIccidError` and nothing is tracked. Tracking an eSIM
         again changes nothing. New eSIMs get a first read early, and are stored at once when
         the monitor has a store. Returns how many were new."""
-        valid = self._validated(await self._collect(iccids))
+        valid = await self._validated(iccids)
         try:
             await self._ensure_loaded()
             now = self._clock.now()
@@ -305,14 +298,14 @@ class FleetMonitor:
                     raise
         finally:
             await self._release_store()
-        self._wake()
+        _wake(self._wakeup)
         return len(fresh)
 
     async def untrack(self, iccids: Iterable[str] | AsyncIterable[str]) -> int:
         """Stop watching ``iccids`` (unknown ones are ignored); they are removed from the
         store (if the store refuses, the error is raised and they stay tracked: the call can be
         made again). A read in flight finishes unseen. Returns how many were tracked."""
-        valid = self._validated(await self._collect(iccids))
+        valid = await self._validated(iccids)
         try:
             await self._ensure_loaded()
             gone = [iccid for iccid in valid if iccid in self._sims]
@@ -347,16 +340,13 @@ class FleetMonitor:
         now, wall_now = self._clock.now(), self._wall()
 
         def at(t: float) -> datetime | None:
-            if not math.isfinite(t):
-                return None
-            return datetime.fromtimestamp(wall_now + (t - now), UTC)
+            return datetime.fromtimestamp(wall_now + (t - now), UTC) if math.isfinite(t) else None
 
-        scheduled = state.token != 0
         return TrackedSim(
             iccid=iccid,
             usage=state.usage,
             read_at=at(state.read_at),
-            next_read=at(state.eligible_at if state.urgent else state.due) if scheduled else None,
+            next_read=at(state.eligible_at if state.urgent else state.due) if state.token else None,
             burn_rate=state.rate,
             upper_rate=upper_rate(state, self._prior, self._timing.unit),
             fired=tuple(t for i, t in enumerate(self.thresholds) if state.fired & (1 << i)),
@@ -386,19 +376,7 @@ class FleetMonitor:
         if level is not None and level.strip().endswith("%"):
             with contextlib.suppress(ValueError):
                 threshold = float(level.strip()[:-1]) / 100.0
-        now = self._clock.now()
-        self._emit(
-            UsageEvent(
-                state.iccid,
-                "low_data",
-                None,
-                state.usage,
-                datetime.fromtimestamp(self._wall(), UTC),
-                threshold=threshold,
-                level=level,
-                at=now,
-            )
-        )
+        self._emit_about(state, "low_data", threshold=threshold, level=level)
         with contextlib.suppress(RuntimeError):
             self._client.sims.invalidate_usage(state.iccid)
         if state.iccid in self._reading:
@@ -407,7 +385,7 @@ class FleetMonitor:
             self._fed.add(state.iccid)
         else:
             self._hurry(state)
-        self._wake()
+        _wake(self._wakeup)
 
     def _hurry(self, state: SimState) -> None:
         """Read ``state`` ahead of everything else as soon as its cache allows."""
@@ -455,21 +433,18 @@ class FleetMonitor:
         self.stats.events[event.kind] += 1
         self._wake_consumers()
         if self._store is not None:
-            self._pending.append(
-                StoredEvent(
-                    event.iccid,
-                    event.kind,
-                    event.threshold,
-                    event.detected_at.timestamp(),
-                    event.usage,
-                )
-            )
-            self._wake_writer()
+            row = (event.iccid, event.kind, event.threshold, event.detected_at.timestamp())
+            self._pending.append(StoredEvent(*row, event.usage))
+            _wake(self._writer_wakeup)
+
+    def _emit_about(self, state: SimState, kind: EventKind, **extra: Any) -> None:
+        """Report ``kind`` about ``state`` without a new reading (its last one as previous)."""
+        at, wall = self._clock.now(), datetime.fromtimestamp(self._wall(), UTC)
+        self._emit(UsageEvent(state.iccid, kind, None, state.usage, wall, at=at, **extra))
 
     def _wake_consumers(self) -> None:
         for waiter in self._consumers:
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake(waiter)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -499,9 +474,7 @@ class FleetMonitor:
             raise
         self._ended = False
         self._failure = None
-        self._runner = asyncio.get_running_loop().create_task(
-            self._run(), name="esim_async monitor"
-        )
+        self._runner = asyncio.create_task(self._run(), name="esim_async monitor")
 
     async def aclose(self) -> None:
         """The same as :meth:`stop`."""
@@ -532,7 +505,7 @@ class FleetMonitor:
 
     async def _run(self) -> None:
         name = f"{self._view.account_name}:monitor"
-        ttl = self._lease_ttl
+        ttl = self._timing.unit / 4
         try:
             while True:
                 await self._lock.acquire(name, ttl, self._clock)
@@ -621,31 +594,22 @@ class FleetMonitor:
             # stored times count from the moment it was written, not from a wait for the skew.
             wall_now = max(wall_now, float(written))
 
-        def mono(t: float | None) -> float:
-            return -math.inf if t is None else now - (wall_now - t)
+        def mono(t: float | None, default: float) -> float:
+            return default if t is None else now - (wall_now - t)
 
         remap = self._fired_remap(meta.get("thresholds"))
 
         sims: dict[str, SimState] = {}
         for iccid, row in rows:
-            state = SimState(iccid, now)
-            state.usage = row.usage
-            state.read_at = mono(row.read_at)
-            state.eligible_at = mono(row.eligible_at) if row.eligible_at is not None else now
-            state.due = mono(row.due) if row.due is not None else math.inf
+            state = SimState(iccid, now, **{name: getattr(row, name) for name in _KEPT})
+            state.read_at = mono(row.read_at, -math.inf)
+            state.eligible_at = mono(row.eligible_at, now)
+            state.due = mono(row.due, math.inf)
             if row.read_at is None and not row.missing:
                 state.due = now  # never read: a first read early
-            state.rate, state.peak, state.moves, state.still = (
-                row.rate,
-                row.peak,
-                row.moves,
-                row.still,
-            )
-            state.share, state.root, state.top = row.share, row.root, row.top
+            state.since = mono(row.since, now)
             state.known = (row.known_low, row.known_high)
-            state.since = mono(row.since) if row.since is not None else now
-            state.fails, state.fired = row.fails, remap(row.fired)
-            state.missing, state.urgent = row.missing, row.urgent
+            state.fired = remap(row.fired)
             sims[iccid] = state
         # eSIMs tracked here and not stored yet keep their state.
         for iccid, state in self._sims.items():
@@ -690,29 +654,12 @@ class FleetMonitor:
         return remap
 
     def _stored(self, state: SimState, now: float, wall_now: float) -> StoredSim:
-        def wall(t: float) -> float | None:
-            return wall_now + (t - now) if math.isfinite(t) else None
-
-        return StoredSim(
-            usage=state.usage,
-            read_at=wall(state.read_at),
-            eligible_at=wall(state.eligible_at),
-            due=wall(state.due),
-            rate=state.rate,
-            peak=state.peak,
-            moves=state.moves,
-            still=state.still,
-            share=state.share,
-            root=state.root,
-            top=state.top,
-            known_low=state.known[0],
-            known_high=state.known[1],
-            since=wall(state.since),
-            fails=state.fails,
-            fired=state.fired,
-            missing=state.missing,
-            urgent=state.urgent,
-        )
+        fields: dict[str, Any] = {name: getattr(state, name) for name in _KEPT}
+        for name in _TIMES:
+            t = getattr(state, name)
+            fields[name] = wall_now + (t - now) if math.isfinite(t) else None
+        low, high = state.known
+        return StoredSim(**fields, fired=state.fired, known_low=low, known_high=high)
 
     async def _flush(self) -> None:
         """Write the changed eSIMs and the new events in one transaction."""
@@ -798,18 +745,7 @@ class FleetMonitor:
             self._writer_wakeup = None
             await self._flush()
 
-    def _wake_writer(self) -> None:
-        waiter = self._writer_wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     # ------------------------------------------------------------------ the scheduler
-
-    def _budget(self) -> tuple[float, int]:
-        state = self._client.rate_limit_state().get("usage")
-        effective = state.effective_per_second if state is not None else None
-        self._adapt_in_flight(state.waiters if state is not None else 0)
-        return self._view.budget(self.share, effective)
 
     def _recount(self) -> None:
         """Recompute the budget's sums over the tracked eSIMs."""
@@ -854,24 +790,26 @@ class FleetMonitor:
             if not waiter.done():
                 waiter.cancel()
 
-    def _wake(self) -> None:
-        waiter = self._wakeup
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def _dispatch(self) -> None:
-        clock, schedule = self._clock, self._schedule
-        loop = asyncio.get_running_loop()
         # Reads start evenly, one per ``1 / R``: a read timed on a predicted crossing then
         # starts at its moment, not at the next burst the limit would allow. A start half a
         # slot late keeps its place (at most one start more than ``R`` in any second: the
         # client's margin covers it). The budget is looked at again once per burst the limit
         # allows.
-        per_second, burst = self._budget()
-        pacer = Pacer(per_second, 1, lag=_PACE_LAG)
-        self._shares.per_second = pacer.per_second
-        refresh_every = burst if pacer.limited else 64
-        started = 0
+        clock, loop = self._clock, asyncio.get_running_loop()
+        pacer = Pacer(math.inf, lag=_PACE_LAG)
+
+        def rebudget() -> int:
+            """Take the budget's rate now; returns the starts until it is looked at again."""
+            limiter = self._client.rate_limit_state().get("usage")
+            self._adapt_in_flight(limiter.waiters if limiter is not None else 0)
+            effective = limiter.effective_per_second if limiter is not None else None
+            per_second, burst = self._view.budget(self.share, effective)
+            pacer.set_rate(per_second, 1)
+            self._shares.per_second = pacer.per_second
+            return burst if pacer.limited else 64
+
+        refresh_every, started = rebudget(), 0
         while True:
             schedule = self._schedule
             waiter: asyncio.Future[None] = loop.create_future()
@@ -885,27 +823,21 @@ class FleetMonitor:
             if ready > now:
                 await self._sleep(ready - now, waiter)
                 continue
-            spare = pacer.limited
-            state = schedule.pick(now, spare=spare)
+            state = schedule.pick(now, spare=pacer.limited)
             if state is None:
-                wake_at = schedule.next_time(now, spare=spare)
-                await self._sleep(wake_at - now if math.isfinite(wake_at) else None, waiter)
+                await self._sleep(schedule.next_time(now, spare=pacer.limited) - now, waiter)
                 continue
             pacer.started(now)
             self._start_read(state)
             started += 1
             if started % refresh_every == 0:
-                per_second, burst = self._budget()
-                pacer.set_rate(per_second, 1)
-                refresh_every = burst if pacer.limited else 64
-                self._shares.per_second = pacer.per_second
+                refresh_every = rebudget()
             if len(schedule) > 3 * len(self._sims) + 64:
                 schedule.rebuild(self._sims.values())
 
     def _start_read(self, state: SimState) -> None:
         self._reading[state.iccid] = state
-        task = asyncio.get_running_loop().create_task(self._read(state))
-        self._reads.add(task)
+        self._reads.add(asyncio.create_task(self._read(state)))
 
     async def _read(self, state: SimState) -> None:
         sims = self._client.sims
@@ -920,10 +852,9 @@ class FleetMonitor:
             raise
         except NotFoundError:
             self._on_missing(state)
-        except RateLimitedError as exc:
-            self._on_error(state, exc, exc.retry_after)
         except EsimError as exc:
-            self._on_error(state, exc, None)
+            retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
+            self._on_error(state, exc, retry_after)
         except Exception as exc:  # a bug or an unexpected failure: logged, retried later
             logger.exception("fleet monitor: reading %s raised", iccid)
             self._on_error(state, exc, None)
@@ -938,7 +869,7 @@ class FleetMonitor:
             task = asyncio.current_task()
             if task is not None:
                 self._reads.discard(task)
-            self._wake()
+            _wake(self._wakeup)
 
     def _requeue(self, state: SimState) -> None:
         if state.tracked and not state.token:
@@ -1009,7 +940,7 @@ class FleetMonitor:
         if not state.tracked:
             return
         self.stats.reads += 1
-        now, wall_now = self._clock.now(), self._wall()
+        now = self._clock.now()
         first = not state.missing
         state.missing = True
         state.urgent = False
@@ -1019,16 +950,7 @@ class FleetMonitor:
         self._forget(state)
         self._mark(state)
         if first:
-            self._emit(
-                UsageEvent(
-                    state.iccid,
-                    "not_found",
-                    None,
-                    state.usage,
-                    datetime.fromtimestamp(wall_now, UTC),
-                    at=now,
-                )
-            )
+            self._emit_about(state, "not_found")
 
     def _on_error(self, state: SimState, exc: Exception, retry_after: float | None) -> None:
         if not state.tracked:
@@ -1049,4 +971,4 @@ class FleetMonitor:
             return
         self._dirty.add(state)
         if len(self._dirty) >= _FLUSH_ROWS:
-            self._wake_writer()
+            _wake(self._writer_wakeup)

@@ -52,16 +52,20 @@ class Schedule:
         """Entries held (live and stale)."""
         return len(self._due) + len(self._parked) + len(self._urgent) + len(self._timed)
 
+    def _heap(self, state: SimState) -> tuple[list[_Entry], float] | None:
+        """The heap ``state`` belongs in and its key there (``None``: in none)."""
+        if state.urgent:
+            return self._urgent, state.eligible_at
+        if math.isfinite(state.due):
+            return (self._timed if state.timed else self._due), state.due
+        return None
+
     def push(self, state: SimState) -> None:
         """(Re)schedule ``state`` at its ``due`` time; an earlier entry of it goes stale."""
-        token = next(self._tokens)
-        state.token = token
-        if state.urgent:
-            heapq.heappush(self._urgent, (state.eligible_at, token, state))
-        elif state.timed and math.isfinite(state.due):
-            heapq.heappush(self._timed, (state.due, token, state))
-        elif math.isfinite(state.due):
-            heapq.heappush(self._due, (state.due, token, state))
+        state.token = token = next(self._tokens)
+        place = self._heap(state)
+        if place is not None:
+            heapq.heappush(place[0], (place[1], token, state))
 
     def remove(self, state: SimState) -> None:
         """Take ``state`` out of the schedule (its entries go stale)."""
@@ -69,24 +73,15 @@ class Schedule:
 
     def rebuild(self, states: Iterable[SimState]) -> None:
         """Drop every stale entry: one heap entry per scheduled eSIM (linear time)."""
-        due: list[_Entry] = []
-        urgent: list[_Entry] = []
-        timed: list[_Entry] = []
+        self._due, self._urgent, self._parked, self._timed = [], [], [], []
         for state in states:
-            if not state.token:
-                continue
-            token = next(self._tokens)
-            state.token = token
-            if state.urgent:
-                urgent.append((state.eligible_at, token, state))
-            elif state.timed and math.isfinite(state.due):
-                timed.append((state.due, token, state))
-            elif math.isfinite(state.due):
-                due.append((state.due, token, state))
-        heapq.heapify(due)
-        heapq.heapify(urgent)
-        heapq.heapify(timed)
-        self._due, self._urgent, self._parked, self._timed = due, urgent, [], timed
+            if state.token:
+                state.token = token = next(self._tokens)
+                place = self._heap(state)
+                if place is not None:
+                    place[0].append((place[1], token, state))
+        for heap in (self._due, self._urgent, self._timed):
+            heapq.heapify(heap)
 
     def pick(self, now: float, *, spare: bool) -> SimState | None:
         """Take the eSIM to read now, or ``None``. The eSIM leaves the schedule (push it back
@@ -95,31 +90,11 @@ class Schedule:
         state = self._pop_ready(self._urgent, now, eligible=False)
         if state is None:
             state = self._pop_ready(self._timed, now, eligible=True)
-        if state is not None:
-            return state
-        due, parked = self._due, self._parked
-        while parked and parked[0][0] <= now:
-            _, token, state = heapq.heappop(parked)
-            if state.token == token:
-                heapq.heappush(due, (state.due, token, state))
-        while due:
-            when, token, state = due[0]
-            if state.token != token:
-                heapq.heappop(due)
-                continue
-            if when > now:
-                break
-            heapq.heappop(due)
-            if state.eligible_at > now:
-                heapq.heappush(parked, (state.eligible_at, token, state))
-                continue
-            state.token = 0
-            return state
-        if not spare:
-            return None
-        # Nothing is due: the eSIM due soonest, whatever it waits for (timed ones are not
-        # in this heap).
-        return self._take(due, parked, now)
+        if state is None:
+            # When nothing is due and ``spare``: the eSIM due soonest, whatever it waits for
+            # (timed ones are not in this heap).
+            state = self._take(now, math.inf if spare else now)
+        return state
 
     @staticmethod
     def _pop_ready(heap: list[_Entry], now: float, *, eligible: bool) -> SimState | None:
@@ -137,18 +112,22 @@ class Schedule:
             return state
         return None
 
-    @staticmethod
-    def _take(heap: list[_Entry], parked: list[_Entry], now: float) -> SimState | None:
-        """The eligible eSIM due soonest in ``heap`` (those not eligible yet go to
+    def _take(self, now: float, until: float) -> SimState | None:
+        """The eligible eSIM due soonest, if due by ``until`` (those not eligible yet go to
         ``parked``, back once they are)."""
+        due, parked = self._due, self._parked
         while parked and parked[0][0] <= now:
             _, token, state = heapq.heappop(parked)
             if state.token == token:
-                heapq.heappush(heap, (state.due, token, state))
-        while heap:
-            _, token, state = heapq.heappop(heap)
+                heapq.heappush(due, (state.due, token, state))
+        while due:
+            when, token, state = due[0]
             if state.token != token:
+                heapq.heappop(due)
                 continue
+            if when > until:
+                return None
+            heapq.heappop(due)
             if state.eligible_at > now:
                 heapq.heappush(parked, (state.eligible_at, token, state))
                 continue
@@ -161,21 +140,16 @@ class Schedule:
 
         Stale entries on top are dropped on the way; the answer may be early, never late.
         """
-        best = math.inf
         for heap in (self._urgent, self._due, self._parked, self._timed):
             while heap and heap[0][2].token != heap[0][1]:
                 heapq.heappop(heap)
-        if self._urgent:
-            best = self._urgent[0][0]
+        times = [heap[0][0] for heap in (self._urgent, self._parked) if heap]
         if self._timed:
             when, _, state = self._timed[0]
-            best = min(best, max(when, state.eligible_at))
+            times.append(max(when, state.eligible_at))
         if self._due:
-            top = self._due[0]
-            best = min(best, now if spare else top[0])
-        if self._parked:
-            best = min(best, self._parked[0][0])
-        return best
+            times.append(now if spare else self._due[0][0])
+        return min(times, default=math.inf)
 
 
 class Pacer:
@@ -195,9 +169,6 @@ class Pacer:
     def __init__(self, per_second: float, burst: int = 1, lag: float = 0.0) -> None:
         self._log: deque[float] = deque()
         self.lag = lag
-        self.per_second = per_second
-        self.burst = 1
-        self.window = 0.0
         self.set_rate(per_second, burst)
 
     @property

@@ -44,23 +44,19 @@ class ClientView:
     def unit(self) -> float:
         """The shortest useful gap between two reads of one eSIM: the cache TTL (a read
         sooner gets the same answer), or the per-eSIM limit's spacing when that is longer."""
-        gaps = [self.cache_ttl]
-        if self.per_key is not None:
-            gaps.append(self.per_key.period * (1 + self.margin) / self.per_key.count)
-        unit = max(gaps)
+
+        def spacing(*rates: Rate | None) -> list[float]:
+            return [r.period * (1 + self.margin) / r.count for r in rates if r is not None]
+
+        unit = max([self.cache_ttl, *spacing(self.per_key)])
         if unit <= 0:
-            spacing = [
-                r.period * (1 + self.margin) / r.count
-                for r in (self.company, self.account)
-                if r is not None
-            ]
-            if not spacing:
+            if not spacing(self.company, self.account):
                 raise InvalidRequestError(
                     "the monitor derives its intervals from the client's cache TTL or usage "
                     "limits: this client has neither",
                     field="cache_ttl",
                 )
-            unit = max(spacing)
+            unit = max(spacing(self.company, self.account))
         return unit
 
     def budget(self, share: float, effective: float | None = None) -> tuple[float, int]:
@@ -85,37 +81,30 @@ def read_client(
 ) -> ClientView:
     """The :class:`ClientView` of ``client``; ``cache_ttl`` and ``clock`` override (and stand
     in for a client without ``config``)."""
-    config: Any = getattr(client, "config", None)
+    config: Any = getattr(client, "config", None)  # every ``getattr`` of None: its default
     state = client.rate_limit_state().get("usage")
     company = state.configured if state is not None else None
     per_key = state.per_key if state is not None else None
-    account = None
-    margin = DEFAULT_RATE_MARGIN
-    iccid_length = (ICCID_MIN_LENGTH, ICCID_MAX_LENGTH)
-    host = getattr(config, "base_url", None) or getattr(client, "base_url", "")
-    if config is not None:
-        limit = config.limit("usage") if hasattr(config, "limit") else None
-        if limit is not None:
-            company, per_key = limit.shared, limit.per_key
-        account = getattr(config, "account_rate", None)
-        margin = getattr(config, "rate_margin", margin)
-        iccid_length = getattr(config, "iccid_length", iccid_length)
-        if cache_ttl is None:
-            cache_ttl = getattr(config, "cache_ttl", None)
-        if clock is None:
-            clock = getattr(config, "clock", None)
+    limit = config.limit("usage") if hasattr(config, "limit") else None
+    if limit is not None:
+        company, per_key = limit.shared, limit.per_key
+    if cache_ttl is None:
+        cache_ttl = getattr(config, "cache_ttl", None)
     if cache_ttl is None:
         cache_ttl = client.profile.cache_ttl
     if cache_ttl < 0 or not math.isfinite(cache_ttl):
         raise InvalidRequestError("cache_ttl must be a finite number >= 0", field="cache_ttl")
+    if clock is None:
+        clock = getattr(config, "clock", None)
+    host = getattr(config, "base_url", None) or getattr(client, "base_url", "")
     return ClientView(
         cache_ttl=float(cache_ttl),
         company=company,
         per_key=per_key,
-        account=account,
-        margin=margin,
+        account=getattr(config, "account_rate", None),
+        margin=getattr(config, "rate_margin", DEFAULT_RATE_MARGIN),
         clock=clock if clock is not None else MonotonicClock(),
-        iccid_length=iccid_length,
+        iccid_length=getattr(config, "iccid_length", (ICCID_MIN_LENGTH, ICCID_MAX_LENGTH)),
         account_name=f"{client.profile.name}:{client.client_id}@{host}",
     )
 

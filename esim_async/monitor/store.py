@@ -110,7 +110,8 @@ class SqliteStore:
         target, uri = self._target()
         db = await aiosqlite.connect(target, uri=uri)
         try:
-            tables = await self._tables(db)
+            async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+                tables = {name for (name,) in await cur.fetchall()}
             if tables and not {"sims", "meta"} <= tables:
                 raise StoreError(f"{self.path} is a database but not a fleet monitor's store")
             if tables:
@@ -142,11 +143,6 @@ class SqliteStore:
             return "file:" + urllib.parse.quote(absolute) + "?mode=ro", True
         return self.path, False
 
-    @staticmethod
-    async def _tables(db: Any) -> set[str]:
-        async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
-            return {name for (name,) in await cursor.fetchall()}
-
     async def _check_format(self, db: Any) -> None:
         async with db.execute("SELECT value FROM meta WHERE key = 'format'") as cursor:
             row = await cursor.fetchone()
@@ -162,6 +158,10 @@ class SqliteStore:
                 f"(store format {found!r}; this version reads {_FORMAT})"
             )
 
+    def _opened(self) -> Any:
+        assert self._db is not None, "open() first"
+        return self._db
+
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
@@ -169,21 +169,16 @@ class SqliteStore:
 
     async def load(self) -> tuple[list[tuple[str, StoredSim]], dict[str, Any]]:
         """Every stored eSIM and the meta values."""
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         if self._empty:
             return [], {}
         async with db.execute("SELECT iccid, state FROM sims") as cursor:
             rows = await cursor.fetchall()
-        sims = [(iccid, _decode_sim(blob)) for iccid, blob in rows]
-        async with db.execute("SELECT key, value FROM meta") as cursor:
-            meta = {key: _decode_any(value) for key, value in await cursor.fetchall()}
-        return sims, meta
+        return [(iccid, _decode_sim(blob)) for iccid, blob in rows], await self.load_meta()
 
     async def load_meta(self) -> dict[str, Any]:
         """The meta values alone."""
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         if self._empty:
             return {}
         async with db.execute("SELECT key, value FROM meta") as cursor:
@@ -191,8 +186,7 @@ class SqliteStore:
 
     async def add(self, rows: Iterable[tuple[str, StoredSim]]) -> None:
         """Insert eSIMs not stored yet (existing rows are kept)."""
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         await db.executemany(
             "INSERT OR IGNORE INTO sims (iccid, state) VALUES (?, ?)",
             [(iccid, _encode(row)) for iccid, row in rows],
@@ -200,8 +194,7 @@ class SqliteStore:
         await db.commit()
 
     async def remove(self, iccids: Iterable[str]) -> None:
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         await db.executemany("DELETE FROM sims WHERE iccid = ?", [(i,) for i in iccids])
         await db.commit()
 
@@ -215,52 +208,41 @@ class SqliteStore:
         new events and meta values. Rows of eSIMs no longer stored are not re-created. A
         batch that fails is rolled back whole, so it can be given again without writing its
         events twice."""
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         try:
-            await self._write(db, rows, events, meta)
+            if rows:
+                await db.executemany(
+                    "UPDATE sims SET state = ? WHERE iccid = ?", [(blob, i) for i, blob in rows]
+                )
+            if events:
+                await db.executemany(
+                    "INSERT INTO events (iccid, kind, threshold, detected_at, usage) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.iccid,
+                            e.kind,
+                            e.threshold,
+                            e.detected_at,
+                            _encode(e.usage) if e.usage is not None else None,
+                        )
+                        for e in events
+                    ],
+                )
+            if meta:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [(k, _encode(v)) for k, v in meta.items()],
+                )
+            await db.commit()
         except Exception:
             with contextlib.suppress(Exception):
                 await db.rollback()
             raise
 
-    @staticmethod
-    async def _write(
-        db: Any,
-        rows: Sequence[tuple[str, bytes]],
-        events: Sequence[StoredEvent],
-        meta: dict[str, Any],
-    ) -> None:
-        if rows:
-            await db.executemany(
-                "UPDATE sims SET state = ? WHERE iccid = ?", [(blob, i) for i, blob in rows]
-            )
-        if events:
-            await db.executemany(
-                "INSERT INTO events (iccid, kind, threshold, detected_at, usage) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.iccid,
-                        e.kind,
-                        e.threshold,
-                        e.detected_at,
-                        _encode(e.usage) if e.usage is not None else None,
-                    )
-                    for e in events
-                ],
-            )
-        if meta:
-            await db.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                [(k, _encode(v)) for k, v in meta.items()],
-            )
-        await db.commit()
-
     async def events(self) -> list[StoredEvent]:
         """Every event stored, oldest first."""
-        db = self._db
-        assert db is not None, "open() first"
+        db = self._opened()
         if self._empty:
             return []
         decode_usage = msgspec.msgpack.Decoder(Usage).decode

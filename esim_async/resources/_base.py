@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -21,15 +22,20 @@ __all__ = ["Resource"]
 
 T = TypeVar("T")
 
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+#: (:class:`Envelope` parametrised at run time by a response type)
+_ENVELOPE: Any = Envelope
 
 
+@functools.cache
 def decoder(tp: Any) -> msgspec.json.Decoder[Any]:
     """One lenient decoder per response type, built once."""
-    dec = _decoders.get(tp)
-    if dec is None:
-        dec = _decoders[tp] = msgspec.json.Decoder(tp, strict=False)
-    return dec
+    return msgspec.json.Decoder(tp, strict=False)
+
+
+def optional(check: Callable[..., T], value: object, *args: Any, **kw: Any) -> T | None:
+    """``check(value, *args, **kw)``, or ``None`` (the parameter is not sent) without a value."""
+    return None if value is None else check(value, *args, **kw)
 
 
 def _items(data: list[T] | dict[str, T]) -> list[T]:
@@ -59,7 +65,7 @@ class Resource:
         *,
         method: str = "GET",
         path_params: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str | None] | None = None,
         body: Mapping[str, Any] | None = None,
         key: str | None = None,
         language: str | None = None,
@@ -90,7 +96,7 @@ class Resource:
             key=key,
             priority=Priority.INTERACTIVE,
             idempotent=method in ("GET", "PUT") if idempotent is None else idempotent,
-            params={k: v for k, v in params.items() if v is not None} if params else None,
+            params={k: v for k, v in (params or {}).items() if v is not None} or None,
             form=form,
             json=json_body,
             headers=headers,
@@ -101,6 +107,12 @@ class Resource:
             empty_ok=empty_ok,
         )
         return await ctx.request(request, name=endpoint)
+
+    async def _data(self, endpoint: str, data: type[T], **options: Any) -> T:
+        """The ``data`` of an endpoint's envelope (``data``: its type); ``options`` as
+        :meth:`_call` takes them."""
+        envelope: Envelope[T] = await self._call(endpoint, _ENVELOPE[data], **options)
+        return envelope.data
 
     async def _page(
         self,
@@ -113,11 +125,8 @@ class Resource:
         language: str | None = None,
     ) -> Page[Any]:
         """One page of a list endpoint, with its metadata."""
-        size = validate_page_size(page_size)
-        query: dict[str, str] = {k: v for k, v in (params or {}).items() if v is not None}
-        query["page"] = str(page)
-        if size is not None:
-            query["limit"] = str(size)
+        limit = optional(str, validate_page_size(page_size))
+        query = {**(params or {}), "page": str(page), "limit": limit}
         # Requests go to base_url + prefix only: the `links` in responses (which may name
         # another host or API version) are never followed.
         envelope: Envelope[Any] = await self._call(
@@ -146,9 +155,7 @@ class Resource:
             page = await self._page(
                 endpoint, item, number, params=params, page_size=page_size, language=language
             )
-            for value in page.items:
-                if max_items is not None and given >= max_items:
-                    return
+            for value in page.items if max_items is None else page.items[: max_items - given]:
                 given += 1
                 yield value
             if not page.items or not page.has_next:

@@ -11,7 +11,7 @@ from ..errors import InvalidRequestError
 from ..models._base import Envelope
 from ..models.account import Balance, Balances, Device, ExchangeRates
 from ..validation import validate_date
-from ._base import Resource
+from ._base import Resource, optional
 
 __all__ = ["AccountResource", "AiraloAccountResource", "DevicesResource"]
 
@@ -42,18 +42,13 @@ class AiraloAccountResource(AccountResource):
         self, date: date | str | None = None, to: Iterable[str] | str | None = None
     ) -> ExchangeRates:
         """Exchange rates from USD on ``date`` (default today) to the ``to`` currencies."""
-        params: dict[str, str] = {}
-        if date is not None:
-            params["date"] = validate_date(date, field="date")
+        params = {"date": optional(validate_date, date, field="date")}
         if to is not None:
             codes = [c.strip() for c in to.split(",")] if isinstance(to, str) else builtins.list(to)
             if not codes or not all(isinstance(c, str) and _CURRENCY.fullmatch(c) for c in codes):
                 raise InvalidRequestError("to must be 3-letter currency codes", field="to")
             params["to"] = ",".join(c.upper() for c in codes)
-        envelope: Envelope[ExchangeRates] = await self._call(
-            "exchange_rates", Envelope[ExchangeRates], params=params or None
-        )
-        return envelope.data
+        return await self._data("exchange_rates", ExchangeRates, params=params)
 
 
 class DevicesResource(Resource):
@@ -63,7 +58,4 @@ class DevicesResource(Resource):
 
     async def compatible(self) -> builtins.list[Device]:
         """The whole list of eSIM-capable devices (no pagination)."""
-        envelope: Envelope[builtins.list[Device]] = await self._call(
-            "compatible_devices", Envelope[builtins.list[Device]]
-        )
-        return envelope.data
+        return await self._data("compatible_devices", builtins.list[Device])

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from ..errors import InvalidRequestError, ValidationError
+from ..errors import InvalidRequestError, validation_error
 from ..models._base import Envelope
 from ..models.account import FutureOrder
 from ..validation import validate_choice
-from ._base import Resource
+from ._base import Resource, optional
 from .orders import SharingOption, order_body
 
 __all__ = ["FutureOrdersResource"]
@@ -85,15 +85,14 @@ class FutureOrdersResource(Resource):
             webhook_url=webhook_url,
         )
         body["due_date"] = due_date_text(due_date, now=self._ctx.utcnow())
-        envelope: Envelope[FutureOrder] = await self._call(
+        return await self._data(
             "future_orders",
-            Envelope[FutureOrder],
+            FutureOrder,
             method="POST",
             body=body,
             encoding="json",
             outcome_hint=FUTURE_OUTCOME_HINT,
         )
-        return envelope.data
 
     async def list(
         self,
@@ -107,8 +106,8 @@ class FutureOrdersResource(Resource):
         """Future orders not yet processed, by ``status`` (an async iterator)."""
         params: dict[str, str | None] = {
             "status": validate_choice(status, _STATUSES, field="status"),
-            "from_due_date": _when(from_due_date, "from_due_date"),
-            "to_due_date": _when(to_due_date, "to_due_date"),
+            "from_due_date": optional(_when, from_due_date, "from_due_date"),
+            "to_due_date": optional(_when, to_due_date, "to_due_date"),
         }
         async for item in self._paginate(
             "future_orders",
@@ -161,17 +160,11 @@ def _refuse_field_errors(envelope: Envelope[Any], endpoint: str) -> None:
     data = envelope.data
     if not isinstance(data, dict) or not data:
         return
-    fields = {
-        str(name): [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
-        for name, messages in data.items()
-    }
     message = envelope.meta.message if envelope.meta is not None else None
-    detail = "; ".join(f"{name}: {', '.join(texts)}" for name, texts in fields.items())
-    raise ValidationError(
+    raise validation_error(
         f"{endpoint} answered with a success status but a field error"
-        + (f": {message}" if message else "")
-        + f" ({detail})",
-        fields=fields,
+        + (f": {message}" if message else ""),
+        data,
         status=200,
         message=message,
         body={"data": data, "meta": {"message": message}},
@@ -191,8 +184,6 @@ def _utc(value: object, field: str, expected: str) -> datetime:
     raise InvalidRequestError(f"{field} must be {expected}", field=field)
 
 
-def _when(value: datetime | str | None, field: str) -> str | None:
-    if value is None:
-        return None
+def _when(value: datetime | str, field: str) -> str:
     when = _utc(value, field, "'YYYY-MM-DD HH:MM'")
     return value if isinstance(value, str) else when.strftime(_FORMAT)

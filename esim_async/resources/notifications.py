@@ -18,7 +18,7 @@ from ..validation import (
     validate_text,
     validate_url,
 )
-from ._base import Resource
+from ._base import Resource, optional
 
 __all__ = ["NotificationsResource"]
 
@@ -65,8 +65,7 @@ class NotificationsResource(Resource):
         body: dict[str, object] = {"type": type}
         if type.startswith("email_"):
             body["email"] = validate_email(email, field="email")
-            if language is not None:
-                body["language"] = validate_text(language, field="language", max_length=16)
+            body["language"] = optional(validate_text, language, field="language", max_length=16)
         else:
             body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
         if levels is not None:
@@ -80,22 +79,19 @@ class NotificationsResource(Resource):
                     "levels must be a subset of 50, 70, 80, 90", field="levels"
                 )
             body["levels"] = chosen
-        envelope: Envelope[NotificationData] = await self._call(
+        data = await self._data(
             "notifications_opt_in",
-            Envelope[NotificationData],
+            NotificationData,
             method="POST",
             body=body,
             encoding="json",
             idempotent=True,
         )
-        return envelope.data.notification or Notification(type=type)
+        return data.notification or Notification(type=type)
 
     async def get(self) -> Notification | None:
         """The current subscription, if any."""
-        envelope: Envelope[NotificationData] = await self._call(
-            "notifications_opt_in", Envelope[NotificationData]
-        )
-        return envelope.data.notification
+        return (await self._data("notifications_opt_in", NotificationData)).notification
 
     async def opt_out(self, type: NotificationType) -> None:
         """Unsubscribe from ``type`` (the API answers 204)."""
@@ -132,11 +128,10 @@ class NotificationsResource(Resource):
             if level not in LEVELS:
                 raise InvalidRequestError("level must be 50, 70, 80 or 90", field="level")
             body["level"] = level
-        if iccid is not None:
-            # Notification ICCIDs are not held to the usage path's length rule.
-            body["iccid"] = validate_iccid(iccid, min_length=1, max_length=22)
-        if webhook_url is not None:
-            body["webhook_url"] = validate_url(webhook_url, field="webhook_url")
+        # (absent fields are not sent; notification ICCIDs are not held to the usage path's
+        # length rule)
+        body["iccid"] = optional(validate_iccid, iccid, min_length=1, max_length=22)
+        body["webhook_url"] = optional(validate_url, webhook_url, field="webhook_url")
         envelope: _Simulated = await self._call(
             "simulator",
             _Simulated,

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .._secrets import logger
 from ..errors import InvalidRequestError
-from ..models._base import Envelope
 from ..models.orders import AsyncOrder, Order
 from ..models.pagination import Page
 from ..validation import (
@@ -22,7 +21,7 @@ from ..validation import (
     validate_text,
     validate_url,
 )
-from ._base import Resource
+from ._base import Resource, optional
 
 if TYPE_CHECKING:
     from ..webhooks import AsyncOrderEvent
@@ -59,12 +58,9 @@ def order_body(
     ``type``)."""
     validate_slug(package_id, field="package_id")
     validate_quantity(quantity)
-    if type is not None:
-        validate_choice(type, ("sim",), field="type")
-    if description is not None:
-        validate_text(description, field="description")
-    if brand_settings_name is not None:
-        validate_text(brand_settings_name, field="brand_settings_name")
+    optional(validate_choice, type, ("sim",), field="type")
+    optional(validate_text, description, field="description")
+    optional(validate_text, brand_settings_name, field="brand_settings_name")
     if to_email is not None:
         validate_email(to_email, field="to_email")
         if not sharing_option:
@@ -86,9 +82,7 @@ def order_body(
         "to_email": to_email,
         "sharing_option": builtins.list(sharing_option) if sharing_option else None,
         "copy_address": builtins.list(copy_address) if copy_address else None,
-        "webhook_url": (
-            validate_url(webhook_url, field="webhook_url") if webhook_url is not None else None
-        ),
+        "webhook_url": optional(validate_url, webhook_url, field="webhook_url"),
     }
 
 
@@ -131,10 +125,9 @@ class OrdersResource(Resource):
             sharing_option=sharing_option,
             copy_address=copy_address,
         )
-        envelope: Envelope[Order] = await self._call(
-            "orders", Envelope[Order], method="POST", body=body, outcome_hint=OUTCOME_HINT
+        return await self._data(
+            "orders", Order, method="POST", body=body, outcome_hint=OUTCOME_HINT
         )
-        return envelope.data
 
     async def get(
         self, order_id: int | str, include: Iterable[OrderInclude] | None = ("sims",)
@@ -145,14 +138,12 @@ class OrdersResource(Resource):
             raise InvalidRequestError(
                 f"order_id must be digits, got {order_id!r:.40}", field="order_id"
             )
-        params = {"include": validate_includes(include, _ORDER_INCLUDES)}
-        envelope: Envelope[Order] = await self._call(
+        return await self._data(
             "order",
-            Envelope[Order],
+            Order,
             path_params={"order_id": oid},
-            params={k: v for k, v in params.items() if v is not None},
+            params={"include": validate_includes(include, _ORDER_INCLUDES)},
         )
-        return envelope.data
 
     def _list_params(
         self,
@@ -166,18 +157,12 @@ class OrdersResource(Resource):
         return {
             "include": validate_includes(include, _ORDER_INCLUDES),
             "filter[created_at]": date_range(created_at, field="created_at"),
-            "filter[code]": validate_text(code, field="code") if code is not None else None,
-            "filter[order_status]": validate_choice(
-                order_status, _ORDER_STATUSES, field="order_status"
-            )
-            if order_status is not None
-            else None,
-            "filter[iccid]": validate_text(iccid, field="iccid", max_length=22)
-            if iccid is not None
-            else None,
-            "filter[description]": validate_text(description, field="description")
-            if description is not None
-            else None,
+            "filter[code]": optional(validate_text, code, field="code"),
+            "filter[order_status]": optional(
+                validate_choice, order_status, _ORDER_STATUSES, field="order_status"
+            ),
+            "filter[iccid]": optional(validate_text, iccid, field="iccid", max_length=22),
+            "filter[description]": optional(validate_text, description, field="description"),
         }
 
     async def list(
@@ -229,11 +214,10 @@ class OrdersResource(Resource):
         """
         validate_slug(package_id, field="package_id")
         self._ctx.validate_iccid(iccid)
-        if description is not None:
-            validate_text(description, field="description")
-        envelope: Envelope[Order] = await self._call(
+        optional(validate_text, description, field="description")
+        order: Order = await self._data(
             "topup_order",
-            Envelope[Order],
+            Order,
             method="POST",
             body={"package_id": package_id, "iccid": iccid, "description": description},
             outcome_hint=OUTCOME_HINT,
@@ -245,7 +229,7 @@ class OrdersResource(Resource):
                 listener(iccid)
             except Exception:
                 logger.exception("a top-up listener raised (the top-up was bought)")
-        return envelope.data
+        return order
 
     def add_topup_listener(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(iccid)`` after each successful :meth:`topup` (a
@@ -307,11 +291,10 @@ class AiraloOrdersResource(OrdersResource):
             copy_address=copy_address,
             webhook_url=webhook_url,
         )
-        envelope: Envelope[AsyncOrder] = await self._call(
+        return await self._data(
             "orders_async",
-            Envelope[AsyncOrder],
+            AsyncOrder,
             method="POST",
             body=body,
             outcome_hint=OUTCOME_HINT,
         )
-        return envelope.data

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Literal, get_args
 
-from ..models._base import Envelope
 from ..models.catalog import Country, ProductInformation
 from ..models.pagination import Page
 from ..validation import validate_choice, validate_country, validate_language, validate_slug
-from ._base import Resource
+from ._base import Resource, optional
 
 __all__ = ["AiraloPackagesResource", "PackagesResource"]
 
@@ -26,10 +25,8 @@ class PackagesResource(Resource):
         self, type: str | None, country: str | None, include_topup: bool
     ) -> dict[str, str | None]:
         return {
-            "filter[type]": validate_choice(type, _PACKAGE_TYPES, field="type")
-            if type is not None
-            else None,
-            "filter[country]": validate_country(country) if country is not None else None,
+            "filter[type]": optional(validate_choice, type, _PACKAGE_TYPES, field="type"),
+            "filter[country]": optional(validate_country, country),
             "include": "topup" if include_topup else None,
         }
 
@@ -60,8 +57,7 @@ class PackagesResource(Resource):
                     print(package.id, package.price)
         """
         params = self._params(type, country, include_topup)
-        if language is not None:
-            validate_language(language)
+        optional(validate_language, language)
         async for item in self._paginate(
             "packages",
             Country,
@@ -83,8 +79,7 @@ class PackagesResource(Resource):
         page_size: int | None = None,
     ) -> Page[Country]:
         """One page of the catalogue with its metadata (``last_page``, ``total``...)."""
-        if language is not None:
-            validate_language(language)
+        optional(validate_language, language)
         return await self._page(
             "packages",
             Country,
@@ -103,10 +98,9 @@ class AiraloPackagesResource(PackagesResource):
     async def product_information(self, slug: str) -> ProductInformation:
         """The product information brief (PIB) of package ``slug`` (60 per minute per package)."""
         slug = validate_slug(slug, field="slug")
-        envelope: Envelope[ProductInformation] = await self._call(
+        return await self._data(
             "product_information",
-            Envelope[ProductInformation],
+            ProductInformation,
             path_params={"slug": slug},
             key=slug,
         )
-        return envelope.data

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 from ..errors import InvalidRequestError
-from ..models._base import Envelope
 from ..models.account import Refund
 from ..validation import validate_choice, validate_email, validate_text
-from ._base import Resource
+from ._base import Resource, optional
 
 __all__ = ["RefundReason", "RefundsResource"]
 
@@ -71,13 +70,11 @@ class RefundsResource(Resource):
             validate_text(notes, field="notes")
         elif reason == "OTHERS":
             raise InvalidRequestError("notes are required with reason OTHERS", field="notes")
-        if email is not None:
-            validate_email(email, field="email")
-        envelope: Envelope[Refund] = await self._call(
+        optional(validate_email, email, field="email")
+        return await self._data(
             "refund",
-            Envelope[Refund],
+            Refund,
             method="POST",
             body={"iccids": ids, "reason": reason, "notes": notes, "email": email},
             encoding="form",
         )
-        return envelope.data

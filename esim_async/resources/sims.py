@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import builtins
 import weakref
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterable,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -28,14 +21,12 @@ from ..models.usage import Usage, UsageStatus
 from ..sweep import SweepProgress, UsageSweep
 from ..transport import Request
 from ..validation import date_range, validate_includes, validate_language, validate_text
-from ._base import Resource
+from ._base import Resource, optional
 
 if TYPE_CHECKING:
     from ..context import ClientContext
 
 __all__ = ["AiraloSimsResource", "SimsResource", "stamp_usage", "usage_is_recycled"]
-
-T = TypeVar("T")
 
 SimInclude = Literal["order", "order.status", "order.user", "share"]
 _SIM_INCLUDES = ("order", "order.status", "order.user", "share")
@@ -95,10 +86,8 @@ class _UsageCall(QueueTicket):
     def join(self, other: _UsageCall) -> None:
         """A caller with the policy ``other`` joined: take the better of both."""
         self.raise_to(other.priority)
-        if other.max_retries > self.max_retries:
-            self.max_retries = other.max_retries
-        if other.retry_rate_limited:
-            self.retry_rate_limited = True
+        self.max_retries = max(self.max_retries, other.max_retries)
+        self.retry_rate_limited = self.retry_rate_limited or other.retry_rate_limited
         request = self.request() if self.request is not None else None
         if request is not None:
             request.priority = self.priority
@@ -170,7 +159,6 @@ class SimsResource(Resource):
         endpoint = ctx.usage_endpoint
         entry = None if refresh else endpoint.get(iccid, max_age)
         if entry is None:
-            # (``_fetch_usage``, inline: this is the path of every uncached call)
             if max_retries is None:
                 max_retries = ctx.config.max_retries
             call = _UsageCall(ctx, iccid, timeout, priority, max_retries, True)
@@ -199,37 +187,16 @@ class SimsResource(Resource):
         at once instead of waiting out its ``Retry-After``."""
         if timeout is not None or max_retries is not None or max_age is not None:
             _check_call_options(timeout, max_retries, max_age)
-        entry = self._cached_usage(iccid, refresh, max_age)
-        if entry is not None:
-            return entry, True
-        args = (timeout, max_retries, priority, retry_rate_limited)
-        return await self._fetch_usage(iccid, refresh, max_age, *args)
-
-    def _cached_usage(
-        self, iccid: str, refresh: bool, max_age: float | None
-    ) -> CacheEntry[Usage] | None:
-        """The cached entry answering ``iccid``, unless ``refresh``; the ICCID is checked
-        first. The hot path: answered before a request is even described."""
         ctx = self._ctx
         ctx.validate_iccid(iccid)
-        return None if refresh else ctx.usage_endpoint.get(iccid, max_age)
-
-    def _fetch_usage(
-        self,
-        iccid: str,
-        refresh: bool,
-        max_age: float | None,
-        timeout: float | None,
-        max_retries: int | None,
-        priority: Priority,
-        retry_rate_limited: bool,
-    ) -> Coroutine[Any, Any, tuple[CacheEntry[Usage], bool]]:
-        """Ask for ``iccid``'s usage through the cached endpoint's single flight."""
-        ctx = self._ctx
+        endpoint = ctx.usage_endpoint
+        entry = None if refresh else endpoint.get(iccid, max_age)
+        if entry is not None:
+            return entry, True
         if max_retries is None:
             max_retries = ctx.config.max_retries
         call = _UsageCall(ctx, iccid, timeout, priority, max_retries, retry_rate_limited)
-        return ctx.usage_endpoint.fetch(iccid, call, refresh=refresh, max_age=max_age, options=call)
+        return await endpoint.fetch(iccid, call, refresh=refresh, max_age=max_age, options=call)
 
     def usage_many(
         self,
@@ -270,8 +237,7 @@ class SimsResource(Resource):
         Raises:
             InvalidRequestError: ``max_age`` out of range (before anything is sent).
         """
-        if max_age is not None:
-            check_max_age(max_age)
+        optional(check_max_age, max_age)
         return UsageSweep(
             self,
             self._ctx,
@@ -288,14 +254,12 @@ class SimsResource(Resource):
         """One eSIM ordered through the API (``include``: ``order``, ``order.status``,
         ``order.user``, ``share``)."""
         self._ctx.validate_iccid(iccid)
-        include_value = validate_includes(include, _SIM_INCLUDES)
-        envelope: Envelope[Esim] = await self._call(
+        return await self._data(
             "sim",
-            Envelope[Esim],
+            Esim,
             path_params={"iccid": iccid},
-            params={"include": include_value} if include_value else None,
+            params={"include": validate_includes(include, _SIM_INCLUDES)},
         )
-        return envelope.data
 
     def _list_params(
         self,
@@ -306,9 +270,7 @@ class SimsResource(Resource):
         return {
             "include": validate_includes(include, _SIM_INCLUDES),
             "filter[created_at]": date_range(created_at, field="created_at"),
-            "filter[iccid]": validate_text(iccid, field="iccid", max_length=22)
-            if iccid is not None
-            else None,
+            "filter[iccid]": optional(validate_text, iccid, field="iccid", max_length=22),
         }
 
     async def list(
@@ -348,10 +310,9 @@ class SimsResource(Resource):
             BusinessError: code 73 when the eSIM was recycled.
         """
         self._ctx.validate_iccid(iccid)
-        envelope: Envelope[builtins.list[TopupPackage]] = await self._call(
-            "sim_topups", Envelope[builtins.list[TopupPackage]], path_params={"iccid": iccid}
+        return await self._data(
+            "sim_topups", builtins.list[TopupPackage], path_params={"iccid": iccid}
         )
-        return envelope.data
 
     async def package_history(
         self, iccid: str, *, refresh: bool = False
@@ -366,28 +327,29 @@ class SimsResource(Resource):
         ctx.validate_iccid(iccid)
 
         async def fetch() -> builtins.list[PackageHistoryEntry]:
-            envelope: Envelope[builtins.list[PackageHistoryEntry]] = await self._call(
+            return await self._data(
                 "package_history",
-                Envelope[builtins.list[PackageHistoryEntry]],
+                builtins.list[PackageHistoryEntry],
                 path_params={"iccid": iccid},
                 key=iccid,
             )
-            return envelope.data
 
         entry, _ = await ctx.history_endpoint.fetch(iccid, fetch, refresh=refresh)
-        return _unwrap(iccid, entry)
+        if entry.value is None:
+            raise NotFoundError.cached(iccid)
+        return entry.value
 
     async def instructions(self, iccid: str, language: str = "en") -> Instructions:
         """Installation instructions (iOS and Android) in ``language`` (``Accept-Language``)."""
         self._ctx.validate_iccid(iccid)
         validate_language(language)
-        envelope: Envelope[InstructionsData] = await self._call(
+        data = await self._data(
             "instructions",
-            Envelope[InstructionsData],
+            InstructionsData,
             path_params={"iccid": iccid},
             language=language,
         )
-        return envelope.data.instructions
+        return data.instructions
 
     def invalidate_usage(self, iccid: str) -> None:
         """Forget the cached usage (or negative entry) of ``iccid``; the next read fetches it.
@@ -409,34 +371,24 @@ class AiraloSimsResource(SimsResource):
     async def update_brand(self, iccid: str, brand_settings_name: str | None) -> str | None:
         """Set the brand used for this eSIM's sharing (``None``: unbranded); returns it."""
         self._ctx.validate_iccid(iccid)
-        if brand_settings_name is not None:
-            validate_text(brand_settings_name, field="brand_settings_name")
-        envelope: Envelope[_Brand] = await self._call(
+        optional(validate_text, brand_settings_name, field="brand_settings_name")
+        data = await self._data(
             "brand",
-            Envelope[_Brand],
+            _Brand,
             method="PUT",
             path_params={"iccid": iccid},
             body={"brand_settings_name": brand_settings_name},
             idempotent=True,
             nullable=("brand_settings_name",),
         )
-        return envelope.data.brand_settings_name
+        return data.brand_settings_name
 
 
 def _check_call_options(
-    timeout: float | None, max_retries: int | None, max_age: float | None = None
+    timeout: float | None, max_retries: int | None, max_age: float | None
 ) -> None:
     """Refuse a call's ``timeout``, ``max_retries`` or ``max_age`` out of range before
     anything is sent (:class:`~esim_async.errors.InvalidRequestError`)."""
-    if timeout is not None:
-        check_timeout(timeout)
-    if max_retries is not None:
-        check_retries(max_retries)
-    if max_age is not None:
-        check_max_age(max_age)
-
-
-def _unwrap(iccid: str, entry: CacheEntry[T]) -> T:
-    if entry.value is None:
-        raise NotFoundError.cached(iccid)
-    return entry.value
+    optional(check_timeout, timeout)
+    optional(check_retries, max_retries)
+    optional(check_max_age, max_age)

@@ -16,7 +16,7 @@ import msgspec
 from multidict import MultiDict
 
 from .._secrets import redact_deep
-from ..errors import InvalidRequestError, ValidationError
+from ..errors import InvalidRequestError, ValidationError, validation_error
 from ..limits import Priority
 from ..models.voice import (
     VoiceList,
@@ -30,6 +30,7 @@ from ..models.voice import (
 )
 from ..transport import Request, Transport
 from ..validation import validate_email, validate_page_size, validate_text
+from ._base import optional
 
 if TYPE_CHECKING:
     from ..backends.base import RateLimiter
@@ -89,9 +90,8 @@ def check_voice_paths(paths: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
             )
         if (
             not path.startswith("/")
-            or any(c in path for c in "?#")
             or not path.isprintable()
-            or any(c.isspace() for c in path)
+            or any(c in "?#" or c.isspace() for c in path)
         ):
             raise InvalidRequestError(
                 f"voice path for {operation} must start with '/' and hold no spaces, control "
@@ -112,17 +112,12 @@ def _named(error: ValidationError) -> ValidationError:
     body = error.body
     if error.fields or not isinstance(body, Mapping):
         return error
-    fields = {
-        str(name): [str(m) for m in value] if isinstance(value, list) else [value]
-        for name, value in body.items()
-        if name not in _NOT_FIELDS and isinstance(value, str | list)
-    }
+    fields = {k: v for k, v in body.items() if k not in _NOT_FIELDS and isinstance(v, str | list)}
     if not fields:
         return error
-    detail = "; ".join(f"{name}: {', '.join(messages)}" for name, messages in fields.items())
-    return ValidationError(
-        f"{error} ({detail})",
-        fields=fields,
+    return validation_error(
+        str(error),
+        fields,
         status=error.status,
         code=error.code,
         reason=error.reason,
@@ -149,36 +144,21 @@ def _check_key(key: object) -> str:
     return key
 
 
-def _check_json(name: str, value: Any) -> None:
-    """Refuse a body value that JSON cannot carry (NaN and infinities included)."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
-        raise InvalidRequestError(
-            f"{name} cannot be sent as JSON ({type(value).__name__})", field=name
-        ) from None
-
-
-def _query_text(name: str, value: object) -> str:
-    """One query-string value: text, an integer, a finite number or a flag, as text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
-        return str(value)
-    raise InvalidRequestError(
-        f"{name} cannot be sent in a query string ({type(value).__name__})", field=name
-    )
-
-
 def _query(params: Mapping[str, Any]) -> MultiDict[str] | None:
     """The query string of ``params``: ``None`` values left out, a list or tuple sent as the
-    key repeated once per item."""
+    key repeated once per item; each item text, an integer, a finite number or a flag."""
     query: MultiDict[str] = MultiDict()
     for name, value in params.items():
         if value is None:
             continue
         for item in value if isinstance(value, list | tuple) else (value,):
-            query.add(name, _query_text(name, item))
+            if not isinstance(item, str | int) and not (
+                isinstance(item, float) and math.isfinite(item)
+            ):
+                raise InvalidRequestError(
+                    f"{name} cannot be sent in a query string ({type(item).__name__})", field=name
+                )
+            query.add(name, str(item))
     return query or None
 
 
@@ -235,7 +215,12 @@ class VoiceResource:
     ) -> Any:
         key = _check_key(self._api_key)
         for name, value in (body or {}).items():
-            _check_json(name, value)
+            try:  # (NaN and infinities refused too)
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError, RecursionError):
+                raise InvalidRequestError(
+                    f"{name} cannot be sent as JSON ({type(value).__name__})", field=name
+                ) from None
         query = _query(params or {})
         method, path = self._paths[operation]
         request: Request[Any] = Request(
@@ -294,11 +279,9 @@ class VoiceResource:
             "last_name": last_name,
         }
         for name, value in fields.items():
-            if value is not None:
-                validate_text(value, field=name)
+            optional(validate_text, value, field=name)
         for name in ("phone_number", "mobile"):
-            if fields[name] is not None:
-                _filled(fields[name], name)
+            optional(_filled, fields[name], name)
         body = {"email": email, **fields, **extra}
         return VoiceResult(await self._call("claim_number", body=body))
 
@@ -322,10 +305,8 @@ class VoiceResource:
         query keys pass through as in :meth:`available_numbers`."""
         if mobile is not None and email is not None:
             raise InvalidRequestError("filter by mobile or by email, not both", field="email")
-        if email is not None:
-            validate_email(email, field="email")
-        if mobile is not None:
-            _filled(mobile, "mobile")
+        optional(validate_email, email, field="email")
+        optional(_filled, mobile, "mobile")
         _check_page(page_index, page_size)
         raw = await self._call(
             "users",

@@ -7,10 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 from ..errors import InvalidRequestError
-from ..models._base import Envelope
 from ..models.account import AirmoneyVoucher, EsimVoucher
 from ..validation import validate_quantity, validate_slug, validate_text
-from ._base import Resource
+from ._base import Resource, optional
 
 __all__ = ["EsimVoucherRequest", "VouchersResource"]
 
@@ -55,14 +54,13 @@ class VouchersResource(Resource):
                     line["booking_reference"], field=f"{field}.booking_reference"
                 )
             body.append(item)
-        envelope: Envelope[builtins.list[EsimVoucher]] = await self._call(
+        return await self._data(
             "voucher_esim",
-            Envelope[builtins.list[EsimVoucher]],
+            builtins.list[EsimVoucher],
             method="POST",
             body={"vouchers": body},
             encoding="json",
         )
-        return envelope.data
 
     async def create_airmoney(
         self,
@@ -77,15 +75,14 @@ class VouchersResource(Resource):
         ``voucher_code`` (at most 255 characters) allows quantity 1 only."""
         validate_quantity(amount, field="amount", maximum=MAX_AMOUNT)
         validate_quantity(quantity, field="quantity", maximum=MAX_VOUCHER_QUANTITY)
-        if usage_limit is not None:
-            validate_quantity(usage_limit, field="usage_limit", maximum=MAX_AMOUNT)
+        optional(validate_quantity, usage_limit, field="usage_limit", maximum=MAX_AMOUNT)
         if voucher_code is not None:
             validate_text(voucher_code, field="voucher_code")
             if quantity != 1:
                 raise InvalidRequestError("a voucher_code allows quantity 1 only", field="quantity")
-        envelope: Envelope[AirmoneyVoucher] = await self._call(
+        return await self._data(
             "voucher_airmoney",
-            Envelope[AirmoneyVoucher],
+            AirmoneyVoucher,
             method="POST",
             body={
                 "amount": amount,
@@ -96,4 +93,3 @@ class VouchersResource(Resource):
             },
             encoding="json",
         )
-        return envelope.data

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CATALOGUE", "COUNTRY_TITLES", "catalogue_entries", "find_package", "topups_for"]
+__all__ = ["CATALOGUE", "COUNTRY_TITLES", "PACKAGES", "PRICING", "catalogue_entries", "topups_for"]
 
 _RATES = {"USD": 1.0, "EUR": 0.92, "GBP": 0.79}
 
@@ -31,7 +31,7 @@ _REGIONS = {
 }
 _CDN = "https://cdn.emulator.test"
 
-# (slug, country_code, title, operator id, operator title, type, [(GB, days, price)], unlimited)
+# (slug, country_code, title, operator id, operator title, type, [(GB, days, price)])
 _ENTRIES: list[tuple[str, str, str, int, str, str, list[tuple[int, int, float]]]] = [
     (
         "united-states",
@@ -179,6 +179,12 @@ def _build() -> list[dict[str, Any]]:
 
 #: Every catalogue entry, with sim and topup packages.
 CATALOGUE: list[dict[str, Any]] = _build()
+#: Package id -> (entry, package), for every package of the catalogue.
+PACKAGES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    p["id"]: (e, p) for e in CATALOGUE for op in e["operators"] for p in op["packages"]
+}
+#: The ``pricing`` object of the catalogue and of an eSIM's top-ups and package history.
+PRICING = {"model": "net_pricing", "discount_percentage": 0}
 
 
 def catalogue_entries(
@@ -203,19 +209,9 @@ def catalogue_entries(
     return out
 
 
-def find_package(package_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(entry, package) for a package id."""
-    for entry in CATALOGUE:
-        for op in entry["operators"]:
-            for package in op["packages"]:
-                if package["id"] == package_id:
-                    return entry, package
-    return None
-
-
 def topups_for(package_id: str) -> list[dict[str, Any]]:
     """The top-ups offered for an eSIM whose package is ``package_id``."""
-    found = find_package(package_id)
+    found = PACKAGES.get(package_id)
     if found is None:
         return []
     entry, _ = found

@@ -1,8 +1,8 @@
 """The emulator's own time: the one place it reads the system clocks.
 
 The emulator is an independent program, so it does not share the client's clock module; every
-other emulator module reads time through :class:`SystemClock` (or an injected clock) and
-:func:`utc_now`.
+other emulator module reads time through a :class:`Clock` (:class:`SystemClock` unless one is
+injected) and :func:`utc_now`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
-__all__ = ["SystemClock", "utc_now"]
+__all__ = ["Clock", "SystemClock", "utc_now"]
+
+
+class Clock(Protocol):
+    """The emulator's time source: monotonic seconds, and a way to wait on them."""
+
+    def now(self) -> float:
+        """Current monotonic time in seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
 
 
 def utc_now() -> datetime:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .catalogue import PACKAGES
 from .clock import utc_now
 
 __all__ = ["INSTALL_WINDOW", "Fleet", "SimRecord", "stamp"]
@@ -111,21 +112,12 @@ class Fleet:
         else:
             base = now.astimezone(UTC)
         fleet = cls(generated_at=base)
-        from .catalogue import CATALOGUE
-
-        sim_packages = [
-            (p["id"], int(p["day"]))
-            for entry in CATALOGUE
-            for op in entry["operators"]
-            for p in op["packages"]
-            if p["type"] == "sim"
-        ]
+        packages = [p for _, p in PACKAGES.values() if p["type"] == "sim"]
         for n in range(size):
             body = f"{prefix}{seed % 1000:03d}{n:09d}"[:18]
-            iccid = body + _luhn_digit(body)
-            package_id, validity = sim_packages[n % len(sim_packages)]
-            sim = _make(iccid, rng, clock_rng, base, validity)
-            sim.package_id = package_id
+            package = packages[n % len(packages)]
+            sim = _make(body + _luhn_digit(body), rng, clock_rng, base, int(package["day"]))
+            sim.package_id = package["id"]
             fleet.add(sim)
         return fleet
 
@@ -187,30 +179,14 @@ def _make(
     lapsed = base - moment(days_ago - 1)
     ordered_lead = timedelta(seconds=clock_rng.randint(600, 3 * 86_400))
     if kind == "recycled":
-        recycled = lapsed
-        created = recycled - timedelta(days=180 + days_ahead)
+        created = stamp(lapsed - timedelta(days=180 + days_ahead))
         return SimRecord(
-            iccid,
-            kind,
-            0,
-            0,
-            "RECYCLED",
-            None,
-            None,
-            created_at=stamp(created),
-            recycled_at=stamp(recycled),
+            iccid, kind, 0, 0, "RECYCLED", None, None, created_at=created, recycled_at=stamp(lapsed)
         )
     if kind == "not_active":
-        created = lapsed
+        install_by = stamp(lapsed + INSTALL_WINDOW)
         return SimRecord(
-            iccid,
-            kind,
-            total,
-            total,
-            "NOT_ACTIVE",
-            stamp(created + INSTALL_WINDOW),
-            False,
-            created_at=stamp(created),
+            iccid, kind, total, total, "NOT_ACTIVE", install_by, False, created_at=stamp(lapsed)
         )
     expiry = lapsed if kind == "expired" else expires
     activated = expiry - timedelta(days=validity)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -19,11 +19,12 @@ from .state import EmulatorState
 from .webhooks import WebhookSender
 
 __all__ = [
+    "Auth",
+    "Handler",
     "LimitCheck",
     "Routes",
-    "SendingRoutes",
     "apply_fault",
-    "authorized",
+    "bearer_denied",
     "check_limit",
     "count_arrival",
     "guard",
@@ -44,12 +45,17 @@ def count_arrival(state: EmulatorState, endpoint: str, request: web.Request) -> 
         state.on_request(endpoint, request)
 
 
-def authorized(state: EmulatorState, request: web.Request) -> bool:
-    """Whether the request carries a valid bearer token."""
+def bearer_denied(state: EmulatorState, request: web.Request) -> web.Response | None:
+    """The 401 for a request without a valid bearer token, counted in ``stats.unauthorized``."""
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        return False
-    return state.token_valid(header[7:])
+    if header.startswith("Bearer ") and state.token_valid(header[7:]):
+        return None
+    state.stats.unauthorized += 1
+    return web.json_response(UNAUTHENTICATED, status=401)
+
+
+#: Checks a request's credentials: ``None`` lets it through, anything else is the answer.
+Auth = Callable[[EmulatorState, web.Request], web.Response | None]
 
 
 def check_limit(
@@ -118,17 +124,17 @@ async def guard(
     endpoint: str,
     limits: tuple[LimitCheck, ...] = (),
     *,
-    token_required: bool = True,
+    auth: Auth | None = bearer_denied,
 ) -> web.StreamResponse | None:
-    """Count the arrival, then check the token (unless not ``token_required``), the limits and
-    any fault, in that order.
+    """Count the arrival, then check the credentials (with ``auth``; ``None``: none asked
+    for), the limits and any fault, in that order.
 
     ``None`` lets the handler answer; anything else is the answer.
     """
     count_arrival(state, endpoint, request)
-    if token_required and not authorized(state, request):
-        state.stats.unauthorized += 1
-        return web.json_response(UNAUTHENTICATED, status=401)
+    denied = auth(state, request) if auth is not None else None
+    if denied is not None:
+        return denied
     for name, key, rate in limits:
         limited = check_limit(state, name, key, rate)
         if limited is not None:
@@ -139,19 +145,16 @@ async def guard(
 class Routes:
     """The handlers of one domain over one emulator state; a subclass lists its routes."""
 
-    __slots__ = ("state",)
+    __slots__ = ("state", "webhooks")
 
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, webhooks: WebhookSender) -> None:
         self.state = state
+        #: The emulator's one sender of outgoing webhooks.
+        self.webhooks = webhooks
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
         """The route definitions under ``prefix``."""
         raise NotImplementedError
-
-    def add_to(self, router: web.UrlDispatcher, prefixes: Iterable[str]) -> None:
-        """Register :meth:`routes` under each of ``prefixes``."""
-        for prefix in prefixes:
-            router.add_routes(self.routes(prefix))
 
     async def recorded_body(self, request: web.Request, endpoint: str) -> dict[str, Any]:
         """The body of a write, kept in ``state.write_log`` under ``endpoint``."""
@@ -160,27 +163,20 @@ class Routes:
         return body
 
 
-class SendingRoutes(Routes):
-    """Handlers that also send webhooks, through the emulator's one :class:`WebhookSender`."""
-
-    __slots__ = ("webhooks",)
-
-    def __init__(self, state: EmulatorState, webhooks: WebhookSender) -> None:
-        super().__init__(state)
-        self.webhooks = webhooks
-
-
 R = TypeVar("R", bound=Routes)
 Handler = Callable[[R, web.Request], Awaitable[web.StreamResponse]]
 
 
 def guarded(
-    endpoint: str, *, limited: bool = False, key: str | None = None, token_required: bool = True
+    endpoint: str,
+    *,
+    limited: bool = False,
+    key: str | None = None,
+    auth: Auth | None = bearer_denied,
 ) -> Callable[[Handler[R]], Handler[R]]:
     """A route handler that runs once :func:`guard` lets the request through. ``limited``:
     the request also counts against the limit called ``endpoint`` (one window for the
-    company, or one per value of the path's ``key`` part); ``token_required=False``: no bearer
-    token is asked for."""
+    company, or one per value of the path's ``key`` part); ``auth``: as for :func:`guard`."""
 
     def wrap(handler: Handler[R]) -> Handler[R]:
         @functools.wraps(handler)
@@ -188,7 +184,7 @@ def guarded(
             state = self.state
             window = request.match_info[key] if key else "all"
             checks = ((endpoint, window, state.limits.rate(endpoint)),) if limited else ()
-            answered = await guard(state, request, endpoint, checks, token_required=token_required)
+            answered = await guard(state, request, endpoint, checks, auth=auth)
             return answered if answered is not None else await handler(self, request)
 
         return run

@@ -1,5 +1,5 @@
 """Request and response helpers every route module uses: bodies, the providers' error shapes,
-Laravel pagination, timestamps and request ids."""
+Laravel pagination, timestamps, request ids and an eSIM's payload."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from .clock import utc_now
-from .fleet import stamp
+from .fleet import SimRecord, stamp
 
 __all__ = [
     "NOT_FOUND",
@@ -29,6 +29,8 @@ __all__ = [
     "ok",
     "paginate",
     "read_body",
+    "recycled",
+    "sim_json",
     "utc_now",
 ]
 
@@ -143,9 +145,9 @@ def language(request: web.Request, default: str = "en") -> str:
     return (first.split("-")[0] or default).upper()
 
 
-def ok(data: Any, message: str = "success") -> web.Response:
-    """200 with ``data`` in the providers' envelope."""
-    return web.json_response({"data": data, "meta": {"message": message}})
+def ok(data: Any, message: str = "success", status: int = 200) -> web.Response:
+    """``data`` in the providers' envelope (200 unless ``status`` says otherwise)."""
+    return web.json_response({"data": data, "meta": {"message": message}}, status=status)
 
 
 def invalid(fields: dict[str, str]) -> web.Response:
@@ -216,3 +218,37 @@ def paginate(
             "total": len(items),
         },
     }
+
+
+def sim_json(sim: SimRecord) -> dict[str, Any]:
+    """An eSIM as ``GET /sims/{iccid}`` (and an order's ``sims`` list) shows it."""
+    return {
+        "id": int(sim.iccid[-6:]),
+        "created_at": sim.created_at,
+        "iccid": sim.iccid,
+        "lpa": "lpa.emulator.test",
+        "imsis": None,
+        "matching_id": f"M{sim.iccid[-8:]}",
+        "qrcode": f"LPA:1$lpa.emulator.test$M{sim.iccid[-8:]}",
+        "qrcode_url": f"https://emulator.test/qr/{sim.iccid}",
+        "direct_apple_installation_url": None,
+        "voucher_code": None,
+        "airalo_code": None,
+        "apn_type": "automatic",
+        "apn_value": None,
+        "is_roaming": True,
+        "confirmation_code": None,
+        "order": None,
+        "brand_settings_name": sim.brand_settings_name,
+        "recycled": sim.status == "RECYCLED",
+        "recycled_at": sim.recycled_at if sim.status == "RECYCLED" else None,
+    }
+
+
+def recycled(sim: SimRecord) -> web.Response:
+    """Business code 73: the eSIM was recycled and can no longer be used or topped up."""
+    return business(
+        73,
+        f"The eSIM with iccid {sim.iccid} has been recycled. It can no "
+        "longer be used or topped up.",
+    )

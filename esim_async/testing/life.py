@@ -38,23 +38,18 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from .clock import utc_now
+from .clock import Clock, utc_now
+from .fleet import stamp
 
 __all__ = ["Crossing", "FleetLife", "LifeProfile", "Transition"]
 
 Mode = Literal["bursty", "idle", "waiting", "finished", "static"]
 
 _M64 = (1 << 64) - 1
-
-
-class _Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
 
 
 class _Emulator(Protocol):
@@ -65,6 +60,8 @@ class _Emulator(Protocol):
 
     @property
     def clock(self) -> Any: ...
+
+    on_request: Any
 
     def set_usage(self, iccid: str, **fields: Any) -> None: ...
 
@@ -128,48 +125,30 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+@dataclass(slots=True, eq=False)
 class _Sim:
-    __slots__ = (
-        "draws",
-        "expires",
-        "iccid",
-        "install_at",
-        "key",
-        "marks",
-        "mode",
-        "online",
-        "package",
-        "shown",
-        "speed",
-        "status",
-        "switch_at",
-        "t",
-        "topup_at",
-        "total",
-        "used",
-    )
+    """One eSIM's life: its own random stream (``key``, ``draws``) and state at clock time ``t``."""
 
-    def __init__(self, iccid: str, key: int, t: float) -> None:
-        self.iccid = iccid
-        self.key = key
-        self.draws = 0
-        self.t = t
-        self.mode: Mode = "static"
-        self.online = False
-        self.switch_at = math.inf
-        self.speed = 0.0
-        self.used = 0.0
-        self.total = 0
-        self.package = 0
-        self.status = ""
-        self.install_at = math.inf
-        self.topup_at = math.inf
-        #: Whole MB of use at which each recorded threshold is reached, for the package.
-        self.marks: list[tuple[float, int]] = []
-        #: ``expired_at`` as the emulator reports it.
-        self.expires: str | None = None
-        #: (remaining, total, status, expired_at) as last given to the emulator.
-        self.shown: tuple[int, int, str, str | None] = (0, 0, "", None)
+    iccid: str
+    key: int
+    t: float
+    draws: int = 0
+    mode: Mode = "static"
+    online: bool = False
+    switch_at: float = math.inf
+    speed: float = 0.0
+    used: float = 0.0
+    total: int = 0
+    package: int = 0
+    status: str = ""
+    install_at: float = math.inf
+    topup_at: float = math.inf
+    #: Whole MB of use at which each recorded threshold is reached, for the package.
+    marks: list[tuple[float, int]] = field(default_factory=list)
+    #: ``expired_at`` as the emulator reports it.
+    expires: str | None = None
+    #: (remaining, total, status, expired_at) as last given to the emulator.
+    shown: tuple[int, int, str, str | None] = (0, 0, "", None)
 
     def uniform(self) -> float:
         self.draws += 1
@@ -211,14 +190,14 @@ class FleetLife:
         profile: LifeProfile | None = None,
         seed: int = 0,
         time_scale: float = 1.0,
-        clock: _Clock | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if time_scale <= 0 or not math.isfinite(time_scale):
             raise ValueError("time_scale must be a finite number > 0")
         self.emulator = emulator
         self.profile = profile if profile is not None else LifeProfile()
         self.time_scale = time_scale
-        self.clock: _Clock = clock if clock is not None else emulator.clock
+        self.clock: Clock = clock if clock is not None else emulator.clock
         self.crossings: list[Crossing] = []
         self.transitions: list[Transition] = []
         self._hook: Callable[[str, Any], None] | None = None
@@ -242,8 +221,7 @@ class FleetLife:
 
     def _stamp(self, t: float) -> str:
         """Clock time ``t`` as a fleet date in the API's format."""
-        when = self.epoch + timedelta(seconds=(t - self.started_at) * self.time_scale)
-        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return stamp(self.epoch + timedelta(seconds=(t - self.started_at) * self.time_scale))
 
     def _exp(self, sim: _Sim, mean: float) -> float:
         return -self._scaled(mean) * math.log(sim.uniform())
@@ -370,7 +348,7 @@ class FleetLife:
         ``on_request`` hook already set)."""
         if self._hook is not None:
             return
-        emulator: Any = self.emulator
+        emulator = self.emulator
         previous = emulator.on_request
 
         def hook(endpoint: str, request: Any) -> None:
@@ -392,7 +370,7 @@ class FleetLife:
         sync the fleet, even through a hook that was chained after :meth:`attach`."""
         if self._hook is None:
             return
-        emulator: Any = self.emulator
+        emulator = self.emulator
         if emulator.on_request is self._hook:
             emulator.on_request = self._previous_hook
         self._hook = self._previous_hook = None
@@ -434,8 +412,4 @@ class FleetLife:
 
     def crossings_of(self, threshold: float) -> list[Crossing]:
         """The crossings of ``threshold``, by time."""
-        return sorted((c for c in self.crossings if c.threshold == threshold), key=_at)
-
-
-def _at(crossing: Crossing) -> float:
-    return crossing.at
+        return sorted((c for c in self.crossings if c.threshold == threshold), key=lambda c: c.at)

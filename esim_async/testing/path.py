@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .state import Clock
+from .clock import Clock
 
 __all__ = ["PathDelay", "PathMiddleware", "PathStats"]
 
@@ -103,11 +103,7 @@ class PathMiddleware:
     def draw(self) -> float:
         """One delay from the path in force (0 without one)."""
         path = self._path
-        if path is None or path.high == 0:
-            return 0.0
-        if path.spread == 0:
-            return path.min
-        return self._random.uniform(path.min, path.high)
+        return 0.0 if path is None else self._random.uniform(path.min, path.high)
 
     @staticmethod
     def _connection(request: web.Request) -> object:
@@ -133,13 +129,9 @@ class PathMiddleware:
             self.stats.held_for_order += 1
         self._released[key] = release
         if len(self._released) > 4096:
-            self._prune(now)
+            self._released = {k: t for k, t in self._released.items() if t > now}
         self.stats.delayed += 1
         self.stats.drawn.append(delay)
         if release > now:
             await clock.sleep(release - now)
         return await handler(request)
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, t in self._released.items() if t <= now]:
-            del self._released[key]

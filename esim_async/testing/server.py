@@ -21,9 +21,9 @@ file at :attr:`Emulator.cert_path` (written where ``cert_out`` says), or use
         async with AiraloClient("id", "secret", base_url=emu.url, ssl=emu.ssl_context()) as c:
             ...
 
-The emulator binds to 127.0.0.1 only. :class:`Emulator` is the composition root: it owns one
-:class:`~esim_async.testing.state.EmulatorState` and mounts the route modules of
-:mod:`esim_async.testing.routes` on it.
+The emulator binds to 127.0.0.1 only. :class:`Emulator` is an
+:class:`~esim_async.testing.state.EmulatorState` that mounts the route modules of
+:mod:`esim_async.testing.routes` on itself.
 """
 
 from __future__ import annotations
@@ -31,21 +31,27 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Generic, TypeVar, overload
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from .. import Rate
+from .clock import Clock, SystemClock
 from .faults import FaultKind, Faults
 from .fleet import Fleet
 from .guard import count_arrival
 from .limits import ServerLimits
 from .path import Handler, PathDelay, PathMiddleware, PathStats
-from .routes import account, catalogue, esims, notifications, orders, voice
-from .state import Clock, EmulatorState, EmulatorStats, SystemClock
+from .routes.account import AccountRoutes
+from .routes.catalogue import CatalogueRoutes
+from .routes.esims import EsimRoutes
+from .routes.notifications import NotificationRoutes
+from .routes.orders import OrderRoutes
+from .routes.voice import VOICE_PREFIX, VoiceRoutes
+from .state import EmulatorState, EmulatorStats
 from .tls import Certificates, TlsFiles, make_certificates
 from .webhooks import WebhookSender
 
@@ -56,83 +62,16 @@ PRESSONE = "/customer/v2"
 #: The prefix PressOne's usage page misspells; the emulator answers usage there too.
 PRESSONE_TYPO = "/cusomter/v2"
 
-T = TypeVar("T")
 
-
-class StateField(Generic[T]):
-    """An :class:`Emulator` attribute kept in its state: reads and writes go through."""
-
-    __slots__ = ("name",)
-
-    def __init__(self) -> None:
-        self.name = ""
-
-    def __set_name__(self, owner: type[Any], name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> StateField[T]: ...
-
-    @overload
-    def __get__(self, obj: Emulator, owner: type[Any]) -> T: ...
-
-    def __get__(self, obj: Emulator | None, owner: type[Any]) -> StateField[T] | T:
-        if obj is None:
-            return self
-        value: T = getattr(obj.state, self.name)
-        return value
-
-    def __set__(self, obj: Emulator, value: T) -> None:
-        setattr(obj.state, self.name, value)
-
-
-class Emulator:
+class Emulator(EmulatorState):
     """The emulator server. Use ``async with Emulator(...) as emu`` or ``start()``/``stop()``.
 
     Besides token and usage it answers the catalogue, order, eSIM, notification and voice
     endpoints with the documented payload shapes; ``orders``, ``async_requests`` and
-    ``write_log`` record what was ordered. Every attribute below but ``url`` and
-    ``middlewares`` lives in :attr:`state`, which the route handlers share.
+    ``write_log`` record what was ordered. The emulator is its own
+    :class:`~esim_async.testing.state.EmulatorState`: every field of it (``fleet``, ``limits``,
+    ``faults``, ``stats``, ``on_request``...) is an attribute the route handlers share.
     """
-
-    fleet: StateField[Fleet] = StateField()
-    limits: StateField[ServerLimits] = StateField()
-    faults: StateField[Faults] = StateField()
-    #: Seconds a usage answer is served from the server's cache.
-    cache_ttl: StateField[float] = StateField()
-    #: Seconds an issued token stays valid.
-    token_ttl: StateField[int] = StateField()
-    #: client_id -> client_secret accepted; ``None`` accepts any non-empty pair.
-    credentials: StateField[dict[str, str] | None] = StateField()
-    clock: StateField[Clock] = StateField()
-    stats: StateField[EmulatorStats] = StateField()
-    #: Called with (endpoint, request) on every arrival, before anything else.
-    on_request: StateField[Callable[[str, web.Request], None] | None] = StateField()
-    #: Orders created (by id), async order requests (by request_id), write bodies received.
-    orders: StateField[dict[int, dict[str, Any]]] = StateField()
-    async_requests: StateField[dict[str, dict[str, Any]]] = StateField()
-    write_log: StateField[list[tuple[str, dict[str, Any]]]] = StateField()
-    #: Answer catalogue pages >= 2 with ``data`` keyed by index (a documented quirk).
-    packages_page_as_object: StateField[bool] = StateField()
-    future_orders: StateField[dict[str, dict[str, Any]]] = StateField()
-    notifications: StateField[dict[str, dict[str, Any]]] = StateField()
-    refunds: StateField[list[dict[str, Any]]] = StateField()
-    #: Webhook simulator requests accepted.
-    simulated: StateField[list[dict[str, Any]]] = StateField()
-    #: PressOne voice users by e-mail; ``voice_api_key`` None accepts any key.
-    voice_users: StateField[dict[str, dict[str, Any]]] = StateField()
-    voice_api_key: StateField[str | None] = StateField()
-    #: The account balance ``GET /balance`` reports (USD).
-    balance: StateField[float] = StateField()
-    #: Outgoing webhooks: signed with this secret (default: the secret of the client whose
-    #: token made the request); async orders are delivered ``async_order_delay`` s later.
-    webhook_secret: StateField[str | None] = StateField()
-    #: Sign the compact, slash-escaped re-encoding instead of the bytes sent.
-    sign_canonical: StateField[bool] = StateField()
-    deliver_async_orders: StateField[bool] = StateField()
-    async_order_delay: StateField[float] = StateField()
-    #: Every webhook POST attempted: url, payload and status (``None``: not sent).
-    deliveries: StateField[list[dict[str, Any]]] = StateField()
 
     def __init__(
         self,
@@ -160,8 +99,7 @@ class Emulator:
             raise ValueError("the emulator binds to loopback only")
         if cert_out is not None and tls is False:
             raise ValueError("cert_out needs tls")
-        #: Everything the emulator knows; the route handlers share it.
-        self.state = EmulatorState(
+        super().__init__(
             fleet=fleet if fleet is not None else Fleet.generate(50),
             limits=limits if limits is not None else ServerLimits(),
             faults=faults if faults is not None else Faults(),
@@ -170,19 +108,24 @@ class Emulator:
             token_ttl=token_ttl,
             credentials=credentials,
         )
-        self.webhooks = WebhookSender(self.state)
+        self.webhooks = WebhookSender(self)
         self._host = host
         self._port = port
         #: aiohttp middlewares around every handler, outermost first (an independent request
         #: log, say); they see each request before the emulator counts or limits it.
         self.middlewares: list[Middleware] = list(middlewares)
-        self._path = PathMiddleware(path, lambda: self.state.clock)
+        self._path = PathMiddleware(path, lambda: self.clock)
         self._runner: web.AppRunner | None = None
         self._starting = False
         self._tls = tls
         self._cert_out = cert_out
         self._tls_files: TlsFiles | None = None
         self.url = ""
+
+    @property
+    def state(self) -> EmulatorState:
+        """What the route handlers share: the emulator itself."""
+        return self
 
     @property
     def path(self) -> PathDelay | None:
@@ -202,24 +145,21 @@ class Emulator:
 
     def app(self) -> web.Application:
         """The aiohttp application (mount it or run it yourself)."""
-        state = self.state
 
         @web.middleware
         async def unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
             # (a request no route answers, 404 or 405, is an arrival too)
             if request.match_info.http_exception is not None:
-                count_arrival(state, "unrouted", request)
+                count_arrival(self, "unrouted", request)
             return await handler(request)
 
         app = web.Application(middlewares=[self._path.middleware, unrouted, *self.middlewares])
         router = app.router
-        data = (AIRALO, PRESSONE)
-        account.add_routes(router, state, data)
-        esims.add_routes(router, state, data, usage_prefixes=(*data, PRESSONE_TYPO))
-        catalogue.add_routes(router, state, data)
-        orders.add_routes(router, state, self.webhooks, data)
-        notifications.add_routes(router, state, self.webhooks, data)
-        voice.add_routes(router, state)
+        for domain in (AccountRoutes, EsimRoutes, CatalogueRoutes, OrderRoutes, NotificationRoutes):
+            for prefix in (AIRALO, PRESSONE):
+                router.add_routes(domain(self, self.webhooks).routes(prefix))
+        router.add_get(PRESSONE_TYPO + "/sims/{iccid}/usage", EsimRoutes(self, self.webhooks).usage)
+        router.add_routes(VoiceRoutes(self, self.webhooks).routes(VOICE_PREFIX))
         return app
 
     async def start(self) -> str:
@@ -232,35 +172,32 @@ class Emulator:
             raise RuntimeError(f"the emulator is already serving at {self.url or 'a port'}")
         self._starting = True
         try:
-            return await self._start()
+            runner = web.AppRunner(
+                self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+            )
+            await runner.setup()
+            server_context: ssl.SSLContext | None = None
+            if self._tls is not False:
+                certificates = self._tls if isinstance(self._tls, Certificates) else None
+                files = TlsFiles(certificates or make_certificates(), self._cert_out)
+                self._tls_files = files
+                server_context = files.server_context()
+            try:
+                site = web.TCPSite(runner, self._host, self._port, ssl_context=server_context)
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                self._drop_tls_files()
+                raise
+            self._runner = runner
+            addresses = runner.addresses
+            port = addresses[0][1] if addresses else self._port
+            scheme = "https" if server_context is not None else "http"
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            self.url = f"{scheme}://{host}:{port}"
+            return self.url
         finally:
             self._starting = False
-
-    async def _start(self) -> str:
-        runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        server_context: ssl.SSLContext | None = None
-        if self._tls is not False:
-            certificates = self._tls if isinstance(self._tls, Certificates) else None
-            files = TlsFiles(certificates or make_certificates(), self._cert_out)
-            self._tls_files = files
-            server_context = files.server_context()
-        try:
-            site = web.TCPSite(runner, self._host, self._port, ssl_context=server_context)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            self._drop_tls_files()
-            raise
-        self._runner = runner
-        addresses = runner.addresses
-        port = addresses[0][1] if addresses else self._port
-        scheme = "https" if server_context is not None else "http"
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self.url = f"{scheme}://{host}:{port}"
-        return self.url
 
     @property
     def cert_path(self) -> Path | None:
@@ -284,7 +221,7 @@ class Emulator:
 
     async def stop(self) -> None:
         """Cancel pending webhook deliveries and stop serving."""
-        background = self.state.background
+        background = self.background
         for task in list(background):
             task.cancel()
         if background:
@@ -306,20 +243,20 @@ class Emulator:
         in :attr:`EmulatorStats.arrivals` (``"usage"``, ``"token"``, ``"orders"``,
         ``"voice_renew"``...). A request answered 401 or 429 before it reaches the faults
         does not use one."""
-        self.state.fault_plan.queue(endpoint, kinds)
+        self.fault_plan.queue(endpoint, kinds)
 
     def expire_tokens(self) -> None:
         """Make every issued token invalid (as if it expired)."""
-        self.state.tokens.clear()
+        self.tokens.clear()
 
     def set_limit(self, name: str, rate: Rate | None) -> None:
         """Change a server limit mid-run (``usage_iccid``, ``usage_company`` or ``token``)."""
-        setattr(self.state.limits, name, rate)
-        self.state.windows.reset(name)
+        setattr(self.limits, name, rate)
+        self.windows.reset(name)
 
     def set_usage(self, iccid: str, **fields: Any) -> None:
         """Change what an eSIM reports (the server cache still answers until it expires)."""
-        sim = self.state.fleet.get(iccid)
+        sim = self.fleet.get(iccid)
         if sim is None:
             raise KeyError(iccid)
         for name, value in fields.items():
@@ -328,14 +265,8 @@ class Emulator:
     @property
     def async_webhook_url(self) -> str | None:
         """The URL opted in for ``async_orders``, if any."""
-        return self.state.opted_in_url("async_orders")
+        return self.opted_in_url("async_orders")
 
     async def post_webhook(self, url: str, payload: dict[str, Any], secret: str) -> int | None:
         """POST a signed notification; returns the status, or None when it could not be sent."""
         return await self.webhooks.post(url, payload, secret)
-
-
-def iccids_of(fleet: Fleet, kinds: Iterable[str]) -> list[str]:
-    """ICCIDs of the given kinds, in fleet order."""
-    wanted = set(kinds)
-    return [s.iccid for s in fleet.sims.values() if s.kind in wanted]

@@ -13,28 +13,16 @@ import secrets
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
-from .clock import SystemClock
+from .clock import Clock
 from .faults import FaultPlan, Faults
 from .fleet import Fleet
 from .limits import ServerLimits, Windows
 
-__all__ = ["Clock", "EmulatorState", "EmulatorStats", "SystemClock"]
-
-
-class Clock(Protocol):
-    """The emulator's time source: monotonic seconds, and a way to wait on them."""
-
-    def now(self) -> float:
-        """Current monotonic time in seconds."""
-        ...
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of this clock's time."""
-        ...
+__all__ = ["EmulatorState", "EmulatorStats"]
 
 
 @dataclass
@@ -58,7 +46,7 @@ class EmulatorStats:
         return sum(self.usage_by_iccid.values())
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class EmulatorState:
     """The emulator's state: what it serves, enforces, records and has delivered."""
 

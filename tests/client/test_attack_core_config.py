@@ -17,11 +17,12 @@ import pytest
 from aiohttp import web
 
 from esim_async import AiraloClient, InvalidRequestError
+from tests.local_server import LocalServer
 
 ICCID = "8944538532046590109"
 
 
-class SilentServer:
+class SilentServer(LocalServer):
     """A server on 127.0.0.1 that hands out tokens and never answers a usage request (until
     it is stopped), counting every request that reaches it."""
 
@@ -29,8 +30,6 @@ class SilentServer:
         self.token_requests = 0
         self.usage_requests = 0
         self.release = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests += 1
@@ -41,31 +40,21 @@ class SilentServer:
         await self.release.wait()
         return web.json_response({"data": {"remaining": 1, "total": 2, "status": "ACTIVE"}})
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v2/token", self._token)
         app.router.add_get("/v2/sims/{iccid}/usage", self._usage)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        return app
 
-    async def stop(self) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().__aexit__(*exc)
 
 
 @pytest.fixture
 async def silent() -> AsyncIterator[SilentServer]:
-    server = SilentServer()
-    await server.start()
-    try:
+    async with SilentServer() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 BAD_SETTINGS: list[tuple[str, Any]] = [

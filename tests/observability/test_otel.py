@@ -12,34 +12,18 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 from esim_async import AiraloClient, Rate
 from esim_async.instrument import RouteTable
-from esim_async.otel import OpenTelemetry, instrument
 from esim_async.testing import Emulator, Fleet
+from tests.telemetry import Telemetry as MemoryTelemetry
 
 SECRET = "otel-SENTINEL-secret-9f3"
 USAGE_ROUTE = "/v2/sims/{iccid}/usage"
 
 
-class Telemetry:
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def instrument(self, client: Any) -> OpenTelemetry:
-        return instrument(
-            client, tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
-        )
-
+class Telemetry(MemoryTelemetry):
     def finished(self, name: str | None = None) -> list[ReadableSpan]:
         return [s for s in self.spans.get_finished_spans() if name is None or s.name == name]
 

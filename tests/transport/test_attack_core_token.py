@@ -15,13 +15,14 @@ import pytest
 from aiohttp import web
 
 from esim_async import AiraloClient, TransportError
+from tests.local_server import LocalServer
 
 ICCID = "8944538532046590109"
 GOOD = "good-token-0123456789"
 USAGE = {"data": {"remaining": 100, "total": 1000, "status": "ACTIVE"}}
 
 
-class TokenServer:
+class TokenServer(LocalServer):
     """A server on 127.0.0.1 whose token endpoint answers ``tokens`` in turn (the last one
     from then on), recording the ``Authorization`` header of every usage request."""
 
@@ -29,8 +30,6 @@ class TokenServer:
         self.tokens: list[str] = []
         self.token_requests = 0
         self.seen: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     async def _token(self, request: web.Request) -> web.Response:
         index = min(self.token_requests, len(self.tokens) - 1)
@@ -41,29 +40,17 @@ class TokenServer:
         self.seen.append(request.headers.get("Authorization", ""))
         return web.json_response(USAGE)
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v2/token", self._token)
         app.router.add_get("/v2/sims/{iccid}/usage", self._usage)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[TokenServer]:
-    srv = TokenServer()
-    await srv.start()
-    try:
+    async with TokenServer() as srv:
         yield srv
-    finally:
-        await srv.stop()
 
 
 BAD_TOKENS = ["", "tok en-0123", "tok\r\nX-Injected: 1", "tok\x00abcdef", "tok\u00e9\u4e2d-0123"]

@@ -1,8 +1,8 @@
 """The emulator's endpoints, one module per domain.
 
-Each module has an ``add_routes(router, state, ...)`` that registers its handlers for the given
-path prefixes; the handlers read and write only the :class:`~esim_async.testing.state.EmulatorState`
-they were given.
+Each module has a :class:`~esim_async.testing.guard.Routes` subclass whose ``routes(prefix)``
+lists its handlers under a path prefix; the handlers read and write only the
+:class:`~esim_async.testing.state.EmulatorState` they were given.
 
 - :mod:`.account`: token, balance, exchange rates, refunds
 - :mod:`.catalogue`: packages, product information, compatible devices

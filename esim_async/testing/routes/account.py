@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from aiohttp import web
 
 from ..guard import Routes, guarded
 from ..http import invalid, now_stamp, ok, read_body, utc_now
-from ..state import EmulatorState
 
-__all__ = ["MAX_REFUND_ICCIDS", "REFUND_REASONS", "AccountRoutes", "add_routes"]
+__all__ = ["MAX_REFUND_ICCIDS", "REFUND_REASONS", "AccountRoutes"]
 
 #: The refund reasons the provider accepts (the API reference's list for ``POST /v2/refund``).
 REFUND_REASONS = frozenset(
@@ -62,7 +59,6 @@ class AccountRoutes(Routes):
     __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
-        """The route definitions under ``prefix``."""
         return [
             web.post(prefix + "/token", self.token),
             web.get(prefix + "/balance", self.balance),
@@ -70,7 +66,7 @@ class AccountRoutes(Routes):
             web.post(prefix + "/refund", self.refund),
         ]
 
-    @guarded("token", limited=True, token_required=False)
+    @guarded("token", limited=True, auth=None)
     async def token(self, request: web.Request) -> web.StreamResponse:
         """``POST /token``: the token limit and faults apply; no bearer token is needed.
 
@@ -162,9 +158,4 @@ class AccountRoutes(Routes):
             return invalid({"reason": "The selected reason is invalid."})
         refund = {"refund_id": str(10000 + len(state.refunds)), "created_at": now_stamp()[:16]}
         state.refunds.append({**refund, **body})
-        return web.json_response({"data": refund, "meta": {"message": "success"}}, status=202)
-
-
-def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefixes: Iterable[str]) -> None:
-    """Register the account endpoints under each of ``prefixes``."""
-    AccountRoutes(state).add_to(router, prefixes)
+        return ok(refund, status=202)

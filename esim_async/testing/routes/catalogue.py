@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
 
 from aiohttp import web
 
-from ..catalogue import catalogue_entries, find_package
+from ..catalogue import PACKAGES, PRICING, catalogue_entries
 from ..guard import Routes, guarded
 from ..http import invalid, paginate
-from ..state import EmulatorState
 
-__all__ = ["DEVICES", "CatalogueRoutes", "add_routes"]
+__all__ = ["DEVICES", "CatalogueRoutes"]
 
 #: What ``GET /compatible-devices-lite`` lists.
 DEVICES = [
@@ -22,7 +20,6 @@ DEVICES = [
     {"os": "ios", "brand": "Apple", "name": "iPhone 12 Pro Max"},
     {"os": "ios", "brand": "Apple", "name": "iPad mini 5th Gen"},
 ]
-PRICING = {"model": "net_pricing", "discount_percentage": 0}
 
 
 class CatalogueRoutes(Routes):
@@ -31,7 +28,6 @@ class CatalogueRoutes(Routes):
     __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
-        """The route definitions under ``prefix``."""
         return [
             web.get(prefix + "/packages", self.packages),
             web.get(prefix + "/packages/{slug}/product-information", self.product_information),
@@ -64,7 +60,7 @@ class CatalogueRoutes(Routes):
     async def product_information(self, request: web.Request) -> web.StreamResponse:
         """``GET /packages/{slug}/product-information``: limited per package."""
         slug = request.match_info["slug"]
-        found = find_package(slug)
+        found = PACKAGES.get(slug)
         if found is None:
             return web.json_response(
                 {"data": [], "meta": {"message": f"Package not found for slug: {slug}"}},
@@ -104,8 +100,3 @@ class CatalogueRoutes(Routes):
     async def devices(self, request: web.Request) -> web.StreamResponse:
         """``GET /compatible-devices-lite``: the whole list, unpaginated."""
         return web.json_response({"data": DEVICES})
-
-
-def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefixes: Iterable[str]) -> None:
-    """Register the catalogue endpoints under each of ``prefixes``."""
-    CatalogueRoutes(state).add_to(router, prefixes)

@@ -7,24 +7,22 @@ seconds, as the providers do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ..catalogue import find_package, topups_for
+from ..catalogue import PACKAGES, PRICING, topups_for
 from ..fleet import SimRecord
-from ..guard import Routes, guard, guarded
-from ..http import invalid, not_found, ok, paginate, read_body
+from ..guard import Handler, Routes, guard, guarded
+from ..http import invalid, not_found, ok, paginate, read_body, recycled, sim_json
 from ..http import language as accept_language
-from ..payloads import recycled, sim_json
-from ..state import EmulatorState
 
-__all__ = ["EsimRoutes", "add_routes"]
+__all__ = ["EsimRoutes"]
 
-PRICING = {"model": "net_pricing", "discount_percentage": 0}
 #: The package fields package history shows.
 HISTORY_PACKAGE_FIELDS = (
     "id",
@@ -40,6 +38,7 @@ HISTORY_PACKAGE_FIELDS = (
 )
 
 _json = msgspec.json.Encoder()
+SimHandler = Callable[["EsimRoutes", web.Request, SimRecord], Awaitable[web.StreamResponse]]
 
 
 def iso(when: str | None) -> str | None:
@@ -49,18 +48,25 @@ def iso(when: str | None) -> str | None:
     return datetime.strptime(when, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).isoformat()
 
 
+def of_known_sim(handler: SimHandler) -> Handler[EsimRoutes]:
+    """A handler of the eSIM the path names, given its record; 404 for an unknown ICCID."""
+
+    @functools.wraps(handler)
+    async def run(self: EsimRoutes, request: web.Request) -> web.StreamResponse:
+        sim = self.state.fleet.get(request.match_info["iccid"])
+        return not_found() if sim is None else await handler(self, request, sim)
+
+    return run
+
+
 class EsimRoutes(Routes):
     """Handlers for usage and the other per-eSIM endpoints."""
 
     __slots__ = ()
 
-    def usage_routes(self, prefix: str) -> list[web.RouteDef]:
-        """The usage route under ``prefix``."""
-        return [web.get(prefix + "/sims/{iccid}/usage", self.usage)]
-
     def routes(self, prefix: str) -> list[web.RouteDef]:
-        """The other eSIM routes under ``prefix``."""
         return [
+            web.get(prefix + "/sims/{iccid}/usage", self.usage),
             web.get(prefix + "/sims", self.list_sims),
             web.get(prefix + "/sims/{iccid}", self.get_sim),
             web.get(prefix + "/sims/{iccid}/topups", self.sim_topups),
@@ -68,13 +74,6 @@ class EsimRoutes(Routes):
             web.get(prefix + "/sims/{iccid}/instructions", self.instructions),
             web.put(prefix + "/sims/{iccid}/brand", self.brand),
         ]
-
-    def sim_or_404(self, request: web.Request) -> SimRecord | web.Response:
-        """The eSIM the path names, or the 404 for an unknown ICCID."""
-        sim = self.state.fleet.get(request.match_info["iccid"])
-        if sim is None:
-            return not_found()
-        return sim
 
     # ------------------------------------------------------------------ usage
 
@@ -133,19 +132,15 @@ class EsimRoutes(Routes):
         return web.json_response(paginate(request, sims, base="/sims"))
 
     @guarded("sim")
-    async def get_sim(self, request: web.Request) -> web.StreamResponse:
+    @of_known_sim
+    async def get_sim(self, request: web.Request, sim: SimRecord) -> web.StreamResponse:
         """``GET /sims/{iccid}``."""
-        sim = self.sim_or_404(request)
-        if isinstance(sim, web.Response):
-            return sim
         return ok(sim_json(sim), "succes")
 
     @guarded("sim_topups")
-    async def sim_topups(self, request: web.Request) -> web.StreamResponse:
+    @of_known_sim
+    async def sim_topups(self, request: web.Request, sim: SimRecord) -> web.StreamResponse:
         """``GET /sims/{iccid}/topups``: the top-ups offered for the eSIM's package."""
-        sim = self.sim_or_404(request)
-        if isinstance(sim, web.Response):
-            return sim
         if sim.status == "RECYCLED":
             return recycled(sim)
         offered = topups_for(sim.package_id)
@@ -154,15 +149,13 @@ class EsimRoutes(Routes):
         return web.json_response({"pricing": dict(PRICING), "data": offered})
 
     @guarded("package_history", limited=True, key="iccid")
-    async def package_history(self, request: web.Request) -> web.StreamResponse:
+    @of_known_sim
+    async def package_history(self, request: web.Request, sim: SimRecord) -> web.StreamResponse:
         """``GET /sims/{iccid}/packages``: the eSIM's package, then its top-ups; limited per
         ICCID."""
-        sim = self.sim_or_404(request)
-        if isinstance(sim, web.Response):
-            return sim
         entries = []
         for n, pid in enumerate([sim.package_id, *sim.topups]):
-            found = find_package(pid)
+            found = PACKAGES.get(pid)
             if found is None:
                 continue
             package = found[1]
@@ -181,11 +174,9 @@ class EsimRoutes(Routes):
         return web.json_response({"pricing": dict(PRICING), "data": entries})
 
     @guarded("instructions")
-    async def instructions(self, request: web.Request) -> web.StreamResponse:
+    @of_known_sim
+    async def instructions(self, request: web.Request, sim: SimRecord) -> web.StreamResponse:
         """``GET /sims/{iccid}/instructions``: in the ``Accept-Language`` asked for."""
-        sim = self.sim_or_404(request)
-        if isinstance(sim, web.Response):
-            return sim
         language = accept_language(request)
         qr = sim_json(sim)["qrcode"]
         steps = {
@@ -215,11 +206,9 @@ class EsimRoutes(Routes):
         return ok({"instructions": {"language": language, "ios": [device], "android": [device]}})
 
     @guarded("brand")
-    async def brand(self, request: web.Request) -> web.StreamResponse:
+    @of_known_sim
+    async def brand(self, request: web.Request, sim: SimRecord) -> web.StreamResponse:
         """``PUT /sims/{iccid}/brand``: the key must be present; empty or null unbrands."""
-        sim = self.sim_or_404(request)
-        if isinstance(sim, web.Response):
-            return sim
         body = await read_body(request)
         if "brand_settings_name" not in body:
             return invalid(
@@ -227,17 +216,3 @@ class EsimRoutes(Routes):
             )
         sim.brand_settings_name = body["brand_settings_name"] or None
         return ok({"brand_settings_name": sim.brand_settings_name})
-
-
-def add_routes(
-    router: web.UrlDispatcher,
-    state: EmulatorState,
-    prefixes: Iterable[str],
-    usage_prefixes: Iterable[str],
-) -> None:
-    """Register usage under each of ``usage_prefixes`` and the other eSIM endpoints under each
-    of ``prefixes``."""
-    routes = EsimRoutes(state)
-    for prefix in usage_prefixes:
-        router.add_routes(routes.usage_routes(prefix))
-    routes.add_to(router, prefixes)

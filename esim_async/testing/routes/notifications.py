@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
-from ..guard import SendingRoutes, guarded
+from ..guard import Routes, guarded
 from ..http import invalid, ok, read_body
-from ..state import EmulatorState
-from ..webhooks import WebhookSender
 
-__all__ = ["NOTIFICATION_TYPES", "SIMULATED_EVENTS", "NotificationRoutes", "add_routes"]
+__all__ = ["NOTIFICATION_TYPES", "SIMULATED_EVENTS", "NotificationRoutes"]
 
 #: The notification types one can opt in to.
 NOTIFICATION_TYPES = frozenset(
@@ -33,13 +30,12 @@ SIMULATED_EVENTS = {
 }
 
 
-class NotificationRoutes(SendingRoutes):
+class NotificationRoutes(Routes):
     """Handlers for opt-in, opt-out and the webhook simulator."""
 
     __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
-        """The route definitions under ``prefix``."""
         return [
             web.post(prefix + "/notifications/opt-in", self.opt_in),
             web.get(prefix + "/notifications/opt-in", self.get_opt_in),
@@ -102,13 +98,3 @@ class NotificationRoutes(SendingRoutes):
         if failed is not None:
             return failed
         return web.json_response({"success": "Notification sent"})
-
-
-def add_routes(
-    router: web.UrlDispatcher,
-    state: EmulatorState,
-    webhooks: WebhookSender,
-    prefixes: Iterable[str],
-) -> None:
-    """Register the notification endpoints under each of ``prefixes``."""
-    NotificationRoutes(state, webhooks).add_to(router, prefixes)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from ..catalogue import find_package, topups_for
+from ..catalogue import PACKAGES, topups_for
 from ..fleet import INSTALL_WINDOW, Fleet, SimRecord, stamp
-from ..guard import SendingRoutes, guarded
+from ..guard import Routes, guarded
 from ..http import (
     business,
     invalid,
@@ -28,18 +27,16 @@ from ..http import (
     ok,
     paginate,
     read_body,
+    recycled,
+    sim_json,
     utc_now,
 )
-from ..payloads import recycled, sim_json
-from ..state import EmulatorState
-from ..webhooks import WebhookSender
 
 __all__ = [
     "ERROR_PACKAGES",
     "MAX_QUANTITY",
     "MAX_VOUCHER_QUANTITY",
     "OrderRoutes",
-    "add_routes",
     "whole_number",
 ]
 
@@ -79,13 +76,12 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
-class OrderRoutes(SendingRoutes):
+class OrderRoutes(Routes):
     """Handlers for orders, future orders and vouchers."""
 
     __slots__ = ()
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
-        """The route definitions under ``prefix``."""
         return [
             web.post(prefix + "/orders", self.create_order),
             web.post(prefix + "/orders-async", self.create_async_order),
@@ -170,7 +166,7 @@ class OrderRoutes(SendingRoutes):
         if package_id in ERROR_PACKAGES:
             return business(*ERROR_PACKAGES[str(package_id)])
         errors: dict[str, str] = {}
-        found = find_package(str(package_id)) if package_id else None
+        found = PACKAGES.get(str(package_id)) if package_id else None
         if not package_id:
             errors["package_id"] = "The package id field is required."
         elif found is None or found[1]["type"] != "sim":
@@ -179,11 +175,10 @@ class OrderRoutes(SendingRoutes):
         quantity = asked or 0
         if asked is None:
             errors["quantity"] = "The quantity must be an integer."
-        else:
-            if quantity > MAX_QUANTITY:
-                errors["quantity"] = f"The quantity may not be greater than {MAX_QUANTITY}."
-            elif quantity < 1:
-                errors["quantity"] = "The quantity must be at least 1."
+        elif quantity > MAX_QUANTITY:
+            errors["quantity"] = f"The quantity may not be greater than {MAX_QUANTITY}."
+        elif quantity < 1:
+            errors["quantity"] = "The quantity must be at least 1."
         if body.get("to_email") and not body.get("sharing_option"):
             errors["sharing_option"] = (
                 "The sharing option field is required when to email is present."
@@ -231,13 +226,7 @@ class OrderRoutes(SendingRoutes):
             webhooks.schedule(
                 str(url), payload, webhooks.secret_for(request), state.async_order_delay
             )
-        return web.json_response(
-            {
-                "data": {"request_id": request_id, "accepted_at": now_stamp()},
-                "meta": {"message": "success"},
-            },
-            status=202,
-        )
+        return ok({"request_id": request_id, "accepted_at": now_stamp()}, status=202)
 
     @guarded("orders")
     async def list_orders(self, request: web.Request) -> web.StreamResponse:
@@ -302,7 +291,6 @@ class OrderRoutes(SendingRoutes):
             sim.activated_at = stamp(now)
             sim.expired_at = stamp(now + timedelta(days=int(package["day"])))
         order = self.record_order(package, 1, [], body.get("description"), "topup")
-        order["sims"] = []
         return ok(order)
 
     # ------------------------------------------------------------------ future orders
@@ -313,7 +301,7 @@ class OrderRoutes(SendingRoutes):
         state = self.state
         body = await self.recorded_body(request, "future_orders")
         errors: dict[str, str] = {}
-        found = find_package(str(body.get("package_id", "")))
+        found = PACKAGES.get(str(body.get("package_id", "")))
         if found is None:
             return business(*ERROR_PACKAGES["test-out-of-stock-7days-1gb"])
         quantity = whole_number(body.get("quantity", 0)) or 0
@@ -386,7 +374,7 @@ class OrderRoutes(SendingRoutes):
         for n, line in enumerate(lines):
             if not isinstance(line, dict):
                 return invalid({f"vouchers.{n}": f"The vouchers.{n} must be an array."})
-            if find_package(str(line.get("package_id"))) is None:
+            if str(line.get("package_id")) not in PACKAGES:
                 return invalid(
                     {f"vouchers.{n}.package_id": f"The selected vouchers.{n}.package_id is invalid"}
                 )
@@ -425,13 +413,3 @@ class OrderRoutes(SendingRoutes):
                 "created_at": now_stamp(),
             }
         )
-
-
-def add_routes(
-    router: web.UrlDispatcher,
-    state: EmulatorState,
-    webhooks: WebhookSender,
-    prefixes: Iterable[str],
-) -> None:
-    """Register the order endpoints under each of ``prefixes``."""
-    OrderRoutes(state, webhooks).add_to(router, prefixes)

@@ -12,27 +12,34 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..guard import apply_fault, count_arrival
+from ..guard import Routes, guarded
 from ..http import read_body
 from ..state import EmulatorState
 
-__all__ = ["VOICE_PREFIX", "VoiceRoutes", "add_routes"]
+__all__ = ["VOICE_PREFIX", "VoiceRoutes", "api_key_denied"]
 
 VOICE_PREFIX = "/api/third-party/partner"
 #: How many numbers the emulator has to offer.
 NUMBERS = 25
 
 
-class VoiceRoutes:
+def api_key_denied(state: EmulatorState, request: web.Request) -> web.Response | None:
+    """The 401 for a missing or wrong API key, else ``None``. A refused key is not counted in
+    ``stats.unauthorized``, which counts the data API's bearer-token refusals."""
+    key = request.headers.get("Pressone-X-Api-Key", "")
+    bearer = request.headers.get("Authorization", "")
+    expected = state.voice_api_key
+    if not key or bearer != f"Bearer {key}" or (expected is not None and key != expected):
+        return web.json_response({"detail": "Invalid API key."}, status=401)
+    return None
+
+
+class VoiceRoutes(Routes):
     """Handlers for the voice-only API."""
 
-    __slots__ = ("state",)
+    __slots__ = ()
 
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-
-    def routes(self, prefix: str = VOICE_PREFIX) -> list[web.RouteDef]:
-        """The route definitions under ``prefix``."""
+    def routes(self, prefix: str) -> list[web.RouteDef]:
         return [
             web.get(prefix + "/available-numbers/", self.numbers),
             web.post(prefix + "/claim-number/", self.claim),
@@ -40,32 +47,10 @@ class VoiceRoutes:
             web.get(prefix + "/user/", self.users),
         ]
 
-    async def enter(self, request: web.Request, endpoint: str) -> web.StreamResponse | None:
-        """Count the arrival at ``endpoint``, check the API key, then serve any queued fault;
-        ``None`` lets the handler answer. A refused key is not counted in
-        ``stats.unauthorized``, which counts the data API's bearer-token refusals."""
-        state = self.state
-        count_arrival(state, endpoint, request)
-        denied = self.denied(request)
-        if denied is not None:
-            return denied
-        return await apply_fault(state, state.fault_plan.next(endpoint, state.faults), request)
-
-    def denied(self, request: web.Request) -> web.Response | None:
-        """The 401 for a missing or wrong API key, else ``None``."""
-        key = request.headers.get("Pressone-X-Api-Key", "")
-        bearer = request.headers.get("Authorization", "")
-        expected = self.state.voice_api_key
-        if not key or bearer != f"Bearer {key}" or (expected is not None and key != expected):
-            return web.json_response({"detail": "Invalid API key."}, status=401)
-        return None
-
+    @guarded("voice_numbers", auth=api_key_denied)
     async def numbers(self, request: web.Request) -> web.StreamResponse:
         """``GET /available-numbers/``: numbers nobody has claimed, page ``page_index`` (from 1)
         of ``page_size`` (10) of them."""
-        entered = await self.enter(request, "voice_numbers")
-        if entered is not None:
-            return entered
         page = _page(request, default_size=10)
         if isinstance(page, web.Response):
             return page
@@ -80,12 +65,10 @@ class VoiceRoutes:
             {"data": numbers[start : start + size], "total": len(numbers), "page_size": size}
         )
 
+    @guarded("voice_claim", auth=api_key_denied)
     async def claim(self, request: web.Request) -> web.StreamResponse:
         """``POST /claim-number/``: a user on a trial subscription, keyed by e-mail; 201. An
         e-mail that already claimed a number, or a number already claimed, is refused (400)."""
-        entered = await self.enter(request, "voice_claim")
-        if entered is not None:
-            return entered
         body = await read_body(request)
         email = body.get("email")
         if not email:
@@ -112,11 +95,9 @@ class VoiceRoutes:
         users[str(email)] = user
         return web.json_response({"message": "Number claimed", "data": user}, status=201)
 
+    @guarded("voice_renew", auth=api_key_denied)
     async def renew(self, request: web.Request) -> web.StreamResponse:
         """``POST /renew-number/``: the subscription becomes active; 404 for an unknown e-mail."""
-        entered = await self.enter(request, "voice_renew")
-        if entered is not None:
-            return entered
         body = await read_body(request)
         user = self.state.voice_users.get(str(body.get("email")))
         if user is None:
@@ -130,12 +111,10 @@ class VoiceRoutes:
         }
         return web.json_response({"message": "Subscription renewed", "data": user})
 
+    @guarded("voice_users", auth=api_key_denied)
     async def users(self, request: web.Request) -> web.StreamResponse:
         """``GET /user/``: every user, or those matching ``email`` / ``mobile``; one page of
         them when ``page_size`` is given."""
-        entered = await self.enter(request, "voice_users")
-        if entered is not None:
-            return entered
         users = list(self.state.voice_users.values())
         for key in ("email", "mobile"):
             if request.query.get(key):
@@ -162,8 +141,3 @@ def _page(request: web.Request, *, default_size: int) -> tuple[int, int] | web.R
             {"page_size": ["Ensure this value is greater than or equal to 1."]}, status=400
         )
     return (max(values["page_index"], 1) - 1) * size, size
-
-
-def add_routes(router: web.UrlDispatcher, state: EmulatorState, prefix: str = VOICE_PREFIX) -> None:
-    """Register the voice endpoints under ``prefix``."""
-    router.add_routes(VoiceRoutes(state).routes(prefix))
