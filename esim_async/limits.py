@@ -580,6 +580,8 @@ class EndpointLimiter:
         self._closed = False
         #: key -> (end of its own cool-down, whether callers are refused rather than wait).
         self._key_holds: dict[str, tuple[float, bool]] = {}
+        #: Queued callers that wait only until a deadline (this clock) -> that deadline.
+        self._deadlines: dict[asyncio.Future[Any], float] = {}
         self._last_headers: Mapping[str, str] = {}
         #: Total seconds callers spent waiting here (for ``client.stats``).
         self.waited = 0.0
@@ -589,15 +591,24 @@ class EndpointLimiter:
     # ------------------------------------------------------------------------------ acquire
 
     async def acquire(
-        self, key: str | None = None, priority: Priority = Priority.INTERACTIVE
+        self,
+        key: str | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        *,
+        max_wait: float = math.inf,
     ) -> Slot:
         """Wait until one request (for ``key``) may be sent, and count it. Mark the returned
         slot when the request goes out, or release it if nothing goes out (it is released for
         you if you are cancelled first).
 
+        ``max_wait`` bounds the waits this caller would sleep itself (its key's window or
+        cool-down, or the shared window when nobody queues before it): a longer one raises
+        :class:`RateLimitedError` at once instead.
+
         Raises:
             RateLimitedError: the endpoint or this key cools down for longer than callers
-                wait (see :meth:`penalize`); ``retry_after`` says for how long still.
+                wait (see :meth:`penalize`), or a wait is longer than ``max_wait``;
+                ``retry_after`` says for how long still.
             LimiterClosedError: the limiter was closed.
             BackendUnavailableError: the store could not be reached (fail closed).
         """
@@ -616,12 +627,16 @@ class EndpointLimiter:
                 if not self._lanes[0] and not self._lanes[1]:
                     got = await self._try(key)
                     if not isinstance(got, Slot) and not got[1]:
+                        if got[0] > max_wait - (clock.now() - start):
+                            raise cooldown_refusal(self.name, got[0])
                         got = None  # the shared window is full: queue for it
                 if got is None:
-                    got = await self._queue(key, priority)
+                    got = await self._queue(key, priority, start + max_wait)
                 if isinstance(got, Slot):
                     break
                 wait = got[0]  # the key's own window: wait outside the queue
+            if wait > max_wait - (clock.now() - start):
+                raise cooldown_refusal(self.name, wait, key_limited=key is not None)
             await self._pause(wait)
         waited = clock.now() - start
         if waited > 0.0:
@@ -740,15 +755,20 @@ class EndpointLimiter:
                 slot.mark(now)
             return slot
 
-    async def _queue(self, key: str | None, priority: Priority) -> Slot | tuple[float, bool]:
+    async def _queue(
+        self, key: str | None, priority: Priority, deadline: float = math.inf
+    ) -> Slot | tuple[float, bool]:
         """Wait in the lane of ``priority`` (or of the task's ticket, if better) for the
-        dispatcher: a slot, or (seconds, True) to wait for the key's own window."""
+        dispatcher: a slot, or (seconds, True) to wait for the key's own window. A caller the
+        queue cannot serve by ``deadline`` (this clock) is refused with RateLimitedError."""
         ticket = _TICKET.get()
         if ticket is not None and ticket.priority < priority:
             priority = ticket.priority
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Slot | float] = loop.create_future()
         self._lanes[priority].append((fut, key))
+        if deadline < math.inf:
+            self._deadlines[fut] = deadline
         if ticket is not None and priority > Priority.INTERACTIVE:
             ticket.follow(fut, self)  # it may be promoted while it waits
         if self._dispatcher is None:
@@ -764,6 +784,7 @@ class EndpointLimiter:
                     admitted.release()  # admitted, but nothing will be sent
             raise
         finally:
+            self._deadlines.pop(fut, None)
             if ticket is not None:
                 ticket.forget(fut)
         return got if isinstance(got, Slot) else (got, True)
@@ -778,7 +799,9 @@ class EndpointLimiter:
                     self._fail_waiters(lambda exc=exc: exc)  # type: ignore[misc]
                     return
                 if not isinstance(got, Slot) and not got[1]:
-                    await self._pause(got[0])
+                    self._refuse_late(got[0])
+                    if not fut.done():
+                        await self._pause(got[0])
                     continue
                 self._remove(head)
                 if fut.done():  # cancelled while the store answered
@@ -804,6 +827,16 @@ class EndpointLimiter:
             await asyncio.wait((sleeper, down), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
+
+    def _refuse_late(self, wait: float) -> None:
+        """Refuse every queued caller whose deadline comes before the queue moves again, in
+        ``wait`` seconds: none of them could be served in time."""
+        if not self._deadlines:
+            return
+        until = self._clock.now() + wait
+        for fut, deadline in list(self._deadlines.items()):
+            if deadline < until and not fut.done():
+                fut.set_exception(cooldown_refusal(self.name, wait))
 
     def _head(self) -> _Entry | None:
         for lane in self._lanes:

@@ -118,7 +118,7 @@ class Kind(enum.Enum):
     UNDECODABLE = "undecodable"  # a 2xx whose body could not be decoded
     UNAUTHORIZED = "unauthorized"  # a 401: refused before the request did anything
     RATE_LIMITED = "rate limited"  # a 429
-    SERVER_ERROR = "server error"  # a 5xx
+    SERVER_ERROR = "server error"  # a 5xx, or a redirect (3xx) of a write
     REFUSED = "refused"  # any other error answer (400, 403, 404, 422...): final
     NOT_SENT = "not sent"  # nothing of the request went out (it could not connect)
     NO_ANSWER = "no answer"  # it may have reached the server, but no answer came back
@@ -183,7 +183,9 @@ def classify(
         kind = Kind.UNAUTHORIZED
     elif isinstance(error, RateLimitedError):
         kind = Kind.RATE_LIMITED
-    elif isinstance(error, ServerError):
+    elif isinstance(error, ServerError) or (status < 400 and not req.idempotent):
+        # A redirect of a write (never followed) may come after its effect, as a 303 See
+        # Other does: for a write it is an answer of unknown outcome, as a 5xx is.
         kind = Kind.SERVER_ERROR
     else:
         kind = Kind.REFUSED
@@ -559,6 +561,7 @@ class Transport:
         ticket = req.ticket
         attempt = 0
         refreshed = False
+        throttled: Outcome | None = None  # the 429 this attempt retries
         while True:
             # The token before any permit: its own request may need one of the permits
             # (sandbox mode) that requests waiting for it would otherwise hold.
@@ -592,15 +595,10 @@ class Transport:
                     # would keep the call alive in the context it captures).
                     asked = clock.now()
                     with ticket.bind() if ticket is not None else nullcontext():
-                        try:
-                            if limiter is not None and slot is None:
-                                slot = await limiter.acquire(req.key, req.priority)
-                            if account is not None:
-                                other = await account.acquire(None, req.priority)
-                        except BaseException:
-                            if slot is not None:
-                                slot.release()
-                            raise
+                        # A retry after a 429 waits for budget (its cool-down, a rate the
+                        # 429 lowered) no longer than retry_after_cap: beyond, it is refused.
+                        longest = math.inf if throttled is None else self.retry_after_cap
+                        slot, other = await self._budget(req, limiter, account, slot, longest)
                     waited = clock.now() - asked
                     stats.limit_wait += waited
                 slots = (slot, other)
@@ -662,9 +660,40 @@ class Transport:
                     attempt,
                     max_retries,
                 )
+            throttled = outcome if kind is Kind.RATE_LIMITED else None
             delay = retry_delay(outcome, req, attempt, self._backoff)
             if delay is not None:
                 await self._pause(delay)
+
+    @staticmethod
+    async def _budget(
+        req: Request[Any],
+        limiter: RateLimiter | None,
+        account: RateLimiter | None,
+        slot: Slot | None,
+        max_wait: float,
+    ) -> tuple[Slot | None, Slot | None]:
+        """The permits of one attempt of ``req``: the endpoint's (unless ``slot`` is it
+        already), then the account's; none is kept if the wait fails. Where the limiter can
+        tell, a wait longer than ``max_wait`` raises RateLimitedError instead."""
+        other = None
+        # (passed only when it bounds something: a limiter that predates it still works)
+        bound = {"max_wait": max_wait} if max_wait < math.inf else {}
+        try:
+            if limiter is not None and slot is None:
+                if isinstance(limiter, EndpointLimiter):
+                    slot = await limiter.acquire(req.key, req.priority, **bound)
+                else:
+                    slot = await limiter.acquire(req.key, req.priority)
+            if isinstance(account, EndpointLimiter):
+                other = await account.acquire(None, req.priority, **bound)
+            elif account is not None:
+                other = await account.acquire(None, req.priority)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        return slot, other
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay`` before a retry; closing the client ends it with TransportError."""
@@ -806,9 +835,9 @@ class Transport:
                         raw = await self._read(resp)
                     except TransportError as exc:  # over the cap
                         status = resp.status
-                        if req.idempotent or not (200 <= status < 300 or status >= 500):
+                        if req.idempotent or 400 <= status < 500:
                             raise
-                        # A write answered 2xx or 5xx: it may well have taken effect.
+                        # A write answered 2xx, 3xx or 5xx: it may well have taken effect.
                         raise _SendError(
                             Outcome(Kind.UNDECODABLE, error=exc, status=status)
                             if status < 300
@@ -874,10 +903,15 @@ class Transport:
         attempt = _ATTEMPTS.get(asyncio.current_task()) if _ATTEMPTS else None
         if attempt is not None:
             if attempt.sends:
+                req = attempt.req
+                if not req.idempotent:
+                    # A write is never sent twice: aiohttp re-sends a PUT or DELETE whose
+                    # connection dropped (a voice write may be mapped to one), which for a
+                    # write is an unknown outcome. The drop goes back as it came.
+                    raise aiohttp.ServerDisconnectedError()
                 # aiohttp re-sends on its own when a pooled connection dropped: the server may
                 # count both, so the re-send takes permits like any attempt.
                 self.stats.resends += 1
-                req = attempt.req
                 for limiter, key in ((req.limiter, req.key), (attempt.account, None)):
                     if limiter is not None:
                         with req.ticket.bind() if req.ticket is not None else nullcontext():
